@@ -1,0 +1,75 @@
+"""Config -> components. The only place where names in a recipe become objects."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from grpokit.config import AlgorithmConfig, TrainConfig
+from grpokit.types import Example
+
+
+@dataclass
+class Components:
+    policy: object  # grpokit.policy.Policy
+    reference: object | None  # grpokit.policy.Reference, only when beta > 0
+    rewards: object  # grpokit.rewards.RewardSet
+    grouper: Callable
+    advantage_fn: Callable
+    algorithm: AlgorithmConfig  # preset resolved: no None fields
+    train_examples: list[Example]
+    eval_examples: list[Example]
+
+
+def task_name(spec: str) -> str | None:
+    return spec.split(":")[1] if spec.startswith("task:") else None
+
+
+def default_eval_spec(train_spec: str) -> str | None:
+    name = task_name(train_spec)
+    return f"task:{name}:test" if name else None
+
+
+def reward_specs(cfg: TrainConfig) -> list[tuple[str, float, dict]]:
+    if cfg.rewards:
+        return [(r.name, r.weight, dict(r.kwargs)) for r in cfg.rewards]
+    name = task_name(cfg.data.train)
+    if name:
+        from grpokit.tasks import get_task
+
+        return [(n, w, {}) for n, w in get_task(name).default_rewards]
+    return [("accuracy", 1.0, {})]
+
+
+def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
+    """Build every component the training loop needs. model_path overrides the model
+    directory (used when resuming from a checkpoint)."""
+    import dataclasses
+
+    from grpokit.algo.advantages import ADVANTAGES
+    from grpokit.data import load_prompts
+    from grpokit.grouping import GROUPERS
+    from grpokit.policy import Reference, load_policy
+    from grpokit.presets import resolve_algorithm
+    from grpokit.rewards import RewardSet
+
+    algo = resolve_algorithm(cfg.algorithm)
+    train = load_prompts(cfg.data.train, prompt_field=cfg.data.prompt_field, split="train", seed=cfg.run.seed)
+    eval_spec = cfg.data.eval or default_eval_spec(cfg.data.train)
+    evals: list[Example] = []
+    if eval_spec:
+        evals = load_prompts(eval_spec, prompt_field=cfg.data.prompt_field, split="test",
+                             n=cfg.data.eval_size or None, seed=cfg.run.seed)
+        if cfg.data.eval_size:
+            evals = evals[: cfg.data.eval_size]
+    model_cfg = cfg.model if model_path is None else dataclasses.replace(cfg.model, name_or_path=model_path)
+    fit = [e.prompt if isinstance(e.prompt, str) else str(e.prompt) for e in train[:5000]]
+    policy = load_policy(model_cfg, fit_texts=fit, seed=cfg.run.seed)
+    reference = Reference(policy) if algo.beta > 0 else None
+    return Components(
+        policy=policy, reference=reference, rewards=RewardSet(reward_specs(cfg)),
+        grouper=GROUPERS.get(algo.grouping), advantage_fn=ADVANTAGES.get(algo.advantage), algorithm=algo,
+        train_examples=train, eval_examples=evals,
+    )

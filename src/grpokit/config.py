@@ -1,0 +1,166 @@
+"""Typed configuration. Each field's `help` text is what `--help` and `validate` print.
+
+Recipes are YAML files whose keys mirror these dataclasses; `key.sub=value` overrides
+apply on top. Loading, overrides and validation live in `config_io.py`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+def opt(default: Any = None, help: str = "", *, factory: Any = None, choices: tuple = ()) -> Any:
+    """A dataclass field carrying its help text (and allowed values) as metadata."""
+    meta = {"help": help, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class LoraConfig:
+    r: int = opt(0, "LoRA rank; 0 trains all weights")
+    alpha: int = opt(16, "LoRA alpha (scale = alpha / r)")
+    dropout: float = opt(0.0, "dropout on the LoRA input")
+    target_modules: list = opt(help="module names to adapt; empty means all linear layers of the decoder",
+                               factory=list)
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = opt("tiny", "a local Hugging Face causal-LM directory, a hub id, or tiny[:SIZE] "
+                                    "(a fresh small Qwen2/Llama-style model with a character tokenizer)")
+    dtype: str = opt("float32", "weight dtype", choices=("float32", "bfloat16", "float16"))
+    tokenizer: Optional[str] = opt(None, "tokenizer directory, when it differs from the model's")
+    trust_remote_code: bool = opt(False, "allow custom model code from the model directory")
+    attn_implementation: Optional[str] = opt(None, "attention kernel passed to transformers (sdpa, eager, ...)")
+    lora: LoraConfig = opt(help="LoRA adapter settings", factory=LoraConfig)
+
+
+@dataclass
+class DataConfig:
+    train: str = opt("task:arithmetic", "training prompts: a JSONL/JSON/CSV/Parquet file, or task:NAME "
+                                        "for a built-in task (arithmetic, gsm8k)")
+    eval: Optional[str] = opt(None, "held-out prompts, same forms as `train`")
+    eval_size: int = opt(200, "number of held-out prompts to evaluate (0 = all)")
+    prompt_field: str = opt("prompt", "column holding the prompt (text or chat messages)")
+    max_prompt_tokens: int = opt(512, "prompts longer than this are left-truncated")
+    shuffle: bool = opt(True, "shuffle prompts each epoch")
+    system_prompt: Optional[str] = opt(None, "system message prepended when prompts are chat messages")
+
+
+@dataclass
+class RolloutConfig:
+    num_generations: int = opt(8, "completions sampled per prompt (the group size G)")
+    prompts_per_step: int = opt(32, "prompts per optimizer step")
+    max_new_tokens: int = opt(128, "completion token budget")
+    temperature: float = opt(1.0, "sampling temperature (0 = greedy)")
+    top_p: float = opt(1.0, "nucleus sampling threshold")
+    stop: list = opt(help="stop strings; generation of a row ends after any of them", factory=list)
+    backend: str = opt("transformers", "generation backend", choices=("transformers", "vllm"))
+    batch_size: int = opt(0, "rows generated at once (0 = all of the step's rows)")
+
+
+@dataclass
+class RewardSpec:
+    name: str = opt("accuracy", "a registered reward, or module:function / file.py:function")
+    weight: float = opt(1.0, "weight of this reward in the total")
+    kwargs: dict = opt(help="extra keyword arguments for the reward function", factory=dict)
+
+
+@dataclass
+class AlgorithmConfig:
+    preset: str = opt("grpo", "variant preset that fills the fields left empty "
+                              "(grpo, dr_grpo, dapo, gspo, rloo; see `grpokit list losses`)")
+    advantage: Optional[str] = opt(None, "advantage estimator (grpo, rloo; see `grpokit list advantages`)")
+    scale_rewards: Optional[str] = opt(None, "divide advantages by the group std, the batch std, or nothing",
+                                       choices=("group", "batch", "none"))
+    ratio: Optional[str] = opt(None, "importance ratio per token, or per sequence (GSPO)",
+                               choices=("token", "sequence"))
+    loss_agg: Optional[str] = opt(None, "loss aggregation: per-sequence mean (GRPO), token mean over the "
+                                        "batch (DAPO), constant normaliser (Dr. GRPO)",
+                                  choices=("sequence_mean", "token_mean", "constant"))
+    clip_low: Optional[float] = opt(None, "lower clip epsilon: ratio >= 1 - clip_low")
+    clip_high: Optional[float] = opt(None, "upper clip epsilon: ratio <= 1 + clip_high (clip-higher when larger)")
+    beta: float = opt(0.0, "KL coefficient to the frozen reference (0 = no reference model)")
+    kl_estimator: str = opt("k3", "KL estimator", choices=("k1", "k2", "k3"))
+    mu: int = opt(1, "optimisation passes over each batch (old log-probs stored from the first pass)")
+    grouping: str = opt("prompt", "group formation strategy (see `grpokit list groupers`)")
+    eps: float = opt(1e-4, "epsilon added to the std when scaling advantages")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = opt(1e-6, "peak learning rate (AdamW)")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    betas: list = opt(help="AdamW betas", factory=lambda: [0.9, 0.999])
+    warmup_steps: int = opt(0, "linear warm-up steps")
+    schedule: str = opt("constant", "learning-rate schedule after warm-up",
+                        choices=("constant", "linear", "cosine"))
+    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)")
+    micro_batch_size: int = opt(0, "rows per forward/backward (gradient accumulation); 0 = whole batch")
+
+
+@dataclass
+class RunConfig:
+    out: str = opt("runs/grpo", "run directory (metrics, samples, checkpoints, final model)")
+    steps: int = opt(100, "optimizer steps")
+    seed: int = opt(0, "random seed")
+    save_every: int = opt(0, "checkpoint every N steps (0 = only at the end)")
+    keep_checkpoints: int = opt(2, "checkpoints kept on disk")
+    eval_every: int = opt(0, "held-out evaluation every N steps (0 = only at the end)")
+    log_samples: int = opt(4, "sample completions written to samples.jsonl per step")
+    resume: bool = opt(False, "continue from the newest checkpoint in `out`")
+    threads: int = opt(0, "torch CPU threads (0 = leave torch's default)")
+    progress: bool = opt(True, "show a progress bar")
+
+
+@dataclass
+class TrainConfig:
+    """`grpokit train`: GRPO on prompts with rule-based rewards."""
+
+    model: ModelConfig = opt(help="policy model", factory=ModelConfig)
+    data: DataConfig = opt(help="prompt data", factory=DataConfig)
+    rollout: RolloutConfig = opt(help="sampling of completions", factory=RolloutConfig)
+    rewards: list = opt(help="reward functions with weights; empty = the built-in task's defaults "
+                             "(accuracy for data files)", factory=list)
+    algorithm: AlgorithmConfig = opt(help="advantage, loss and grouping", factory=AlgorithmConfig)
+    optim: OptimConfig = opt(help="optimizer and schedule", factory=OptimConfig)
+    run: RunConfig = opt(help="run length, seed, output", factory=RunConfig)
+
+
+@dataclass
+class SFTConfig:
+    """`grpokit sft`: supervised cold start on reasoning traces."""
+
+    model: ModelConfig = opt(help="model to fine-tune", factory=ModelConfig)
+    data: str = opt("", "traces: JSONL with prompt+completion or chat messages, or task:NAME")
+    eval_data: Optional[str] = opt(None, "held-out prompts to measure accuracy on at the end")
+    max_seq_len: int = opt(512, "longest prompt+completion in tokens (longer rows are truncated)")
+    batch_size: int = opt(32, "sequences per optimizer step")
+    lr: float = opt(1e-4, "peak learning rate")
+    warmup_steps: int = opt(20, "linear warm-up steps")
+    schedule: str = opt("cosine", "learning-rate schedule after warm-up", choices=("constant", "linear", "cosine"))
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)")
+    out: str = opt("runs/sft", "output directory (a model directory `--model` accepts)")
+    steps: int = opt(500, "optimizer steps")
+    seed: int = opt(0, "random seed")
+    threads: int = opt(0, "torch CPU threads (0 = leave torch's default)")
+    progress: bool = opt(True, "show a progress bar")
+
+
+@dataclass
+class EvalConfig:
+    """`grpokit eval`: greedy accuracy and rewards on held-out prompts."""
+
+    model: ModelConfig = opt(help="model to evaluate", factory=ModelConfig)
+    data: str = opt("", "prompts with answers: a file or task:NAME")
+    limit: int = opt(0, "evaluate only the first N rows (0 = all)")
+    max_new_tokens: int = opt(128, "completion token budget")
+    batch_size: int = opt(64, "prompts generated at once")
+    temperature: float = opt(0.0, "0 = greedy decoding")
+    rewards: list = opt(help="reward functions reported per sample", factory=lambda: [RewardSpec()])
+    samples_out: Optional[str] = opt(None, "write every sample to this JSONL file")
+    seed: int = opt(0, "random seed (only used when temperature > 0)")
+    threads: int = opt(0, "torch CPU threads (0 = leave torch's default)")

@@ -1,0 +1,798 @@
+"""Recipes in and out: YAML -> typed config dataclasses, `key.sub=value` overrides,
+semantic validation, and the `--help` listing of every key.
+
+    cfg = load_config(TrainConfig, "recipe.yaml", ["algorithm.beta=0.04", "run.steps=50"])
+    problems = validate(cfg)          # [] when the config makes sense
+
+Every error names the offending key, what was expected, and the valid alternatives.
+This module imports no torch; registries are imported lazily inside `validate`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import importlib.util
+import math
+import textwrap
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Optional, TypeVar, Union
+
+import yaml
+
+from grpokit.config import EvalConfig, RewardSpec, SFTConfig, TrainConfig
+
+C = TypeVar("C")
+
+# Top-level `kind:` a recipe may declare; `load_config` checks it against the class.
+KINDS: dict[str, type] = {"train": TrainConfig, "sft": SFTConfig, "eval": EvalConfig}
+_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".tsv", ".arrow")
+_MISSING = object()
+
+
+class ConfigError(ValueError):
+    """A recipe or override that cannot become a config; the message says which key and why."""
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """Optional[X] -> (X, True); anything else -> (tp, False)."""
+    origin = typing.get_origin(tp)
+    if origin is Union or (hasattr(types, "UnionType") and origin is getattr(types, "UnionType")):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _list_item_type(f: dataclasses.Field, tp: Any) -> Any:
+    """Element type of a list field: from `list[X]`, from `item` in the field's metadata,
+    from the default's elements (`[RewardSpec()]`), or RewardSpec for a field named
+    `rewards`. None = elements unchecked."""
+    args = typing.get_args(tp)
+    if args:
+        return args[0]
+    if f.metadata.get("item") is not None:
+        return f.metadata["item"]
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        default = f.default_factory()  # type: ignore[misc]
+        kinds = {type(x) for x in default} if isinstance(default, list) else set()
+        if len(kinds) == 1 and _is_dataclass_type(next(iter(kinds))):
+            return next(iter(kinds))
+    if f.name == "rewards":
+        return RewardSpec
+    return None
+
+
+def _base(tp: Any) -> Any:
+    """The runtime class for a type hint: list[int] -> list, Optional[str] -> str."""
+    tp, _ = _unwrap_optional(tp)
+    return typing.get_origin(tp) or tp
+
+
+def _type_name(tp: Any, f: dataclasses.Field | None = None) -> str:
+    inner, optional = _unwrap_optional(tp)
+    base = typing.get_origin(inner) or inner
+    if base is list and f is not None and _list_item_type(f, inner) is RewardSpec:
+        name = "list of rewards"
+    elif base is list:
+        item = typing.get_args(inner)
+        name = f"list of {_type_name(item[0])}" if item else "list"
+    elif _is_dataclass_type(base):
+        name = "section"
+    else:
+        name = getattr(base, "__name__", str(base))
+    return f"{name} | null" if optional else name
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _in(where: str) -> str:
+    return f" in {where}" if where else ""
+
+
+def _suggest(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unknown_key(key: str, prefix: str, cls: type, where: str, root: type | None = None) -> ConfigError:
+    valid = list(_fields(cls))
+    under = f"under {prefix!r}" if prefix else "at the top level"
+    name = key.rsplit(".", 1)[-1]
+    hint = _suggest(name, valid)
+    if not hint and root is not None:  # `steps=3` -> did you mean 'run.steps'?
+        same_leaf = [k for k in dotted_keys(root) if k.rsplit(".", 1)[-1] == name.replace("-", "_")]
+        hint = f" (did you mean {' or '.join(map(repr, same_leaf))}?)" if same_leaf else ""
+    return ConfigError(f"unknown key {key!r}{_in(where)}; valid keys {under}: {', '.join(valid)}" + hint)
+
+
+def dotted_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every settable dotted key of a config class (sections expanded)."""
+    out = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        key = _join(prefix, f.name)
+        base = _base(hints[f.name])
+        out.extend(dotted_keys(base, key) if _is_dataclass_type(base) else [key])
+    return out
+
+
+def _show(value: Any) -> str:
+    """A value as the user would have typed it in YAML."""
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, float):
+        return repr(value)
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+# --------------------------------------------------------------------------- from_dict
+
+
+def from_dict(cls: type[C], data: dict, *, where: str = "", prefix: str = "", _root: type | None = None) -> C:
+    """Build the dataclass `cls` (and its nested sections) from a plain mapping.
+
+    Missing keys take their defaults; unknown keys, wrong types and values outside a
+    field's `choices` raise ConfigError naming the dotted key and the valid options.
+    `where` names the source (a file, an override) in messages.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        what = f"{prefix!r}" if prefix else "the config"
+        raise ConfigError(f"{what}{_in(where)} must be a mapping of keys, got {_show(data)}")
+    fields = _fields(cls)
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key)
+        if key not in fields and key.replace("-", "_") in fields:
+            key = key.replace("-", "_")
+        if key not in fields:
+            raise _unknown_key(_join(prefix, key), prefix, cls, where, _root or cls)
+        kwargs[key] = _convert(value, hints[key], fields[key], _join(prefix, key), where)
+    return cls(**kwargs)
+
+
+def _type_error(key: str, expected: str, value: Any, where: str, hint: str = "") -> ConfigError:
+    return ConfigError(
+        f"{key!r}{_in(where)} expects {expected}, got {_show(value)} ({type(value).__name__})" + hint
+    )
+
+
+def _convert(value: Any, tp: Any, f: dataclasses.Field | None, key: str, where: str) -> Any:
+    inner, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise _type_error(key, _expected(inner, f), value, where, "; this key cannot be null")
+    out = _convert_plain(value, inner, f, key, where)
+    choices = tuple(f.metadata.get("choices") or ()) if f is not None else ()
+    if choices and out not in choices:
+        raise ConfigError(
+            f"invalid value {_show(out)} for {key!r}{_in(where)}; valid choices: "
+            f"{', '.join(map(str, choices))}" + _suggest(str(out), map(str, choices))
+        )
+    return out
+
+
+def _convert_plain(value: Any, tp: Any, f: dataclasses.Field | None, key: str, where: str) -> Any:
+    base = typing.get_origin(tp) or tp
+    if _is_dataclass_type(base):
+        if isinstance(value, base):
+            return value
+        if not isinstance(value, dict):
+            raise _type_error(key, f"a section (mapping of {', '.join(_fields(base))})", value, where)
+        return from_dict(base, value, where=where, prefix=key)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+        raise _type_error(key, "a boolean (true/false)", value, where)
+    if base is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                try:
+                    number = float(value.strip())
+                except ValueError:
+                    number = math.nan
+                if number.is_integer():
+                    return int(number)
+        raise _type_error(key, "an integer", value, where)
+    if base is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())  # YAML reads 1e-5 (no dot) as a string
+            except ValueError:
+                pass
+        raise _type_error(key, "a number", value, where)
+    if base is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        hint = "; quote it if you mean the text" if isinstance(value, bool) else ""
+        raise _type_error(key, "a string", value, where, hint)
+    if base is list:
+        item = _list_item_type(f, tp) if f is not None else (typing.get_args(tp) or [None])[0]
+        if item is RewardSpec:
+            return _reward_specs(value, key, where)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise _type_error(key, f"{_type_name(tp, f)} (e.g. [a, b])", value, where)
+        if item is None:
+            return list(value)
+        return [_convert(v, item, None, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if base is dict:
+        if not isinstance(value, dict):
+            raise _type_error(key, "a mapping (e.g. {name: value})", value, where)
+        return dict(value)
+    if base is Any or base is object:
+        return value
+    if isinstance(base, type) and not isinstance(value, base):
+        raise _type_error(key, _type_name(tp, f), value, where)
+    return value
+
+
+def _expected(tp: Any, f: dataclasses.Field | None) -> str:
+    base = typing.get_origin(tp) or tp
+    words = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
+             dict: "a mapping (e.g. {name: value})"}
+    if base in words:
+        return words[base]
+    if _is_dataclass_type(base):
+        return f"a section (mapping of {', '.join(_fields(base))})"
+    return _type_name(tp, f)
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+               "false": False, "no": False, "off": False, "0": False}
+
+
+def parse_reward(text: str) -> tuple[str, float | None]:
+    """`NAME` or `NAME@WEIGHT` -> (name, weight or None). NAME may be module:function."""
+    name, sep, weight = text.rpartition("@")
+    if sep and name:
+        try:
+            return name.strip(), float(weight)
+        except ValueError:
+            pass
+    return text.strip(), None
+
+
+def _reward_specs(value: Any, key: str, where: str) -> list[RewardSpec]:
+    """Rewards in any of the accepted forms:
+
+    - a list of mappings:  [{name: accuracy, weight: 1.0, kwargs: {...}}, ...]
+    - a list of names:     [accuracy, format@0.2, my_pkg.rewards:fn]
+    - a mapping:           {accuracy: 1.0, format: 0.2}  (or name: {weight, kwargs})
+    - a single name:       accuracy
+    """
+    form = ("a list of rewards: [accuracy, format@0.2], {accuracy: 1.0, format: 0.2} "
+            "or [{name: accuracy, weight: 1.0, kwargs: {}}]")
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, dict):
+        items = []
+        for name, spec in value.items():
+            if isinstance(spec, dict):
+                items.append({"name": name, **spec})
+            elif spec is None:
+                items.append({"name": name})
+            else:
+                items.append({"name": name, "weight": spec})
+        value = items
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list):
+        raise _type_error(key, form, value, where)
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, RewardSpec):
+            out.append(item)
+            continue
+        if isinstance(item, str):
+            name, weight = parse_reward(item)
+            item = {"name": name} if weight is None else {"name": name, "weight": weight}
+        if not isinstance(item, dict):
+            raise _type_error(f"{key}[{i}]", "a reward name or {name, weight, kwargs}", item, where)
+        out.append(from_dict(RewardSpec, item, where=where, prefix=f"{key}[{i}]"))
+    return out
+
+
+# --------------------------------------------------------------------------- to_dict / YAML
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain, YAML-dumpable dict of a config (nested sections become mappings)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Any, path: str | Path | None = None) -> str:
+    """The config as YAML text; also written to `path` when given."""
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None, width=100)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    return text
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def parse_value(text: str) -> Any:
+    """An override value read as YAML (1e-5, true, [1, 2], null); plain text if it isn't."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def set_path(data: dict, key: str, value: Any, cls: type, *, where: str = "", raw: str | None = None) -> None:
+    """Set dotted `key` in the raw mapping `data`, checking the key against `cls` and
+    the value against the field's type (so errors name the override, not the file).
+    `raw`: the override's text, kept as is for a text field (`system_prompt=Be brief: ok`)."""
+    parts = [p for p in key.split(".")]
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"bad key {key!r}{_in(where)}; keys look like run.steps or algorithm.beta")
+    node: dict = data
+    owner: type | None = cls
+    prefix = ""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if owner is None:  # inside a free-form dict field (e.g. rewards kwargs): any key
+            if last:
+                node[part] = value
+                return
+            node = _child(node, part)
+            prefix = _join(prefix, part)
+            continue
+        fields = _fields(owner)
+        if part not in fields and part.replace("-", "_") in fields:
+            part = part.replace("-", "_")
+        if part not in fields:
+            raise _unknown_key(_join(prefix, part), prefix, owner, where, cls)
+        f = fields[part]
+        tp = _hints(owner)[part]
+        path = _join(prefix, part)
+        if last:
+            if raw is not None and _base(tp) is str and value is not None and not isinstance(value, str):
+                value = raw.strip()
+            _convert(value, tp, f, path, where)  # type check now; from_dict redoes it
+            node[part] = value
+            return
+        base = _base(tp)
+        if _is_dataclass_type(base):
+            owner = base
+        elif base is dict:
+            owner = None
+        elif base is list and _list_item_type(f, tp) is RewardSpec:
+            raise ConfigError(
+                f"{path!r}{_in(where)} is a list; set it whole, e.g. {path}=[accuracy, format@0.2] "
+                f"or {path}={{accuracy: 1.0, format: 0.2}}"
+            )
+        else:
+            raise ConfigError(f"{path!r}{_in(where)} is a single value ({_type_name(tp, f)}); it has no sub-key "
+                              f"{'.'.join(parts[i + 1:])!r}")
+        node = _child(node, part)
+        prefix = path
+
+
+def _child(node: dict, part: str) -> dict:
+    child = node.get(part)
+    if not isinstance(child, dict):
+        child = {}
+        node[part] = child
+    return child
+
+
+def apply_overrides(data: dict, overrides: Iterable[str], cls: type) -> dict:
+    """Apply `a.b.c=value` overrides to the raw mapping `data` (in place; also returned).
+    Values are read as YAML, so 1e-5, true, null and [1, 2] mean what they look like."""
+    for token in overrides:
+        if "=" not in token:
+            raise ConfigError(
+                f"expected an override of the form key=value, got {token!r}; "
+                f"for example run.steps=50 or algorithm.beta=0.04 (keys: see --help)"
+            )
+        key, _, text = token.partition("=")
+        key = key.strip()
+        if key.startswith("--"):
+            key = key[2:]
+        set_path(data, key, parse_value(text), cls, where=f"override {token!r}", raw=text)
+    return data
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def builtin_recipes() -> dict[str, Path]:
+    """Recipes shipped in grpokit/recipes, by name (file stem)."""
+    folder = Path(__file__).parent / "recipes"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """An existing file, or the name of a built-in recipe (`arithmetic`)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    builtin = builtin_recipes()
+    name = p.name[: -len(p.suffix)] if p.suffix in (".yaml", ".yml") else p.name
+    if str(path) in builtin or (len(p.parts) == 1 and name in builtin):
+        return builtin[name]
+    if p.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a directory, not a YAML recipe")
+    raise ConfigError(
+        f"config file {str(path)!r} does not exist; built-in recipes: {', '.join(builtin) or 'none'}"
+        + _suggest(name, builtin)
+    )
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A recipe file as a mapping (an empty file is {}); syntax errors name file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e)
+        context = getattr(e, "context", None)
+        detail = f"{problem} ({context})" if context else problem
+        raise ConfigError(f"{where}: YAML syntax error: {detail}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: a recipe must be a mapping of keys (e.g. 'run:\\n  steps: 10'), "
+            f"got a {type(data).__name__}"
+        )
+    return data
+
+
+def recipe_kind(data: dict, default: str = "train") -> str:
+    """The recipe's declared `kind:` (train, sft, eval), or `default`."""
+    kind = data.get("kind", default)
+    if kind not in KINDS:
+        raise ConfigError(f"invalid value {_show(kind)} for 'kind'; valid choices: {', '.join(KINDS)}"
+                          + _suggest(str(kind), KINDS))
+    return kind
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: Iterable[str] = (),
+                *, data: dict | None = None) -> C:
+    """Defaults <- the YAML recipe at `path` (a file or built-in name) <- `data`
+    (already-parsed settings, e.g. from command-line flags) <- `overrides`."""
+    raw: dict = {}
+    where = ""
+    if path is not None:
+        resolved = resolve_recipe(path)
+        where = str(path) if Path(path).expanduser().is_file() else f"{resolved.name} (built-in recipe)"
+        raw = read_yaml(resolved)
+        if "kind" in raw:
+            kind = recipe_kind(raw)
+            if KINDS[kind] is not cls:
+                expected = next(k for k, c in KINDS.items() if c is cls)
+                raise ConfigError(f"{where} is a {kind!r} recipe (kind: {kind}), not a {expected!r} one")
+            raw = {k: v for k, v in raw.items() if k != "kind"}
+        raw = from_dict_check(cls, raw, where)
+    for key, value in (data or {}).items():
+        set_path(raw, key, value, cls, where="command-line flags")
+    apply_overrides(raw, overrides, cls)
+    return from_dict(cls, raw, where=where)
+
+
+def from_dict_check(cls: type, raw: dict, where: str) -> dict:
+    """Check `raw` (from a file) builds, so its errors name the file; return it unchanged."""
+    from_dict(cls, raw, where=where)
+    return raw
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def validate(cfg: Any) -> list[str]:
+    """Semantic problems with a config ("key = value: why"), [] when it makes sense.
+
+    Types and choices were already checked by `from_dict`; this checks ranges, that
+    names resolve in their registries, and that data files exist.
+    """
+    p: list[str] = []
+    if isinstance(cfg, TrainConfig):
+        _check_model(cfg.model, "model", p)
+        _check_train(cfg, p)
+        _check_rewards(cfg.rewards, "rewards", p)
+    elif isinstance(cfg, SFTConfig):
+        _check_model(cfg.model, "model", p)
+        _check_data(cfg.data, "data", p, required=True)
+        _check_data(cfg.eval_data, "eval_data", p)
+        _min(p, "steps", cfg.steps, 1)
+        _min(p, "batch_size", cfg.batch_size, 1)
+        _min(p, "max_seq_len", cfg.max_seq_len, 1)
+        _positive(p, "lr", cfg.lr)
+        _min(p, "warmup_steps", cfg.warmup_steps, 0)
+        _min(p, "weight_decay", cfg.weight_decay, 0)
+        _min(p, "max_grad_norm", cfg.max_grad_norm, 0)
+        _min(p, "threads", cfg.threads, 0)
+    elif isinstance(cfg, EvalConfig):
+        _check_model(cfg.model, "model", p)
+        _check_data(cfg.data, "data", p, required=True)
+        _min(p, "limit", cfg.limit, 0)
+        _min(p, "max_new_tokens", cfg.max_new_tokens, 1)
+        _min(p, "batch_size", cfg.batch_size, 1)
+        _min(p, "temperature", cfg.temperature, 0)
+        _min(p, "threads", cfg.threads, 0)
+        _check_rewards(cfg.rewards, "rewards", p)
+    else:
+        raise TypeError(f"validate() takes a TrainConfig, SFTConfig or EvalConfig, got {type(cfg).__name__}")
+    return p
+
+
+def _min(p: list[str], key: str, value: Any, low: float, why: str = "") -> None:
+    if value is None:
+        return
+    if not (value >= low):  # also catches nan
+        p.append(f"{key} = {_show(value)}: must be >= {low:g}" + (f" ({why})" if why else ""))
+
+
+def _positive(p: list[str], key: str, value: Any) -> None:
+    if value is not None and not (value > 0):
+        p.append(f"{key} = {_show(value)}: must be > 0")
+
+
+def _check_model(m: Any, prefix: str, p: list[str]) -> None:
+    name = m.name_or_path
+    if not name:
+        p.append(f"{prefix}.name_or_path: empty; give a model directory, a hub id, or tiny")
+    elif name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
+        p.append(f"{prefix}.name_or_path = {name!r}: no such directory")
+    if m.tokenizer and m.tokenizer.startswith(("/", "./", "../", "~")) and not Path(m.tokenizer).expanduser().exists():
+        p.append(f"{prefix}.tokenizer = {m.tokenizer!r}: no such directory")
+    lora = m.lora
+    _min(p, f"{prefix}.lora.r", lora.r, 0)
+    if lora.r > 0:
+        _positive(p, f"{prefix}.lora.alpha", lora.alpha)
+    if not (0 <= lora.dropout < 1):
+        p.append(f"{prefix}.lora.dropout = {lora.dropout!r}: must be in [0, 1)")
+
+
+def _check_train(cfg: TrainConfig, p: list[str]) -> None:
+    d, r, a, o, run = cfg.data, cfg.rollout, cfg.algorithm, cfg.optim, cfg.run
+    _check_data(d.train, "data.train", p, required=True)
+    _check_data(d.eval, "data.eval", p)
+    _min(p, "data.eval_size", d.eval_size, 0)
+    _min(p, "data.max_prompt_tokens", d.max_prompt_tokens, 1)
+    if not d.prompt_field:
+        p.append("data.prompt_field: empty; name the column holding the prompt")
+
+    _min(p, "rollout.num_generations", r.num_generations, 2,
+         "GRPO compares completions within a group of the same prompt")
+    _min(p, "rollout.prompts_per_step", r.prompts_per_step, 1)
+    _min(p, "rollout.max_new_tokens", r.max_new_tokens, 1)
+    _min(p, "rollout.temperature", r.temperature, 0)
+    if not (0 < r.top_p <= 1):
+        p.append(f"rollout.top_p = {r.top_p!r}: must be in (0, 1]")
+    _min(p, "rollout.batch_size", r.batch_size, 0)
+    if any(not isinstance(s, str) or not s for s in r.stop):
+        p.append(f"rollout.stop = {_show(r.stop)}: every stop string must be non-empty text")
+    if r.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        p.append("rollout.backend = 'vllm': vllm is not installed (pip install 'grpokit[vllm]')")
+
+    for key in ("clip_low", "clip_high"):
+        _min(p, f"algorithm.{key}", getattr(a, key), 0)
+    if a.clip_low is not None and a.clip_low >= 1:
+        p.append(f"algorithm.clip_low = {a.clip_low!r}: must be < 1 (the ratio's lower bound is 1 - clip_low)")
+    _min(p, "algorithm.beta", a.beta, 0)
+    _min(p, "algorithm.mu", a.mu, 1)
+    _min(p, "algorithm.eps", a.eps, 0)
+    _check_registry(p, "algorithm.preset", a.preset, "grpokit.presets", "PRESETS", "losses")
+    if a.advantage is not None:
+        _check_registry(p, "algorithm.advantage", a.advantage, "grpokit.algo.advantages", "ADVANTAGES",
+                        "advantages", allow_import=True)
+    _check_registry(p, "algorithm.grouping", a.grouping, "grpokit.grouping", "GROUPERS", "groupers",
+                    allow_import=True)
+
+    _positive(p, "optim.lr", o.lr)
+    _min(p, "optim.weight_decay", o.weight_decay, 0)
+    _min(p, "optim.warmup_steps", o.warmup_steps, 0)
+    _min(p, "optim.max_grad_norm", o.max_grad_norm, 0)
+    _min(p, "optim.micro_batch_size", o.micro_batch_size, 0)
+    betas = o.betas
+    if (len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in betas)
+            or not all(0 <= b < 1 for b in betas)):
+        p.append(f"optim.betas = {_show(betas)}: must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+
+    _min(p, "run.steps", run.steps, 1)
+    if not run.out:
+        p.append("run.out: empty; give a run directory")
+    _min(p, "run.save_every", run.save_every, 0)
+    _min(p, "run.keep_checkpoints", run.keep_checkpoints, 1)
+    _min(p, "run.eval_every", run.eval_every, 0)
+    _min(p, "run.log_samples", run.log_samples, 0)
+    _min(p, "run.threads", run.threads, 0)
+
+
+def _registry(module: str, attr: str) -> Any:
+    """The registry `module.attr`, or None when that module is not part of this install."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            return None
+        raise
+    return getattr(mod, attr, None)
+
+
+def _check_registry(p: list[str], key: str, name: str, module: str, attr: str, listing: str,
+                    allow_import: bool = False) -> None:
+    if allow_import and ":" in name:
+        _check_import(p, key, name)
+        return
+    reg = _registry(module, attr)
+    if reg is None:
+        return  # that part of grpokit is not installed; nothing to check against
+    if name not in reg:
+        names = reg.names()
+        p.append(f"{key} = {name!r}: unknown; valid: {', '.join(names)}" + _suggest(name, names)
+                 + f" (see `grpokit list {listing}`)")
+
+
+def _check_import(p: list[str], key: str, spec: str) -> None:
+    from grpokit.registry import load_object
+
+    try:
+        obj = load_object(spec)
+    except Exception as e:  # noqa: BLE001 - any failure to import is the user's to see
+        p.append(f"{key} = {spec!r}: cannot load it: {e}")
+        return
+    if not callable(obj):
+        p.append(f"{key} = {spec!r}: is a {type(obj).__name__}, not a function")
+
+
+def _check_rewards(specs: list, key: str, p: list[str]) -> None:
+    # An empty list is allowed: it means the built-in task's default rewards.
+    reg = _registry("grpokit.rewards", "REWARDS")
+    for i, spec in enumerate(specs):
+        k = f"{key}[{i}]"
+        if not math.isfinite(spec.weight):
+            p.append(f"{k}.weight = {spec.weight!r}: must be a finite number")
+        if ":" in spec.name and (reg is None or spec.name not in reg):
+            _check_import(p, f"{k}.name", spec.name)
+        elif reg is not None and spec.name not in reg:
+            names = reg.names()
+            p.append(f"{k}.name = {spec.name!r}: unknown reward; valid: {', '.join(names)}, "
+                     "or module:function / file.py:function" + _suggest(spec.name, names))
+
+
+def _is_hub_like(spec: str) -> bool:
+    """`hf:...`, `hub:...` or `owner/name` (no data-file suffix): not a local path to check."""
+    if spec.startswith(("hf:", "hub:", "hf://")):
+        return True
+    if spec.startswith(("/", "./", "../", "~")) or spec.lower().endswith(_DATA_SUFFIXES):
+        return False
+    parts = spec.split(":")[0].split("/")
+    return len(parts) == 2 and all(parts)
+
+
+def _check_data(spec: Optional[str], key: str, p: list[str], required: bool = False) -> None:
+    if spec is None or spec == "":
+        if required:
+            p.append(f"{key}: empty; give a data file (JSONL/JSON/CSV/Parquet) or task:NAME")
+        return
+    if spec.startswith("task:"):
+        name = spec.split(":")[1]
+        try:
+            from grpokit import tasks
+
+            tasks._load_builtins()
+            reg = tasks.TASKS
+        except ImportError:
+            return  # built-in tasks not installed yet; the loader will say more
+        if name not in reg:
+            p.append(f"{key} = {spec!r}: unknown task {name!r}; valid: "
+                     f"{', '.join('task:' + n for n in reg.names())}" + _suggest(name, reg.names()))
+        return
+    if Path(spec).expanduser().exists():
+        return
+    if _is_hub_like(spec):
+        return
+    p.append(f"{key} = {spec!r}: no such file")
+
+
+# --------------------------------------------------------------------------- --help
+
+
+def config_help(cls: type, *, width: int = 92) -> str:
+    """Every dotted key of `cls` with its type, default, choices and help text."""
+    lines: list[str] = []
+    _help_lines(cls, "", lines, width, depth=0)
+    return "\n".join(lines)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return _MISSING
+
+
+def _show_default(value: Any) -> str:
+    if value is _MISSING:
+        return "required"
+    if isinstance(value, list) and value and all(isinstance(v, RewardSpec) for v in value):
+        return "[" + ", ".join(v.name if v.weight == 1.0 and not v.kwargs else f"{v.name}@{v.weight:g}"
+                               for v in value) + "]"
+    if isinstance(value, str):
+        return value if value else '""'
+    return _show(value)
+
+
+def _help_lines(cls: type, prefix: str, lines: list[str], width: int, depth: int) -> None:
+    hints = _hints(cls)
+    after_section = False
+    for f in dataclasses.fields(cls):
+        key = _join(prefix, f.name)
+        tp = hints[f.name]
+        base = _base(tp)
+        help_text = f.metadata.get("help", "")
+        if _is_dataclass_type(base):
+            if depth == 0 and lines:
+                lines.append("")
+            indent = "  " * depth
+            lines.append(f"{indent}{key}: {help_text}" if help_text else f"{indent}{key}:")
+            _help_lines(base, key, lines, width, depth + 1)
+            after_section = depth == 0
+            continue
+        if after_section:
+            lines.append("")
+            after_section = False
+        indent = "  " * max(depth, 1)
+        lines.append(f"{indent}{key}  ({_type_name(tp, f)}, default: {_show_default(_default_of(f))})")
+        body_indent = indent + "    "
+        texts = [help_text] if help_text else []
+        choices = f.metadata.get("choices") or ()
+        if choices:
+            texts.append("choices: " + ", ".join(map(str, choices)))
+        if base is list and _list_item_type(f, tp) is RewardSpec:
+            texts.append("forms: [accuracy, format@0.2] | {accuracy: 1.0, format: 0.2} | "
+                         "[{name: accuracy, weight: 1.0, kwargs: {}}]")
+            for sub in dataclasses.fields(RewardSpec):
+                texts.append(f"{key}[].{sub.name}: {sub.metadata.get('help', '')}")
+        for text in texts:
+            lines.extend(textwrap.wrap(text, width=width, initial_indent=body_indent,
+                                       subsequent_indent=body_indent + "  ") or [body_indent])

@@ -1,0 +1,93 @@
+"""Held-out evaluation: greedy (or sampled) completions scored by the reward functions."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from grpokit.config import EvalConfig
+from grpokit.policy import eos_token_ids, encode_prompts, render_prompt
+from grpokit.rollout.generate import generate
+from grpokit.types import Example
+
+ACCURACY_REWARDS = ("accuracy", "exact_match")
+
+
+@dataclass
+class EvalResult:
+    accuracy: float | None  # fraction in [0, 1], from the accuracy-like reward
+    reward_means: dict[str, float]
+    mean_length: float  # completion tokens
+    n: int
+    seconds: float
+    samples: list[dict] = field(default_factory=list)
+
+    def format_report(self) -> str:
+        lines = [f"examples: {self.n}"]
+        if self.accuracy is not None:
+            lines.append(f"accuracy: {100 * self.accuracy:.1f}%")
+        for k, v in self.reward_means.items():
+            lines.append(f"reward {k}: {v:.4f}")
+        lines.append(f"mean completion length: {self.mean_length:.1f} tokens")
+        lines.append(f"time: {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def accuracy_key(names: Sequence[str]) -> str | None:
+    return next((n for n in names if n in ACCURACY_REWARDS), None)
+
+
+def evaluate_examples(model, tokenizer, examples: Sequence[Example], rewards, *, max_new_tokens: int,
+                      batch_size: int = 64, temperature: float = 0.0, seed: int = 0, max_prompt_tokens: int = 0,
+                      system_prompt: str | None = None) -> EvalResult:
+    """Generate one completion per example and score it with every reward."""
+    start = time.perf_counter()
+    prompts = [e.prompt for e in examples]
+    ids = encode_prompts(tokenizer, prompts, max_tokens=max_prompt_tokens, system_prompt=system_prompt)
+    gen = generate(model, ids, max_new_tokens=max_new_tokens, eos_ids=eos_token_ids(model, tokenizer),
+                   pad_id=tokenizer.pad_token_id, temperature=temperature,
+                   generator=torch.Generator().manual_seed(seed), batch_size=batch_size)
+    texts = [tokenizer.decode(c, skip_special_tokens=True) for c in gen.completion_ids]
+    scores = rewards.score(prompts, texts, [e.fields for e in examples], completion_ids=gen.completion_ids)
+    means = {k: float(v.mean()) for k, v in scores.per_reward.items()}
+    key = accuracy_key(list(scores.per_reward))
+    lengths = [len(c) for c in gen.completion_ids]
+    samples = []
+    for i, e in enumerate(examples):
+        row = {"id": e.id, "prompt": render_prompt(tokenizer, e.prompt, system_prompt), "completion": texts[i],
+               "reward": float(scores.total[i]), "length": lengths[i], "stop": gen.stop_reason[i]}
+        row.update({f"reward/{k}": float(v[i]) for k, v in scores.per_reward.items()})
+        samples.append(row)
+    return EvalResult(accuracy=means[key] if key else None, reward_means=means,
+                      mean_length=sum(lengths) / max(1, len(lengths)), n=len(examples),
+                      seconds=time.perf_counter() - start, samples=samples)
+
+
+def evaluate(cfg: EvalConfig) -> EvalResult:
+    """`grpokit eval`: load the model and data named in the config and report."""
+    from grpokit.data import load_prompts
+    from grpokit.optim import set_threads
+    from grpokit.policy import is_tiny, load_policy
+    from grpokit.rewards import RewardSet
+
+    set_threads(cfg.threads)
+    if is_tiny(cfg.model.name_or_path):
+        raise ValueError("eval needs a trained model directory; 'tiny' would be a fresh random model")
+    examples = load_prompts(cfg.data, split="test")
+    if cfg.limit:
+        examples = examples[: cfg.limit]
+    policy = load_policy(cfg.model)
+    rewards = RewardSet([(r.name, r.weight, r.kwargs) for r in cfg.rewards])
+    result = evaluate_examples(policy.model, policy.tokenizer, examples, rewards, max_new_tokens=cfg.max_new_tokens,
+                               batch_size=cfg.batch_size, temperature=cfg.temperature, seed=cfg.seed)
+    if cfg.samples_out:
+        path = Path(cfg.samples_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as f:
+            for row in result.samples:
+                f.write(json.dumps(row) + "\n")
+    return result

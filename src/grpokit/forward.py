@@ -1,0 +1,93 @@
+"""Per-token log-probs of given sequences under a model, without [N, L, V] logits.
+
+The decoder runs once over the batch; the output layer is applied only at the
+positions that predict a trained token, in chunks, so the vocabulary-wide tensor
+never exists for the whole batch. Chunks are recomputed in backward when the
+vocabulary is large (activation checkpointing), trading a little compute for memory.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+CHUNK_ROWS = 1024
+CHECKPOINT_MIN_VOCAB = 4096
+
+
+def _unwrap(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _needs_full_logits(model) -> bool:
+    # Models that transform logits after the output layer (soft-capping, scaling) take
+    # the plain path so their forward stays the single source of truth.
+    cfg = getattr(_unwrap(model), "config", None)
+    return bool(getattr(cfg, "final_logit_softcapping", None)) or getattr(cfg, "logit_scale", None) not in (None, 1.0)
+
+
+def _chunk_logp(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias, temperature: float):
+    logits = torch.nn.functional.linear(hidden, weight, bias).float()  # [c, V]
+    if temperature not in (0.0, 1.0):
+        logits = logits / temperature
+    logp = torch.log_softmax(logits, dim=-1)  # [c, V]
+    return logp.gather(1, targets[:, None]).squeeze(1)  # [c]
+
+
+@torch.no_grad()
+def _chunk_entropy(hidden, weight, bias, temperature):
+    logits = torch.nn.functional.linear(hidden, weight, bias).float()
+    if temperature not in (0.0, 1.0):
+        logits = logits / temperature
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, *,
+                      temperature: float = 1.0, with_entropy: bool = False,
+                      chunk_rows: int = CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(input_ids[n, t] | input_ids[n, :t]) at every t where loss_mask > 0.
+
+    Returns (logp [N, L], entropy [N, L] or None), zero where loss_mask == 0.
+    Gradients flow when grad is enabled. temperature divides the logits, matching
+    the distribution the completions were sampled from.
+    """
+    n, length = input_ids.shape
+    pos = (attention_mask.cumsum(dim=1) - 1).clamp_min(0)  # [N, L]
+    sel = loss_mask[:, 1:] > 0  # [N, L-1]: position t-1 predicts token t
+    rows, cols = sel.nonzero(as_tuple=True)  # [M], [M]
+    targets = input_ids[:, 1:][rows, cols]  # [M]
+    logp = torch.zeros((n, length), dtype=torch.float32, device=input_ids.device)  # [N, L]
+    ent = torch.zeros((n, length), dtype=torch.float32, device=input_ids.device) if with_entropy else None
+    if rows.numel() == 0:
+        return logp, ent
+
+    if _needs_full_logits(model):
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos).logits  # [N, L, V]
+        picked = logits[:, :-1][rows, cols].float()  # [M, V]
+        if temperature not in (0.0, 1.0):
+            picked = picked / temperature
+        lp_all = torch.log_softmax(picked, dim=-1)
+        token_lp = lp_all.gather(1, targets[:, None]).squeeze(1)  # [M]
+        if with_entropy:
+            with torch.no_grad():
+                ent[rows, cols + 1] = -(lp_all.exp() * lp_all).sum(-1)
+        return logp.index_put((rows, cols + 1), token_lp), ent
+
+    base = _unwrap(model)
+    decoder = base.get_decoder()
+    head = base.get_output_embeddings()
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos).last_hidden_state  # [N, L, H]
+    h_sel = hidden[:, :-1][rows, cols]  # [M, H]
+    weight, bias = head.weight, getattr(head, "bias", None)
+    use_ckpt = torch.is_grad_enabled() and weight.shape[0] >= CHECKPOINT_MIN_VOCAB
+    pieces = []
+    for s in range(0, h_sel.shape[0], chunk_rows):
+        h_c, t_c = h_sel[s:s + chunk_rows], targets[s:s + chunk_rows]
+        if use_ckpt:
+            pieces.append(checkpoint(_chunk_logp, h_c, t_c, weight, bias, temperature, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logp(h_c, t_c, weight, bias, temperature))
+        if with_entropy:
+            ent[rows[s:s + chunk_rows], cols[s:s + chunk_rows] + 1] = _chunk_entropy(h_c.detach(), weight, bias, temperature)
+    token_lp = torch.cat(pieces)  # [M]
+    return logp.index_put((rows, cols + 1), token_lp), ent

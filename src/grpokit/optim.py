@@ -1,0 +1,43 @@
+"""Optimizer and learning-rate schedule shared by the SFT and GRPO stages."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float = 0.0,
+                   betas=(0.9, 0.999)) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+
+
+def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier on the peak LR at `step` (0-based): linear warm-up, then the schedule.
+
+    constant: 1; linear: 1 -> 0 at `total`; cosine: 0.5 * (1 + cos(pi * progress)).
+    """
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown schedule {schedule!r}; valid: constant, linear, cosine")
+
+
+def make_scheduler(optimizer, *, warmup: int, total: int, schedule: str):
+    lr_factor(0, warmup=warmup, total=total, schedule=schedule)  # fail fast on a bad name
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup=warmup, total=total, schedule=schedule))
+
+
+def set_threads(n: int) -> None:
+    if n > 0:
+        torch.set_num_threads(n)

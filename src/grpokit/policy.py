@@ -1,0 +1,225 @@
+"""Loads and saves models and tokenizers: the one module that knows Hugging Face.
+
+`tiny[:SIZE[:ARCH]]` builds a fresh small Qwen2/Llama-style model with a character
+tokenizer fitted to the training text; everything else goes through
+AutoModelForCausalLM from a local directory (or a hub id, for users who have one).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+
+from grpokit.config import ModelConfig
+
+log = logging.getLogger("grpokit")
+
+# name -> (hidden, layers, heads, kv heads, intermediate)
+TINY_SIZES = {
+    "xs": (128, 4, 4, 2, 512),
+    "s": (192, 4, 6, 2, 768),
+    "m": (256, 6, 8, 4, 1024),
+    "l": (512, 8, 8, 4, 1408),
+}
+TINY_DEFAULT = "s"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Tokenizer classes that are only a generic wrapper around tokenizer.json; for these,
+# AutoTokenizer may substitute the model family's own class and change tokenization.
+GENERIC_TOKENIZER_CLASSES = {"PreTrainedTokenizerFast", "TokenizersBackend"}
+
+
+@dataclass
+class Policy:
+    model: torch.nn.Module
+    tokenizer: object
+    is_lora: bool = False
+
+    @property
+    def eos_ids(self) -> set[int]:
+        return eos_token_ids(self.model, self.tokenizer)
+
+
+def is_tiny(name: str) -> bool:
+    return name == "tiny" or name.startswith("tiny:")
+
+
+def parse_tiny(name: str) -> tuple[str, str]:
+    parts = name.split(":")
+    size = parts[1] if len(parts) > 1 and parts[1] else TINY_DEFAULT
+    arch = parts[2] if len(parts) > 2 else "qwen2"
+    if size not in TINY_SIZES:
+        raise ValueError(f"unknown tiny size {size!r} in {name!r}; sizes: {', '.join(TINY_SIZES)}")
+    if arch not in ("qwen2", "llama"):
+        raise ValueError(f"unknown tiny architecture {arch!r} in {name!r}; use qwen2 or llama")
+    return size, arch
+
+
+def create_tiny(name: str, texts: Iterable[str], *, seed: int = 0, max_positions: int = 1024):
+    """A freshly initialised small model plus a character tokenizer fitted to `texts`."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from grpokit.char_tokenizer import build_char_tokenizer
+
+    size, arch = parse_tiny(name)
+    hidden, layers, heads, kv, inter = TINY_SIZES[size]
+    tokenizer = build_char_tokenizer(texts)
+    cfg_cls, model_cls = (Qwen2Config, Qwen2ForCausalLM) if arch == "qwen2" else (LlamaConfig, LlamaForCausalLM)
+    config = cfg_cls(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=kv, intermediate_size=inter, max_position_embeddings=max_positions,
+        tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+    )
+    with _seeded(seed):
+        model = model_cls(config)
+    return model, tokenizer
+
+
+def load_tokenizer(path: str, *, trust_remote_code: bool = False):
+    """Load the tokenizer that was saved, never a look-alike.
+
+    transformers 5 maps a generic saved tokenizer to the model family's class (for
+    model_type qwen2 it builds Qwen2Tokenizer, which drops spaces of a char tokenizer).
+    We load generic ones as PreTrainedTokenizerFast and check the result against the raw
+    tokenizer.json; a mismatch is an error rather than a silent swap.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    p = Path(path)
+    cls_name = None
+    if (p / "tokenizer_config.json").is_file():
+        cls_name = json.loads((p / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    if (p / "tokenizer.json").is_file() and (cls_name is None or cls_name in GENERIC_TOKENIZER_CLASSES):
+        tok = PreTrainedTokenizerFast.from_pretrained(path)
+    else:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    _check_tokenizer_matches_file(tok, p)
+    if tok.pad_token_id is None:
+        # Padding is masked everywhere; reusing EOS as pad is safe for that.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _check_tokenizer_matches_file(tok, path: Path) -> None:
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        return
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_file(str(file))
+    probe = "Compute 37+48-12. The answer is  73!\n<think>a b</think>"
+    got = tok(probe, add_special_tokens=False)["input_ids"]
+    want = raw.encode(probe, add_special_tokens=False).ids
+    if got != want:
+        raise ValueError(
+            f"tokenizer loaded from {path} ({type(tok).__name__}) does not match its tokenizer.json: "
+            f"{len(got)} vs {len(want)} tokens on a probe string. Refusing to train with a swapped tokenizer; "
+            "pass model.tokenizer=DIR or fix tokenizer_config.json's tokenizer_class."
+        )
+
+
+def load_policy(cfg: ModelConfig, *, fit_texts: Iterable[str] = (), seed: int = 0) -> Policy:
+    """Model + tokenizer from a ModelConfig; applies LoRA when cfg.lora.r > 0."""
+    dtype = DTYPES[cfg.dtype]
+    if is_tiny(cfg.name_or_path):
+        model, tokenizer = create_tiny(cfg.name_or_path, fit_texts, seed=seed)
+        model = model.to(dtype)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        path = cfg.name_or_path
+        if not Path(path).exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+            raise FileNotFoundError(f"model directory {path!r} does not exist")
+        kwargs = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+        if cfg.attn_implementation:
+            kwargs["attn_implementation"] = cfg.attn_implementation
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        tokenizer = load_tokenizer(cfg.tokenizer or path, trust_remote_code=cfg.trust_remote_code)
+    is_lora = cfg.lora.r > 0
+    if is_lora:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
+
+        targets = list(cfg.lora.target_modules) or "all-linear"
+        model = get_peft_model(model, PeftLoraConfig(
+            r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+            target_modules=targets, task_type="CAUSAL_LM"))
+    model.config.use_cache = True
+    return Policy(model=model, tokenizer=tokenizer, is_lora=is_lora)
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen = getattr(model, "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, (list, tuple)):
+        ids.update(int(e) for e in eos)
+    return ids
+
+
+class Reference:
+    """Frozen reference policy for the KL term.
+
+    Under LoRA the reference is the base model with the adapter switched off, so no
+    second copy of the weights is held; otherwise a frozen deep copy.
+    """
+
+    def __init__(self, policy: Policy):
+        self._policy = policy
+        if policy.is_lora:
+            self.model = policy.model
+        else:
+            self.model = copy.deepcopy(policy.model).eval()
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+
+    @contextmanager
+    def active(self) -> Iterator[torch.nn.Module]:
+        ctx = self._policy.model.disable_adapter() if self._policy.is_lora else nullcontext()
+        with ctx, torch.no_grad():
+            yield self.model
+
+
+def render_prompt(tokenizer, prompt, system_prompt: str | None = None) -> str:
+    """Prompt text as the model sees it: chat messages go through the chat template."""
+    if isinstance(prompt, str):
+        return prompt
+    messages = list(prompt)
+    if system_prompt and not (messages and messages[0].get("role") == "system"):
+        messages = [{"role": "system", "content": system_prompt}] + messages
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("prompts are chat messages but the tokenizer has no chat template; "
+                         "give plain-text prompts or a tokenizer with a chat_template")
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def encode_prompts(tokenizer, prompts, *, max_tokens: int = 0, system_prompt: str | None = None) -> list[list[int]]:
+    out = []
+    for p in prompts:
+        text = render_prompt(tokenizer, p, system_prompt)
+        # A chat template already writes any BOS it needs.
+        ids = tokenizer(text, add_special_tokens=isinstance(p, str))["input_ids"]
+        if max_tokens and len(ids) > max_tokens:
+            ids = ids[-max_tokens:]  # keep the end, where the question usually is
+        out.append(list(ids))
+    return out
+
+
+@contextmanager
+def _seeded(seed: int):
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)

@@ -1,0 +1,39 @@
+"""Next-token sampling: temperature, top-p, and one uniform draw per row.
+
+torch.multinomial on CPU draws one exponential per vocabulary entry; inverse-CDF
+sampling needs a single uniform per row, which matters at a 32k vocabulary.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_p: float = 1.0,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one token per row; return (tokens [B], log-probs [B]).
+
+    The returned log-prob is under softmax(logits / temperature) without top-p
+    truncation, which is the distribution the training forward pass recomputes.
+    temperature == 0 is greedy decoding (log-prob under temperature 1).
+    """
+    logits = logits.float()  # [B, V]
+    if temperature == 0:
+        tokens = logits.argmax(dim=-1)  # [B]
+        logp = torch.log_softmax(logits, dim=-1)
+        return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
+    logp = torch.log_softmax(logits / temperature, dim=-1)  # [B, V]
+    probs = logp.exp()
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)  # [B, V]
+        # keep the smallest prefix whose mass reaches top_p (always at least one token)
+        drop = (sorted_p.cumsum(dim=-1) - sorted_p) >= top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        u = torch.rand(probs.shape[0], 1, generator=generator)  # [B, 1]
+        cdf = sorted_p.cumsum(dim=-1)
+        pick = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_max(probs.shape[1] - 1)  # [B, 1]
+        tokens = order.gather(1, pick).squeeze(1)
+    else:
+        u = torch.rand(probs.shape[0], 1, generator=generator)  # [B, 1]
+        cdf = probs.cumsum(dim=-1)  # [B, V]
+        tokens = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_max(probs.shape[1] - 1).squeeze(1)
+    return tokens, logp.gather(1, tokens[:, None]).squeeze(1)

@@ -1,0 +1,147 @@
+"""Cold start (DeepSeek-R1 stage 1): supervised fine-tuning on reasoning traces.
+
+Loss is the mean negative log-likelihood of the completion tokens (the prompt is
+context only). The loop can stop early once held-out accuracy reaches a target, which
+is how the demo leaves the model deliberately only partly right.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from grpokit.config import SFTConfig
+from grpokit.forward import sequence_logprobs
+from grpokit.optim import make_optimizer, make_scheduler, set_threads
+from grpokit.policy import encode_prompts
+from grpokit.types import SFTExample
+
+
+@dataclass
+class EncodedTrace:
+    ids: list[int]
+    n_prompt: int
+
+
+def encode_traces(tokenizer, traces: Sequence[SFTExample], max_len: int) -> list[EncodedTrace]:
+    prompts = encode_prompts(tokenizer, [t.prompt for t in traces])
+    eos = tokenizer.eos_token_id
+    out = []
+    for p, t in zip(prompts, traces):
+        c = tokenizer(t.completion, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
+        ids = (p + c)[:max_len]
+        if len(ids) > len(p):
+            out.append(EncodedTrace(ids, len(p)))
+    if not out:
+        raise ValueError(f"no trace has a completion token within max_seq_len={max_len}")
+    return out
+
+
+def collate(batch: Sequence[EncodedTrace], pad_id: int):
+    width = max(len(b.ids) for b in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)  # [B, L] right-padded
+    attn = torch.zeros_like(ids)
+    loss_mask = torch.zeros(ids.shape, dtype=torch.float32)
+    for i, b in enumerate(batch):
+        ids[i, : len(b.ids)] = torch.tensor(b.ids)
+        attn[i, : len(b.ids)] = 1
+        loss_mask[i, b.n_prompt: len(b.ids)] = 1.0
+    return ids, attn, loss_mask
+
+
+def sft_loop(model, tokenizer, traces: Sequence[SFTExample], *, steps: int, batch_size: int, lr: float,
+             warmup_steps: int = 0, schedule: str = "cosine", weight_decay: float = 0.0, max_grad_norm: float = 1.0,
+             max_seq_len: int = 512, seed: int = 0, progress: bool = True,
+             eval_fn: Callable[[], float] | None = None, eval_every: int = 0, stop_at: float | None = None,
+             desc: str = "cold start") -> list[dict]:
+    """Train on traces; returns one history row per step (loss, lr, and accuracy when evaluated).
+
+    With eval_fn and eval_every, accuracy is measured every eval_every steps; with
+    stop_at, training stops at the first evaluation that reaches it.
+    """
+    from grpokit.logging import progress as progress_bar
+
+    data = encode_traces(tokenizer, traces, max_seq_len)
+    rng = random.Random(seed)
+    order: list[int] = []
+    model.train()
+    opt = make_optimizer(model, lr=lr, weight_decay=weight_decay)
+    sched = make_scheduler(opt, warmup=warmup_steps, total=steps, schedule=schedule)
+    history: list[dict] = []
+    bar = progress_bar(steps, desc, enabled=progress)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        if len(order) < batch_size:
+            fresh = list(range(len(data)))
+            rng.shuffle(fresh)
+            order += fresh
+        idx, order = order[:batch_size], order[batch_size:]
+        ids, attn, mask = collate([data[i] for i in idx], tokenizer.pad_token_id)
+        logp, _ = sequence_logprobs(model, ids, attn, mask)  # [B, L]
+        loss = -(logp * mask).sum() / mask.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        opt.step()
+        sched.step()
+        row = {"step": step, "loss": float(loss), "lr": sched.get_last_lr()[0], "time": time.perf_counter() - start}
+        stop = False
+        if eval_fn is not None and eval_every > 0 and (step % eval_every == 0 or step == steps):
+            row["accuracy"] = eval_fn()
+            model.train()
+            stop = stop_at is not None and row["accuracy"] >= stop_at
+        history.append(row)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "accuracy")})
+        bar.update(1)
+        if stop:
+            break
+    bar.close()
+    model.eval()
+    return history
+
+
+def sft(cfg: SFTConfig) -> Path:
+    """`grpokit sft`: fine-tune cfg.model on cfg.data and write a model directory to cfg.out."""
+    from grpokit.checkpoint import save_model
+    from grpokit.config_io import to_dict
+    from grpokit.data import load_prompts, load_sft
+    from grpokit.logging import RunLogger
+    from grpokit.policy import load_policy
+
+    set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    traces = load_sft(cfg.data, seed=cfg.seed)
+    fit = [t.completion for t in traces] + [t.prompt if isinstance(t.prompt, str) else str(t.prompt) for t in traces]
+    policy = load_policy(cfg.model, fit_texts=fit, seed=cfg.seed)
+    eval_fn = None
+    if cfg.eval_data:
+        eval_fn = _accuracy_probe(policy, load_prompts(cfg.eval_data, split="test", n=200), seed=cfg.seed)
+    history = sft_loop(policy.model, policy.tokenizer, traces, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                       warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, weight_decay=cfg.weight_decay,
+                       max_grad_norm=cfg.max_grad_norm, max_seq_len=cfg.max_seq_len, seed=cfg.seed,
+                       progress=cfg.progress, eval_fn=eval_fn, eval_every=cfg.steps if eval_fn else 0)
+    out = Path(cfg.out)
+    save_model(out, policy.model, policy.tokenizer, to_dict(cfg))
+    with RunLogger(out, console=False) as logger:  # after save_model, which replaces the directory
+        for row in history:
+            logger.log_step(row["step"], row)
+    return out
+
+
+def _accuracy_probe(policy, examples, *, seed: int, max_new_tokens: int = 128) -> Callable[[], float]:
+    from grpokit.evaluate import evaluate_examples
+    from grpokit.rewards import RewardSet
+
+    rewards = RewardSet([("accuracy", 1.0, {})])
+
+    def probe() -> float:
+        res = evaluate_examples(policy.model, policy.tokenizer, examples, rewards, max_new_tokens=max_new_tokens,
+                                seed=seed)
+        return float(res.accuracy or 0.0)
+
+    return probe

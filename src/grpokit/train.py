@@ -1,0 +1,195 @@
+"""The GRPO training loop: collect -> group -> advantage -> update -> log -> checkpoint.
+
+Launch: `grpokit train --config recipe.yaml [key=value ...]`.
+
+One step, as in DeepSeekMath (Shao et al. 2024, Alg. 1) with outcome rewards:
+sample G completions for each of the step's prompts, score them with the reward
+functions, form groups (by prompt unless the recipe names another grouper), turn
+rewards into group-relative advantages, and take `mu` clipped-surrogate optimizer
+steps on the batch, with an optional k3 KL pull toward a frozen reference.
+
+How this differs from the paper: the variant (advantage estimator, ratio level, loss
+aggregation, clip range) comes from a preset (grpo, dr_grpo, dapo, gspo, rloo)
+resolved once in build.py; completions whose advantage is exactly zero are skipped in
+the update when beta == 0, which changes no gradient; the reference model is not
+refreshed from the policy during training.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from grpokit.build import Components, build
+from grpokit.config import TrainConfig
+from grpokit.evaluate import accuracy_key, evaluate_examples
+from grpokit.policy import encode_prompts
+from grpokit.prompt_sampler import PromptSampler
+from grpokit.rollout.batch import build_rollout_batch
+from grpokit.rollout.generate import generate
+from grpokit.types import Experience, RolloutBatch
+from grpokit.update import LossSettings, reference_logprobs, update_policy
+
+
+def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: torch.Generator,
+            step: int) -> RolloutBatch:
+    """Phase 1: G completions for each prompt; rows are prompt-major (i*G .. i*G+G-1)."""
+    tok = comp.policy.tokenizer
+    g = cfg.rollout.num_generations
+    examples = [comp.train_examples[i] for i in indices]
+    prompt_ids = encode_prompts(tok, [e.prompt for e in examples], max_tokens=cfg.data.max_prompt_tokens,
+                                system_prompt=cfg.data.system_prompt)
+    rows = [p for p in prompt_ids for _ in range(g)]
+    gen = generate(comp.policy.model, rows, max_new_tokens=cfg.rollout.max_new_tokens, eos_ids=comp.policy.eos_ids,
+                   pad_id=tok.pad_token_id, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                   generator=generator, stop_strings=cfg.rollout.stop, tokenizer=tok,
+                   batch_size=cfg.rollout.batch_size, return_embeddings=comp.algorithm.grouping != "prompt")
+    texts = [tok.decode(c, skip_special_tokens=True) for c in gen.completion_ids]
+    return build_rollout_batch(rows, gen.completion_ids, gen.logprobs, pad_id=tok.pad_token_id,
+                               example_index=[i for i in range(len(examples)) for _ in range(g)],
+                               finished=gen.finished, completions=texts, context_embedding=gen.embeddings,
+                               metadata={"step": step, "forward_calls": gen.forward_calls})
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run GRPO as configured; returns the run directory (final model in run_dir/model)."""
+    from grpokit.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model
+    from grpokit.config_io import dump_yaml, to_dict
+    from grpokit.logging import RunLogger, progress
+    from grpokit.optim import make_optimizer, make_scheduler, set_threads
+    from grpokit.plotting import plot_metrics
+
+    set_threads(cfg.run.threads)
+    torch.manual_seed(cfg.run.seed)
+    run_dir = Path(cfg.run.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = latest_checkpoint(run_dir) if cfg.run.resume else None
+    if cfg.run.resume and ckpt is None:
+        raise FileNotFoundError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
+    lora = cfg.model.lora.r > 0
+    comp = build(cfg, model_path=str(ckpt) if ckpt is not None and not lora else None)
+    if ckpt is not None and lora:
+        _load_adapter(comp.policy.model, ckpt)
+    algo = comp.algorithm
+    model, tok = comp.policy.model, comp.policy.tokenizer
+    dump_yaml(cfg, run_dir / "config.yaml")
+
+    optimizer = make_optimizer(model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas)
+    scheduler = make_scheduler(optimizer, warmup=cfg.optim.warmup_steps, total=cfg.run.steps,
+                               schedule=cfg.optim.schedule)
+    sampler = PromptSampler(len(comp.train_examples), seed=cfg.run.seed, shuffle=cfg.data.shuffle)
+    generator = torch.Generator().manual_seed(cfg.run.seed)
+    start_step = 0
+    if ckpt is not None:
+        state = load_trainer_state(ckpt, optimizer=optimizer, scheduler=scheduler)
+        start_step = int(state["step"])
+        sampler.load_state_dict(state["extra"]["sampler"])
+        generator.set_state(state["extra"]["generator"])
+    settings = LossSettings(clip_low=algo.clip_low, clip_high=algo.clip_high, ratio=algo.ratio,
+                            loss_agg=algo.loss_agg, beta=algo.beta, kl_estimator=algo.kl_estimator, mu=algo.mu)
+    acc_key = accuracy_key(comp.rewards.names)
+
+    def run_eval() -> dict:
+        if not comp.eval_examples:
+            return {}
+        res = evaluate_examples(model, tok, comp.eval_examples, comp.rewards,
+                                max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed,
+                                max_prompt_tokens=cfg.data.max_prompt_tokens, system_prompt=cfg.data.system_prompt)
+        out = {f"eval/{k}": v for k, v in res.reward_means.items()}
+        if res.accuracy is not None:
+            out["eval/accuracy"] = res.accuracy
+        return out
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(run_dir, step, model=model, tokenizer=tok, optimizer=optimizer, scheduler=scheduler,
+                        config=to_dict(cfg), keep=cfg.run.keep_checkpoints,
+                        extra={"sampler": sampler.state_dict(), "generator": generator.get_state()})
+
+    logger = RunLogger(run_dir, resume=ckpt is not None, total_steps=cfg.run.steps)
+    bar = progress(cfg.run.steps, "GRPO", enabled=cfg.run.progress, initial=start_step)
+    for step in range(start_step + 1, cfg.run.steps + 1):
+        t0 = time.perf_counter()
+        indices = sampler.next(cfg.rollout.prompts_per_step)
+        batch = collect(comp, cfg, indices, generator, step)  # Phase 1
+        t_gen = time.perf_counter()
+        examples = [comp.train_examples[indices[i]] for i in batch.example_index.tolist()]
+        scores = comp.rewards.score([e.prompt for e in examples], batch.completions, [e.fields for e in examples],
+                                    completion_ids=batch.completion_ids)
+        exp = Experience(prompt_ids=torch.tensor([e.id for e in examples]), rewards=scores.total, step=step,
+                         fields=[e.fields for e in examples], embeddings=batch.context_embedding,
+                         lengths=batch.completion_lengths())
+        group_ids = comp.grouper(exp)  # Phase 2
+        advantages = comp.advantage_fn(scores.total, group_ids, scale=algo.scale_rewards, eps=algo.eps)  # Phase 3
+        t_adv = time.perf_counter()
+        ref_logp = None
+        if comp.reference is not None:
+            with comp.reference.active() as ref_model:
+                ref_logp = reference_logprobs(ref_model, batch, temperature=cfg.rollout.temperature,
+                                              micro_batch_size=cfg.optim.micro_batch_size)
+        t_ref = time.perf_counter()
+        stats = update_policy(model, optimizer, batch, advantages, settings, ref_logp=ref_logp,  # Phase 4
+                              temperature=cfg.rollout.temperature, micro_batch_size=cfg.optim.micro_batch_size,
+                              max_grad_norm=cfg.optim.max_grad_norm)
+        scheduler.step()
+        t_end = time.perf_counter()
+
+        n_tokens = float(batch.loss_mask.sum())
+        metrics = {"reward": float(scores.total.mean()), "reward_std": float(scores.total.std()) if batch.size > 1 else 0.0}
+        for k, v in scores.per_reward.items():
+            metrics[f"reward/{k}"] = float(v.mean())
+            metrics[f"reward/{k}_std"] = float(v.std()) if v.numel() > 1 else 0.0
+        if acc_key:
+            metrics["accuracy"] = metrics[f"reward/{acc_key}"]
+        metrics.update(stats)
+        metrics.update(_group_metrics(scores.total, group_ids))
+        metrics.update({"len": n_tokens / batch.size, "finished": float(batch.finished.float().mean()),
+                        "lr": scheduler.get_last_lr()[0], "tokens_per_s": n_tokens / (t_end - t0),
+                        "step_time": t_end - t0, "time/generate": t_gen - t0, "time/reward_group_adv": t_adv - t_gen,
+                        "time/reference": t_ref - t_adv, "time/update": t_end - t_ref})
+        if cfg.run.eval_every and step % cfg.run.eval_every == 0 and step != cfg.run.steps:
+            metrics.update(run_eval())
+        if step == cfg.run.steps:
+            metrics.update(run_eval())
+        logger.log_step(step, metrics)
+        logger.log_samples(step, _samples(batch, examples, scores, advantages, cfg.run.log_samples))
+        bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("reward", "accuracy") if k in metrics})
+        bar.update(1)
+        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
+            checkpoint(step)
+    bar.close()
+    logger.close()
+    save_model(run_dir / "model", model, tok, to_dict(cfg))
+    plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png", keys=("reward", "accuracy", "eval/accuracy", "len"))
+    return run_dir
+
+
+def _group_metrics(rewards: torch.Tensor, group_ids: torch.Tensor) -> dict[str, float]:
+    """Share of groups whose rewards are all equal (they carry no learning signal)."""
+    from grpokit.algo.advantages import group_stats
+
+    _, std, _ = group_stats(rewards, group_ids)
+    uniq, inverse = torch.unique(group_ids, return_inverse=True)
+    # std is the same for every member of a group, so any member's value stands for it
+    per_group = torch.zeros(len(uniq)).scatter_(0, inverse, (std == 0).float())
+    return {"groups": float(len(uniq)), "zero_std_groups": float(per_group.mean())}
+
+
+def _samples(batch: RolloutBatch, examples, scores, advantages, k: int) -> list[dict]:
+    rows = []
+    for i in range(min(k, batch.size)):
+        j = i * max(1, batch.size // max(1, k))
+        rows.append({"prompt": examples[j].prompt, "completion": batch.completions[j],
+                     "reward": float(scores.total[j]), "advantage": float(advantages[j]),
+                     **{f"reward/{n}": float(v[j]) for n, v in scores.per_reward.items()}})
+    return rows
+
+
+def _load_adapter(model, ckpt: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = ckpt / "adapter_model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"LoRA checkpoint {ckpt} has no adapter_model.safetensors")
+    set_peft_model_state_dict(model, load_file(str(path)))

@@ -1,0 +1,110 @@
+"""Phase 4: the clipped-surrogate update over one batch of experience (mu passes).
+
+Old log-probs come from the first pass: every pass is one optimizer step with
+gradient accumulation over micro-batches, so the policy does not change during the
+first pass and its detached log-probs are exactly pi_old. No extra forward is needed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from grpokit.algo.losses import policy_loss
+from grpokit.forward import sequence_logprobs
+from grpokit.types import RolloutBatch
+
+
+@dataclass
+class LossSettings:
+    """The resolved algorithm fields the loss needs (no config object in the math)."""
+
+    clip_low: float
+    clip_high: float
+    ratio: str
+    loss_agg: str
+    beta: float
+    kl_estimator: str
+    mu: int
+
+
+def _micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
+    if size <= 0 or size >= rows.numel():
+        return [rows]
+    return list(rows.split(size))
+
+
+def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tensor, settings: LossSettings, *,
+                  ref_logp: torch.Tensor | None, temperature: float, micro_batch_size: int = 0,
+                  max_grad_norm: float = 1.0) -> dict[str, float]:
+    """Run settings.mu optimizer steps on the batch; return averaged metrics."""
+    n = batch.size
+    mask = batch.loss_mask  # [N, L]
+    # Global normalisers so micro-batches sum to the full-batch loss.
+    norms = dict(num_sequences=n, num_tokens=float(mask.sum()), max_len=int(mask.shape[1] - batch.prompt_len))
+    # Rows with zero advantage contribute exactly zero gradient unless a KL term pulls
+    # on them, so they are skipped (same loss value, less compute).
+    if settings.beta == 0:
+        rows = (advantages != 0).nonzero(as_tuple=True)[0]  # [n_active]
+    else:
+        rows = torch.arange(n)
+    temp = temperature if temperature > 0 else 1.0
+    old_logp = torch.zeros_like(batch.logprobs)  # [N, L], filled in pass 1
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+
+    def add(key: str, value: float) -> None:
+        sums[key] = sums.get(key, 0.0) + value
+        counts[key] = counts.get(key, 0) + 1
+
+    model.train()
+    for p in range(settings.mu):
+        optimizer.zero_grad(set_to_none=True)
+        total_loss = 0.0
+        for mb in _micro_batches(rows, micro_batch_size):
+            ids, attn, m = batch.input_ids[mb], batch.attention_mask[mb], mask[mb]
+            ids, attn, m = _trim(ids, attn, m)
+            logp, ent = sequence_logprobs(model, ids, attn, m, temperature=temp, with_entropy=(p == 0))
+            width = logp.shape[1]
+            if p == 0:
+                old_logp[mb, :width] = logp.detach()
+                add("entropy", float((ent * m).sum() / m.sum().clamp_min(1)))
+            old = old_logp[mb, :width]
+            ref = ref_logp[mb, :width] if ref_logp is not None else None
+            loss, stats = policy_loss(logp, old, advantages[mb], m, ref_logp=ref, beta=settings.beta,
+                                      kl_estimator=settings.kl_estimator, clip_low=settings.clip_low,
+                                      clip_high=settings.clip_high, ratio=settings.ratio, agg=settings.loss_agg,
+                                      **norms)
+            loss.backward()
+            total_loss += float(loss.detach())
+            for k, v in stats.items():
+                add(k, float(v))
+        add("loss", total_loss)
+        if rows.numel() == 0:
+            continue  # nothing to learn from this batch; keep the optimizer state untouched
+        if max_grad_norm > 0:
+            gn = torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], max_grad_norm)
+            add("grad_norm", float(gn))
+        optimizer.step()
+    model.eval()
+    out = {k: sums[k] / counts[k] for k in sums}
+    out["trained_rows"] = float(rows.numel())
+    return out
+
+
+def _trim(ids, attn, mask):
+    """Drop trailing all-padding columns of a micro-batch (less compute, same values)."""
+    used = attn.sum(0).nonzero()
+    last = int(used.max()) + 1 if used.numel() else ids.shape[1]
+    return ids[:, :last], attn[:, :last], mask[:, :last]
+
+
+@torch.no_grad()
+def reference_logprobs(ref_model, batch: RolloutBatch, *, temperature: float, micro_batch_size: int = 0) -> torch.Tensor:
+    temp = temperature if temperature > 0 else 1.0
+    out = torch.zeros_like(batch.logprobs)  # [N, L]
+    for mb in _micro_batches(torch.arange(batch.size), micro_batch_size):
+        ids, attn, m = _trim(batch.input_ids[mb], batch.attention_mask[mb], batch.loss_mask[mb])
+        lp, _ = sequence_logprobs(ref_model, ids, attn, m, temperature=temp)
+        out[mb, : lp.shape[1]] = lp
+    return out

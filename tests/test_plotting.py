@@ -1,0 +1,51 @@
+"""Plots are written as PNGs; missing and sparse keys are handled."""
+import warnings
+
+from grpokit.logging import RunLogger
+from grpokit.plotting import ema, plot_metrics, plot_stages
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def rows(n, **extra):
+    out = [{"step": s, "reward": (s % 3) / 3, "accuracy": s / n} for s in range(1, n + 1)]
+    for r in out:
+        if r["step"] % 10 == 0:  # sparse key: only some rows
+            r.update(extra)
+    return out
+
+
+def test_plot_metrics_png(tmp_path):
+    out = plot_metrics(rows(40, eval_accuracy=0.5), tmp_path / "sub" / "curves.png",
+                       keys=("reward", "eval_accuracy", "missing"), title="t")
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    assert [p.name for p in out.parent.iterdir()] == ["curves.png"]  # no temp file left
+
+
+def test_plot_metrics_from_file_with_nulls(tmp_path):
+    with RunLogger(tmp_path, console=False) as log:
+        for s in range(1, 5):
+            log.log_step(s, {"reward": float("nan") if s == 2 else s})
+    out = plot_metrics(tmp_path / "metrics.jsonl", tmp_path / "m.png")  # accuracy absent: skipped
+    assert out.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_no_key_present_still_writes(tmp_path):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = plot_metrics([{"step": 1, "x": 1}], tmp_path / "empty.png", keys=("reward",))
+    assert out.read_bytes()[:8] == PNG_MAGIC and w
+
+
+def test_plot_stages(tmp_path):
+    sft = [{"step": s, "loss": 2 / s, "accuracy": s / 30} for s in range(1, 31)]
+    out = plot_stages([("SFT", sft), ("GRPO", rows(20))], tmp_path / "stages.png",
+                      keys=("loss", "reward", "accuracy"))
+    assert out.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_ema_debiased():
+    # t=2: acc = 0.5*(0.5*0) + 0.5*10 = 5, debiased by 1 - 0.5**2 = 0.75 -> 6.667
+    assert ema([0.0, 10.0], 0.5) == [0.0, 5.0 / 0.75]
+    assert all(abs(v - 2.0) < 1e-12 for v in ema([2.0] * 5, 0.9))
+    assert ema([1.0, 3.0], 0.0) == [1.0, 3.0]

@@ -1,7 +1,6 @@
 """Rewards as text -> number tables, and RewardSet's combination and error handling."""
 from __future__ import annotations
 
-import math
 import time
 
 import pytest
@@ -334,6 +333,16 @@ def test_duplicate_names_get_a_suffix_and_specs_resolve(tmp_path):
     assert rs.names == ["accuracy", "accuracy_2", "shout", "f1"]
     s = rs.score(["p"], ["LOUD"], [{"answer": "loud"}])
     assert s.per_reward["shout"].tolist() == [1.0] and s.per_reward["f1"].tolist() == [1.0]
+
+
+def test_recipe_style_items():
+    from grpokit.config import RewardSpec
+
+    rs = RewardSet([RewardSpec("length", 0.5, {"max_chars": 10, "buffer": 0}), {"name": "format", "weight": 2},
+                    "accuracy"])
+    assert rs.weights == {"length": 0.5, "format": 2.0, "accuracy": 1.0}
+    with pytest.raises(ValueError, match="expected keys name, weight, kwargs; got name, wieght"):
+        RewardSet([{"name": "format", "wieght": 2}])
 
 
 def test_unknown_reward_name_lists_choices():

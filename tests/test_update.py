@@ -79,3 +79,14 @@ def test_first_pass_ratio_is_one_and_later_passes_move(tiny_model):
     assert stats["ratio_mean"] != 1.0
     before = [p.clone() for p in model.parameters()]
     assert any(not torch.equal(a, b) for a, b in zip(before, m.parameters()))
+
+
+def test_a_batch_without_signal_takes_no_step(tiny_model):
+    model, tok = tiny_model
+    batch = _batch(tok)
+    m = copy.deepcopy(model)
+    opt = torch.optim.SGD(m.parameters(), lr=0.5)
+    s = LossSettings(loss_agg="token_mean", **SETTINGS)
+    stats = update_policy(m, opt, batch, torch.zeros(4), s, ref_logp=None, temperature=1.0)
+    assert stats["trained_rows"] == 0.0 and stats["loss"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), m.parameters()))

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 
 from grpokit.config import AlgorithmConfig, TrainConfig
+from grpokit.rollout.generate import generate
 from grpokit.types import Example
 
 
@@ -16,11 +17,12 @@ class Components:
     policy: object  # grpokit.policy.Policy
     reference: object | None  # grpokit.policy.Reference, only when beta > 0
     rewards: object  # grpokit.rewards.RewardSet
-    grouper: Callable
+    grouper: Callable  # Experience -> group ids [N] or grouping.Groups; may carry state (see types.Grouper)
     advantage_fn: Callable
     algorithm: AlgorithmConfig  # preset resolved: no None fields
     train_examples: list[Example]
     eval_examples: list[Example]
+    generate_fn: Callable = generate  # rollout.generate.generate, or a MultiTurnGenerator with tools
 
 
 def task_name(spec: str) -> str | None:
@@ -50,7 +52,7 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
 
     from grpokit.algo.advantages import ADVANTAGES
     from grpokit.data import load_prompts
-    from grpokit.grouping import GROUPERS
+    from grpokit.grouping import make_grouper
     from grpokit.policy import Reference, load_policy
     from grpokit.presets import resolve_algorithm
     from grpokit.rewards import RewardSet
@@ -70,6 +72,8 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
     reference = Reference(policy) if algo.beta > 0 else None
     return Components(
         policy=policy, reference=reference, rewards=RewardSet(reward_specs(cfg)),
-        grouper=GROUPERS.get(algo.grouping), advantage_fn=ADVANTAGES.get(algo.advantage), algorithm=algo,
+        grouper=make_grouper(algo.grouping, seed=cfg.run.seed, num_generations=cfg.rollout.num_generations,
+                             **dataclasses.asdict(algo.group)),
+        advantage_fn=ADVANTAGES.get(algo.advantage), algorithm=algo,
         train_examples=train, eval_examples=evals,
     )

@@ -59,6 +59,10 @@ class RolloutConfig:
     stop: list = opt(help="stop strings; generation of a row ends after any of them", factory=list)
     backend: str = opt("transformers", "generation backend", choices=("transformers", "vllm"))
     batch_size: int = opt(0, "rows generated at once (0 = all of the step's rows)")
+    tools: list = opt(help="tools the model may call, as names or {name, kwargs} (see `grpokit list tools`); "
+                           "empty = plain single-turn sampling", factory=list)
+    max_turns: int = opt(4, "most tool calls per completion (with tools)")
+    max_tool_tokens: int = opt(256, "longest tool result inserted into a completion, in tokens (cut to fit)")
 
 
 @dataclass
@@ -66,6 +70,38 @@ class RewardSpec:
     name: str = opt("accuracy", "a registered reward, or module:function / file.py:function")
     weight: float = opt(1.0, "weight of this reward in the total")
     kwargs: dict = opt(help="extra keyword arguments for the reward function", factory=dict)
+
+
+@dataclass
+class GroupConfig:
+    """Options of the grouping strategies; each strategy reads the ones it names."""
+
+    clusters: int = opt(0, "semantic/adaptive: clusters of prompts per step (0 = about sqrt(prompts / 2); "
+                           "adaptive starts there and splits or merges from step to step)")
+    embedding: str = opt("policy", "semantic/adaptive: 'policy' (the policy's mean last hidden state over the "
+                                   "prompt, recorded while sampling) or a sentence-transformers model name or path")
+    buckets: int = opt(4, "reward/complexity: number of buckets")
+    field: str = opt("steps", "complexity (and the difficulty classes of reward/budget): example field measuring "
+                              "complexity, a list (its length) or a number; prompts without it use their length")
+    success: float = opt(0.5, "reward/budget: a completion counts as a success when its total reward >= this")
+    decay: float = opt(0.9, "reward/budget/multiscale: per-step decay of running statistics")
+    window: int = opt(4, "temporal: steps of past experience kept in the replay window")
+    base: str = opt("prompt", "temporal: how past rows are matched with current ones",
+                    choices=("prompt", "semantic", "complexity", "batch"))
+    replay: bool = opt(False, "temporal: also train on the pooled past rows (importance-weighted, truncated)")
+    is_cap: float = opt(2.0, "temporal: cap c of a replayed row's importance weight min(c, pi_now / pi_then)")
+    scales: list = opt(help="multiscale: groupers from the finest scale to the coarsest",
+                       factory=lambda: ["prompt", "semantic", "batch"])
+    weights: list = opt(help="multiscale: weight of each scale's advantage; empty = tuned every step from which "
+                             "scales' baselines predict rewards best", factory=list)
+    shrink: bool = opt(False, "shrink each group's baseline and spread toward its parent's (empirical Bayes; the "
+                              "parent is the next scale, or the batch), so groups of 2 to 4 get a usable baseline; "
+                              "replaces the advantage estimator's own baseline")
+    prior_dof: float = opt(2.0, "shrink: observations' worth of the parent's variance added to a group's")
+    budget: float = opt(0.0, "self-tuning samples: completions per step as a fraction of prompts_per_step x "
+                             "num_generations, spread by how much each prompt's rewards still disagree (0 = off)")
+    min_samples: int = opt(2, "budget: fewest completions a prompt gets")
+    max_samples: int = opt(0, "budget: most completions a prompt gets (0 = 2 x num_generations)")
 
 
 @dataclass
@@ -86,6 +122,7 @@ class AlgorithmConfig:
     kl_estimator: str = opt("k3", "KL estimator", choices=("k1", "k2", "k3"))
     mu: int = opt(1, "optimisation passes over each batch (old log-probs stored from the first pass)")
     grouping: str = opt("prompt", "group formation strategy (see `grpokit list groupers`)")
+    group: GroupConfig = opt(help="options of the grouping strategy", factory=GroupConfig)
     eps: float = opt(1e-4, "epsilon added to the std when scaling advantages")
 
 

@@ -113,6 +113,8 @@ def _read_with_datasets(path: Path, split: str) -> list[dict]:
         import datasets
     except ImportError as e:  # pragma: no cover - a declared dependency
         raise ImportError(f"{path}: reading {path.suffix or 'directories'} needs the 'datasets' package") from e
+    quiet = not datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a local file loads in a blink; keep the console clean
     try:
         if builder is None:
             ds = datasets.load_dataset(str(path), split=split)
@@ -121,6 +123,9 @@ def _read_with_datasets(path: Path, split: str) -> list[dict]:
     except Exception as e:  # noqa: BLE001 - re-raised with the file named
         what = f"a dataset directory (split {split!r})" if builder is None else f"{builder}"
         raise ValueError(f"{path}: could not be read as {what}: {type(e).__name__}: {e}") from e
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
     return ds.to_list()
 
 

@@ -16,7 +16,6 @@ import torch
 
 from grpokit.config import AlgorithmConfig, DataConfig, ModelConfig, OptimConfig, RolloutConfig, RunConfig, TrainConfig
 
-EVAL_SIZE = 200
 
 
 @dataclass
@@ -26,22 +25,23 @@ class DemoSettings:
     model: str = "tiny:s"
     sft_traces: int = 20000
     sft_batch: int = 32
-    sft_lr: float = 2e-3
-    sft_max_steps: int = 1500
+    sft_lr: float = 1e-3
+    sft_steps: int = 1300  # cosine-annealed; short on purpose, so the model is only partly right
     sft_eval_every: int = 100
-    sft_stop_at: float = 0.35  # stop the cold start once held-out accuracy reaches this
+    sft_stop_at: float | None = None  # optionally stop as soon as held-out accuracy reaches this
     grpo_steps: int = 60
     grpo_prompts: int = 32
     grpo_generations: int = 8
     grpo_lr: float = 5e-4
     max_new_tokens: int = 64
+    eval_size: int = 200  # held-out problems, greedy decoding
     threads: int = 2
 
     @classmethod
     def quick(cls) -> "DemoSettings":
         """A smoke-test size: seconds, not minutes; the numbers mean nothing."""
-        return cls(model="tiny:xs", sft_traces=400, sft_max_steps=20, sft_eval_every=10, sft_stop_at=1.1,
-                   grpo_steps=3, grpo_prompts=4, grpo_generations=4, max_new_tokens=48)
+        return cls(model="tiny:xs", sft_traces=400, sft_steps=20, sft_eval_every=10,
+                   grpo_steps=3, grpo_prompts=4, grpo_generations=4, max_new_tokens=48, eval_size=20)
 
 
 def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, settings: DemoSettings | None = None) -> dict:
@@ -64,7 +64,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
 
     task = get_task("arithmetic")
     traces = task.traces(s.sft_traces, seed=seed)
-    heldout = task.prompts("test", EVAL_SIZE)
+    heldout = task.prompts("test", s.eval_size)
     rewards = RewardSet([(n, w, {}) for n, w in task.default_rewards])
 
     def accuracy(model, tokenizer) -> float:
@@ -75,8 +75,8 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     torch.manual_seed(seed)
     fit = [t.completion for t in traces[:2000]] + [t.prompt for t in traces[:2000]]
     model, tok = create_tiny(s.model, fit, seed=seed)
-    history = sft_loop(model, tok, traces, steps=s.sft_max_steps, batch_size=s.sft_batch, lr=s.sft_lr,
-                       warmup_steps=min(50, s.sft_max_steps // 10), schedule="constant", seed=seed,
+    history = sft_loop(model, tok, traces, steps=s.sft_steps, batch_size=s.sft_batch, lr=s.sft_lr,
+                       warmup_steps=min(50, s.sft_steps // 10), schedule="cosine", seed=seed,
                        eval_fn=lambda: accuracy(model, tok), eval_every=s.sft_eval_every, stop_at=s.sft_stop_at,
                        desc="stage 1: cold start (SFT)")
     cold_dir = run_dir / "cold_start"
@@ -91,7 +91,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     # Stage 2: GRPO through the regular training entry point
     cfg = TrainConfig(
         model=ModelConfig(name_or_path=str(cold_dir)),
-        data=DataConfig(train="task:arithmetic", eval="task:arithmetic:test", eval_size=EVAL_SIZE),
+        data=DataConfig(train="task:arithmetic", eval="task:arithmetic:test", eval_size=s.eval_size),
         rollout=RolloutConfig(num_generations=s.grpo_generations, prompts_per_step=s.grpo_prompts,
                               max_new_tokens=s.max_new_tokens, temperature=1.0),
         algorithm=AlgorithmConfig(preset="grpo"),
@@ -104,12 +104,17 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     acc_grpo = next(r["eval/accuracy"] for r in reversed(grpo_rows) if "eval/accuracy" in r)
     wall = time.perf_counter() - t_start
 
-    plot = plot_stages([("cold start (SFT)", history), ("GRPO", grpo_rows)], run_dir / "demo.png",
-                       keys=("loss", "reward", "accuracy", "eval/accuracy"))
+    # One shared "held-out accuracy" panel across both stages; loss and reward per stage.
+    sft_rows = [{"step": r["step"], "SFT loss": r["loss"], **({"held-out accuracy": r["accuracy"]} if "accuracy" in r else {})}
+                for r in history]
+    rl_rows = [{"step": r["step"], "GRPO reward": r["reward"],
+                **({"held-out accuracy": r["eval/accuracy"]} if "eval/accuracy" in r else {})} for r in grpo_rows]
+    plot = plot_stages([("cold start (SFT)", sft_rows), ("GRPO", rl_rows)], run_dir / "demo.png",
+                       keys=("held-out accuracy", "SFT loss", "GRPO reward"))
     rewards_seen = [r["reward"] for r in grpo_rows]
     k = max(1, len(rewards_seen) // 10)
     summary = {
-        "seed": seed, "accuracy_cold_start": acc_cold, "accuracy_grpo": acc_grpo, "sft_steps": len(history),
+        "seed": seed, "eval_size": s.eval_size, "accuracy_cold_start": acc_cold, "accuracy_grpo": acc_grpo, "sft_steps": len(history),
         "grpo_steps": len(grpo_rows), "reward_first": sum(rewards_seen[:k]) / k,
         "reward_last": sum(rewards_seen[-k:]) / k, "seconds_cold_start": t_cold, "seconds_total": wall,
         "run_dir": str(run_dir), "plot": str(plot),
@@ -125,7 +130,7 @@ def _print_table(s: dict) -> None:
     lines = [
         "",
         "=" * 56,
-        "grpokit demo: held-out accuracy (200 problems, greedy)",
+        f"grpokit demo: held-out accuracy ({s['eval_size']} problems, greedy)",
         "-" * 56,
         f"accuracy after cold start: {100 * s['accuracy_cold_start']:.1f}%",
         f"accuracy after GRPO: {100 * s['accuracy_grpo']:.1f}%",

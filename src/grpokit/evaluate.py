@@ -5,7 +5,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -43,14 +43,17 @@ def accuracy_key(names: Sequence[str]) -> str | None:
 
 def evaluate_examples(model, tokenizer, examples: Sequence[Example], rewards, *, max_new_tokens: int,
                       batch_size: int = 64, temperature: float = 0.0, seed: int = 0, max_prompt_tokens: int = 0,
-                      system_prompt: str | None = None) -> EvalResult:
-    """Generate one completion per example and score it with every reward."""
+                      system_prompt: str | None = None, generate_fn: Callable = generate) -> EvalResult:
+    """Generate one completion per example and score it with every reward.
+
+    generate_fn: the sampler (`rollout.generate.generate`, or a multi-turn tool loop
+    with the same signature)."""
     start = time.perf_counter()
     prompts = [e.prompt for e in examples]
     ids = encode_prompts(tokenizer, prompts, max_tokens=max_prompt_tokens, system_prompt=system_prompt)
-    gen = generate(model, ids, max_new_tokens=max_new_tokens, eos_ids=eos_token_ids(model, tokenizer),
-                   pad_id=tokenizer.pad_token_id, temperature=temperature,
-                   generator=torch.Generator().manual_seed(seed), batch_size=batch_size)
+    gen = generate_fn(model, ids, max_new_tokens=max_new_tokens, eos_ids=eos_token_ids(model, tokenizer),
+                      pad_id=tokenizer.pad_token_id, temperature=temperature,
+                      generator=torch.Generator().manual_seed(seed), batch_size=batch_size)
     texts = [tokenizer.decode(c, skip_special_tokens=True) for c in gen.completion_ids]
     scores = rewards.score(prompts, texts, [e.fields for e in examples], completion_ids=gen.completion_ids)
     means = {k: float(v.mean()) for k, v in scores.per_reward.items()}

@@ -73,6 +73,7 @@ def sft_loop(model, tokenizer, traces: Sequence[SFTExample], *, steps: int, batc
     sched = make_scheduler(opt, warmup=warmup_steps, total=steps, schedule=schedule)
     history: list[dict] = []
     bar = progress_bar(steps, desc, enabled=progress)
+    shown: dict[str, str] = {}
     start = time.perf_counter()
     for step in range(1, steps + 1):
         if len(order) < batch_size:
@@ -89,14 +90,15 @@ def sft_loop(model, tokenizer, traces: Sequence[SFTExample], *, steps: int, batc
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step()
         sched.step()
-        row = {"step": step, "loss": float(loss), "lr": sched.get_last_lr()[0], "time": time.perf_counter() - start}
+        row = {"step": step, "loss": loss.detach().item(), "lr": sched.get_last_lr()[0], "time": time.perf_counter() - start}
         stop = False
         if eval_fn is not None and eval_every > 0 and (step % eval_every == 0 or step == steps):
             row["accuracy"] = eval_fn()
             model.train()
             stop = stop_at is not None and row["accuracy"] >= stop_at
         history.append(row)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "accuracy")})
+        shown.update({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "accuracy")})
+        bar.set_postfix(shown)
         bar.update(1)
         if stop:
             break

@@ -24,36 +24,52 @@ import torch
 from grpokit.build import Components, build
 from grpokit.config import TrainConfig
 from grpokit.evaluate import accuracy_key, evaluate_examples
+from grpokit.grouping import stateful
 from grpokit.policy import encode_prompts
 from grpokit.prompt_sampler import PromptSampler
 from grpokit.rollout.batch import build_rollout_batch
-from grpokit.rollout.generate import generate
+from grpokit.rollout.multiturn import tool_metrics
 from grpokit.types import Experience, RolloutBatch
 from grpokit.update import LossSettings, reference_logprobs, update_policy
 
 
 def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: torch.Generator,
             step: int) -> RolloutBatch:
-    """Phase 1: G completions for each prompt; rows are prompt-major (i*G .. i*G+G-1)."""
+    """Phase 1: G completions for each prompt (or as many as a self-tuning grouper plans);
+    rows are prompt-major (i*G .. i*G+G-1)."""
     tok = comp.policy.tokenizer
     g = cfg.rollout.num_generations
     examples = [comp.train_examples[i] for i in indices]
     prompt_ids = encode_prompts(tok, [e.prompt for e in examples], max_tokens=cfg.data.max_prompt_tokens,
                                 system_prompt=cfg.data.system_prompt)
-    rows = [p for p in prompt_ids for _ in range(g)]
-    gen = generate(comp.policy.model, rows, max_new_tokens=cfg.rollout.max_new_tokens, eos_ids=comp.policy.eos_ids,
-                   pad_id=tok.pad_token_id, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                   generator=generator, stop_strings=cfg.rollout.stop, tokenizer=tok,
-                   batch_size=cfg.rollout.batch_size, return_embeddings=comp.algorithm.grouping != "prompt")
+    # A self-tuning grouper may give prompts different numbers of completions.
+    plan = getattr(comp.grouper, "plan_generations", None)
+    counts = plan([e.id for e in examples], [e.fields for e in examples], step) if plan else [g] * len(examples)
+    rows = [p for p, k in zip(prompt_ids, counts) for _ in range(k)]
+    # plain sampling, or the multi-turn tool loop when rollout.tools is set (build.py)
+    gen = comp.generate_fn(comp.policy.model, rows, max_new_tokens=cfg.rollout.max_new_tokens,
+                           eos_ids=comp.policy.eos_ids, pad_id=tok.pad_token_id,
+                           temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                           generator=generator, stop_strings=cfg.rollout.stop, tokenizer=tok,
+                           batch_size=cfg.rollout.batch_size,
+                           return_embeddings=getattr(comp.grouper, "needs_embeddings", True))
     texts = [tok.decode(c, skip_special_tokens=True) for c in gen.completion_ids]
     return build_rollout_batch(rows, gen.completion_ids, gen.logprobs, pad_id=tok.pad_token_id,
-                               example_index=[i for i in range(len(examples)) for _ in range(g)],
+                               example_index=[i for i, k in enumerate(counts) for _ in range(k)],
                                finished=gen.finished, completions=texts, context_embedding=gen.embeddings,
-                               metadata={"step": step, "forward_calls": gen.forward_calls})
+                               completion_masks=getattr(gen, "completion_masks", None),  # 0 = tool output
+                               metadata={"step": step, "forward_calls": gen.forward_calls,
+                                         **getattr(gen, "metadata", {})})
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Run GRPO as configured; returns the run directory (final model in run_dir/model)."""
+def train(cfg: TrainConfig, *, hooks=None) -> Path:
+    """Run GRPO as configured; returns the run directory (final model in run_dir/model).
+
+    hooks (optional, for instrumentation such as `grpokit bench`): an object with
+    `on_start(components)`, called once just before the first step, and
+    `on_step(step, metrics, batch)`, called at the end of every step (after logging,
+    before any checkpoint is written). Either method may be missing.
+    """
     from grpokit.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model
     from grpokit.config_io import dump_yaml, to_dict
     from grpokit.logging import RunLogger, progress
@@ -86,6 +102,8 @@ def train(cfg: TrainConfig) -> Path:
         start_step = int(state["step"])
         sampler.load_state_dict(state["extra"]["sampler"])
         generator.set_state(state["extra"]["generator"])
+        if "grouper" in state["extra"] and stateful(comp.grouper):
+            comp.grouper.load_state_dict(state["extra"]["grouper"])
     settings = LossSettings(clip_low=algo.clip_low, clip_high=algo.clip_high, ratio=algo.ratio,
                             loss_agg=algo.loss_agg, beta=algo.beta, kl_estimator=algo.kl_estimator, mu=algo.mu)
     acc_key = accuracy_key(comp.rewards.names)
@@ -95,19 +113,25 @@ def train(cfg: TrainConfig) -> Path:
             return {}
         res = evaluate_examples(model, tok, comp.eval_examples, comp.rewards,
                                 max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed,
-                                max_prompt_tokens=cfg.data.max_prompt_tokens, system_prompt=cfg.data.system_prompt)
+                                max_prompt_tokens=cfg.data.max_prompt_tokens, system_prompt=cfg.data.system_prompt,
+                                generate_fn=comp.generate_fn)
         out = {f"eval/{k}": v for k, v in res.reward_means.items()}
         if res.accuracy is not None:
             out["eval/accuracy"] = res.accuracy
         return out
 
     def checkpoint(step: int) -> None:
+        extra = {"sampler": sampler.state_dict(), "generator": generator.get_state()}
+        if stateful(comp.grouper):  # running success rates, a replay window, tuned weights
+            extra["grouper"] = comp.grouper.state_dict()
         save_checkpoint(run_dir, step, model=model, tokenizer=tok, optimizer=optimizer, scheduler=scheduler,
-                        config=to_dict(cfg), keep=cfg.run.keep_checkpoints,
-                        extra={"sampler": sampler.state_dict(), "generator": generator.get_state()})
+                        config=to_dict(cfg), keep=cfg.run.keep_checkpoints, extra=extra)
 
     logger = RunLogger(run_dir, resume=ckpt is not None, total_steps=cfg.run.steps)
     bar = progress(cfg.run.steps, "GRPO", enabled=cfg.run.progress, initial=start_step)
+    on_start, on_step = getattr(hooks, "on_start", None), getattr(hooks, "on_step", None)
+    if on_start is not None:
+        on_start(comp)
     for step in range(start_step + 1, cfg.run.steps + 1):
         t0 = time.perf_counter()
         indices = sampler.next(cfg.rollout.prompts_per_step)
@@ -118,17 +142,29 @@ def train(cfg: TrainConfig) -> Path:
                                     completion_ids=batch.completion_ids)
         exp = Experience(prompt_ids=torch.tensor([e.id for e in examples]), rewards=scores.total, step=step,
                          fields=[e.fields for e in examples], embeddings=batch.context_embedding,
-                         lengths=batch.completion_lengths())
-        group_ids = comp.grouper(exp)  # Phase 2
-        advantages = comp.advantage_fn(scores.total, group_ids, scale=algo.scale_rewards, eps=algo.eps)  # Phase 3
+                         lengths=batch.completion_lengths(), prompts=[e.prompt for e in examples],
+                         prompt_lengths=batch.attention_mask[:, :batch.prompt_len].sum(1), rollout=batch)
+        grouping = comp.grouper(exp)  # Phase 2: group ids [N], or Groups (scales, weights, past rows)
+        if isinstance(grouping, torch.Tensor):
+            group_ids, train_batch, group_info = grouping, batch, {}
+            advantages = comp.advantage_fn(scores.total, group_ids, scale=algo.scale_rewards, eps=algo.eps)  # Phase 3
+        else:
+            group_ids, group_info = grouping.finest(batch.size), grouping.metrics
+            train_batch = grouping.training_batch(batch)  # + replayed rows, if any
+            # Replayed rows (temporal) are reweighted by pi_now / pi_then: one no-grad forward over them.
+            logp_now = None if grouping.replay is None else reference_logprobs(
+                model, grouping.replay, temperature=cfg.rollout.temperature,
+                micro_batch_size=cfg.optim.micro_batch_size)
+            advantages = grouping.advantages(scores.total, comp.advantage_fn, scale=algo.scale_rewards,  # Phase 3
+                                             eps=algo.eps, logp_now=logp_now)
         t_adv = time.perf_counter()
         ref_logp = None
         if comp.reference is not None:
             with comp.reference.active() as ref_model:
-                ref_logp = reference_logprobs(ref_model, batch, temperature=cfg.rollout.temperature,
+                ref_logp = reference_logprobs(ref_model, train_batch, temperature=cfg.rollout.temperature,
                                               micro_batch_size=cfg.optim.micro_batch_size)
         t_ref = time.perf_counter()
-        stats = update_policy(model, optimizer, batch, advantages, settings, ref_logp=ref_logp,  # Phase 4
+        stats = update_policy(model, optimizer, train_batch, advantages, settings, ref_logp=ref_logp,  # Phase 4
                               temperature=cfg.rollout.temperature, micro_batch_size=cfg.optim.micro_batch_size,
                               max_grad_norm=cfg.optim.max_grad_norm)
         scheduler.step()
@@ -143,6 +179,8 @@ def train(cfg: TrainConfig) -> Path:
             metrics["accuracy"] = metrics[f"reward/{acc_key}"]
         metrics.update(stats)
         metrics.update(_group_metrics(scores.total, group_ids))
+        metrics.update(tool_metrics(batch.metadata, scores.per_reward[acc_key] if acc_key else None))  # {} without tools
+        metrics.update(group_info)
         metrics.update({"len": n_tokens / batch.size, "finished": float(batch.finished.float().mean()),
                         "lr": scheduler.get_last_lr()[0], "tokens_per_s": n_tokens / (t_end - t0),
                         "step_time": t_end - t0, "time/generate": t_gen - t0, "time/reward_group_adv": t_adv - t_gen,
@@ -155,6 +193,8 @@ def train(cfg: TrainConfig) -> Path:
         logger.log_samples(step, _samples(batch, examples, scores, advantages, cfg.run.log_samples))
         bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("reward", "accuracy") if k in metrics})
         bar.update(1)
+        if on_step is not None:
+            on_step(step, metrics, batch)
         if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
             checkpoint(step)
     bar.close()

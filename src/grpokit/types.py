@@ -74,6 +74,9 @@ class Experience:
     fields: Sequence[dict[str, Any]] = ()  # example fields per completion
     embeddings: torch.Tensor | None = None  # [N, H]
     lengths: torch.Tensor | None = None  # [N] completion lengths
+    prompts: Sequence[Prompt] = ()  # prompt per completion (text embedders, e.g. sentence-transformers)
+    prompt_lengths: torch.Tensor | None = None  # [N] prompt tokens (a complexity estimate)
+    rollout: RolloutBatch | None = None  # the rows themselves (a replay window keeps them)
 
 
 @runtime_checkable
@@ -88,7 +91,14 @@ class RewardFn(Protocol):
 
 
 class Grouper(Protocol):
-    """Phase 2: experience -> group id per completion ([N] long)."""
+    """Phase 2: experience -> group id per completion ([N] long), or a
+    `grpokit.grouping.Groups` (several scales, weights, pooled earlier rows).
+
+    Optional attributes the loop looks for: `needs_embeddings` (bool: ask the sampler
+    for context embeddings; True when absent), `state_dict()` / `load_state_dict()`
+    (saved in checkpoints), `plan_generations(prompt_ids, fields, step)` (completions
+    per prompt for the coming step).
+    """
 
     def __call__(self, exp: Experience) -> torch.Tensor: ...
 

@@ -6,6 +6,7 @@ first pass and its detached log-probs are exactly pi_old. No extra forward is ne
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,8 @@ class LossSettings:
 
 
 def _micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
+    if rows.numel() == 0:  # every advantage is 0 (and no KL term): nothing to run
+        return []
     if size <= 0 or size >= rows.numel():
         return [rows]
     return list(rows.split(size))
@@ -53,6 +56,11 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
 
+    # Wall time per part of the update (summed over passes and micro-batches): policy
+    # forward + loss, backward + grad clipping, optimizer step. Three clock reads per
+    # micro-batch; `grpokit bench` reports them.
+    t_fwd = t_bwd = t_opt = 0.0
+
     def add(key: str, value: float) -> None:
         sums[key] = sums.get(key, 0.0) + value
         counts[key] = counts.get(key, 0) + 1
@@ -61,7 +69,8 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
     for p in range(settings.mu):
         optimizer.zero_grad(set_to_none=True)
         total_loss = 0.0
-        for mb in _micro_batches(rows, micro_batch_size):
+        for mb in _micro_batches(rows, micro_batch_size) if rows.numel() else []:
+            t0 = time.perf_counter()
             ids, attn, m = batch.input_ids[mb], batch.attention_mask[mb], mask[mb]
             ids, attn, m = _trim(ids, attn, m)
             logp, ent = sequence_logprobs(model, ids, attn, m, temperature=temp, with_entropy=(p == 0))
@@ -75,20 +84,26 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
                                       kl_estimator=settings.kl_estimator, clip_low=settings.clip_low,
                                       clip_high=settings.clip_high, ratio=settings.ratio, agg=settings.loss_agg,
                                       **norms)
+            t1 = time.perf_counter()
             loss.backward()
+            t_fwd, t_bwd = t_fwd + (t1 - t0), t_bwd + (time.perf_counter() - t1)
             total_loss += float(loss.detach())
             for k, v in stats.items():
                 add(k, float(v))
         add("loss", total_loss)
         if rows.numel() == 0:
             continue  # nothing to learn from this batch; keep the optimizer state untouched
+        t0 = time.perf_counter()
         if max_grad_norm > 0:
             gn = torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], max_grad_norm)
             add("grad_norm", float(gn))
+        t1 = time.perf_counter()
         optimizer.step()
+        t_bwd, t_opt = t_bwd + (t1 - t0), t_opt + (time.perf_counter() - t1)
     model.eval()
     out = {k: sums[k] / counts[k] for k in sums}
     out["trained_rows"] = float(rows.numel())
+    out.update({"time/policy_forward": t_fwd, "time/backward": t_bwd, "time/optimizer": t_opt})
     return out
 
 

@@ -33,7 +33,7 @@ def reward(name: str, doc: str | None = None) -> Callable[[F], F]:
 
 # The builtin rewards register themselves on import; they import `reward` from here,
 # so these imports come after its definition.
-from grpokit.rewards import format, length, math, steps  # noqa: E402,F401
+from grpokit.rewards import format, length, math, qa, steps  # noqa: E402,F401
 from grpokit.rewards.manager import RewardError, RewardScores, RewardSet  # noqa: E402
 
 __all__ = ["REWARDS", "reward", "RewardSet", "RewardScores", "RewardError"]

@@ -55,8 +55,9 @@ class RewardSet:
     """Weighted reward functions, built from (spec, weight[, kwargs]) items.
 
     spec: a registered name ("accuracy"), "package.module:function",
-    "path/to/file.py:function", or a callable. Objects with `name`, `weight` and `kwargs`
-    attributes (config.RewardSpec) are accepted too.
+    "path/to/file.py:function", or a callable. Also accepted: a bare spec (weight 1),
+    (spec, weight), objects with `name`, `weight`, `kwargs` (config.RewardSpec) and dicts
+    with those keys.
     """
 
     def __init__(self, specs: Sequence[Any]):
@@ -72,11 +73,13 @@ class RewardSet:
             entries.append(_entry(fn, _display_name(spec, fn), weight, kwargs))
         if not entries:
             raise ValueError("RewardSet needs at least one reward function")
-        seen: dict[str, int] = {}
+        taken: set[str] = set()
         for e in entries:  # "accuracy", "accuracy_2", ...
-            seen[e.name] = seen.get(e.name, 0) + 1
-            if seen[e.name] > 1:
-                e.name = f"{e.name}_{seen[e.name]}"
+            stem, k = e.name, 1
+            while e.name in taken:
+                k += 1
+                e.name = f"{stem}_{k}"
+            taken.add(e.name)
         self._entries = entries
 
     @property
@@ -179,7 +182,12 @@ class RewardSet:
 
 
 def _unpack(item: Any, k: int) -> tuple[Any, float, dict]:
-    if hasattr(item, "name") and hasattr(item, "weight") and not callable(item):
+    if isinstance(item, dict):  # a recipe entry {"name": ..., "weight": ..., "kwargs": ...}
+        unknown = sorted(set(item) - {"name", "weight", "kwargs"})
+        if "name" not in item or unknown:
+            raise ValueError(f"reward {k}: expected keys name, weight, kwargs; got {', '.join(map(str, item))}")
+        spec, weight, kwargs = item["name"], item.get("weight", 1.0), item.get("kwargs") or {}
+    elif hasattr(item, "name") and hasattr(item, "weight") and not callable(item):
         spec, weight, kwargs = item.name, item.weight, getattr(item, "kwargs", None) or {}
     elif isinstance(item, (tuple, list)) and 1 <= len(item) <= 3:
         spec, weight, kwargs = item[0], item[1] if len(item) > 1 else 1.0, item[2] if len(item) > 2 else {}

@@ -173,59 +173,67 @@ def lex(expr: str) -> list[tuple[str | float, int, int]]:
     return out
 
 
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "u-": 3, "u+": 3}  # "u-": unary minus
+
+
 def evaluate(tokens: list) -> float | None:
     """Value of an arithmetic token list, or None when it is not a well-formed expression.
 
-    Grammar (usual precedence, left associative; a hand-written parser, never eval()):
+    The usual grammar, evaluated with an operator stack (a hand-written parser, never
+    eval(); iterative because this runs for every equation of every completion):
       expr := term (('+'|'-') term)*      term := unary (('*'|'/') unary)*
       unary := ('+'|'-') unary | NUMBER | '(' expr ')'
-    Division by zero -> None.
+    Binary operators are left associative. Division by zero -> None.
     """
-    pos = 0
-
-    def peek() -> object:
-        return tokens[pos] if pos < len(tokens) else None
-
-    def expr() -> float:
-        nonlocal pos
-        value = term()
-        while peek() in ("+", "-"):
-            pos += 1
-            value = value + term() if tokens[pos - 1] == "+" else value - term()
-        return value
-
-    def term() -> float:
-        nonlocal pos
-        value = unary()
-        while peek() in ("*", "/"):
-            pos += 1
-            op, rhs = tokens[pos - 1], unary()
-            value = value * rhs if op == "*" else value / rhs  # ZeroDivisionError -> None below
-        return value
-
-    def unary() -> float:
-        nonlocal pos
-        tok = peek()
-        pos += 1
-        if tok in ("+", "-"):
-            return -unary() if tok == "-" else unary()
-        if tok == "(":
-            value = expr()
-            if peek() != ")":
-                raise ValueError("unclosed parenthesis")
-            pos += 1
-            return value
-        if isinstance(tok, float):
-            return tok
-        raise ValueError(f"unexpected {tok!r}")
-
-    if not tokens:
-        return None
+    nums: list[float] = []
+    ops: list[str] = []
+    want_operand = True
     try:
-        value = expr()
-    except (ValueError, ZeroDivisionError, OverflowError):
+        for tok in tokens:
+            if want_operand:
+                if isinstance(tok, float):
+                    nums.append(tok)
+                    want_operand = False
+                elif tok == "(":
+                    ops.append(tok)
+                elif tok == "-" or tok == "+":
+                    ops.append("u" + tok)
+                else:
+                    return None
+            elif tok == ")":
+                while ops and ops[-1] != "(":
+                    _apply(nums, ops.pop())
+                if not ops:
+                    return None  # unbalanced ')'
+                ops.pop()
+            elif tok in ("+", "-", "*", "/"):
+                prec = _PRECEDENCE[tok]
+                while ops and ops[-1] != "(" and _PRECEDENCE[ops[-1]] >= prec:
+                    _apply(nums, ops.pop())
+                ops.append(tok)
+                want_operand = True
+            else:
+                return None
+        if want_operand:
+            return None  # empty, or ends with an operator
+        while ops:
+            op = ops.pop()
+            if op == "(":
+                return None  # unclosed '('
+            _apply(nums, op)
+    except (ZeroDivisionError, OverflowError):
         return None
-    return value if pos == len(tokens) and math.isfinite(value) else None
+    value = nums[0]
+    return value if math.isfinite(value) else None
+
+
+def _apply(nums: list[float], op: str) -> None:
+    if op == "u-":
+        nums[-1] = -nums[-1]
+    elif op != "u+":
+        b = nums.pop()
+        a = nums[-1]
+        nums[-1] = a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a / b
 
 
 def evaluate_text(expr: str) -> float | None:
@@ -323,20 +331,18 @@ def _run_equations(run: str, offset: int) -> list[Equation]:
     out = []
     for k, cut in enumerate(cuts):
         left = _left_side(lexed[bounds[k] + 1:cut])
-        if left is None or not _has_operator(left):
+        if left is None or not _has_operator(left[0]):
             continue
         right = _right_side([t for t, _, _ in lexed[cut + 1:bounds[k + 2]]])
-        if right is None:
-            continue
-        lv, rv = evaluate(left), evaluate(right)
-        out.append(Equation(_show(left), _show(right), lv, rv, offset + lexed[cut][1]))  # type: ignore[arg-type]
+        if right is not None:
+            out.append(Equation(_show(left[0]), _show(right[0]), left[1], right[1], offset + lexed[cut][1]))
     return out
 
 
-def _left_side(lexed: list[tuple[str | float, int, int]]) -> list | None:
-    """The longest valid suffix, unless prose cuts it off: the token before it must not be
-    an operator or '(' ("2 pounds * 1/3"), and a leading sign must touch its number
-    ("books - 20 - 25" is a dash in a sentence, "-3 + 5" is a negative number)."""
+def _left_side(lexed: list[tuple[str | float, int, int]]) -> tuple[list, float] | None:
+    """The longest valid suffix and its value, unless prose cuts it off: the token before
+    it must not be an operator or '(' ("2 pounds * 1/3"), and a leading sign must touch
+    its number ("books - 20 - 25" is a dash in a sentence, "-3 + 5" a negative number)."""
     tokens = [t for t, _, _ in lexed]
     lo = max(0, len(tokens) - _MAX_PART_TOKENS)
     for i in range(len(tokens) - 1, lo, -1):  # nothing valid reaches across a break
@@ -347,26 +353,28 @@ def _left_side(lexed: list[tuple[str | float, int, int]]) -> list | None:
         first = tokens[start]
         if not (isinstance(first, float) or first in ("(", "-", "+")):
             continue
-        if evaluate(tokens[start:]) is None:
+        value = evaluate(tokens[start:])
+        if value is None:
             continue
         if start > 0 and (tokens[start - 1] in _OPS or tokens[start - 1] == "("):
             return None
         if first in ("-", "+") and lexed[start + 1][1] != lexed[start][2]:
             return None
-        return tokens[start:]
+        return tokens[start:], value
     return None
 
 
-def _right_side(tokens: list) -> list | None:
-    """The longest valid prefix ("85 85-12" -> 85, "6+4 " -> 6+4)."""
+def _right_side(tokens: list) -> tuple[list, float] | None:
+    """The longest valid prefix and its value ("85 85-12" -> 85, "6+4 " -> 6+4)."""
     hi = min(len(tokens), _MAX_PART_TOKENS)
     for i in range(1, hi):
         if _breaks(tokens[i - 1], tokens[i]):
             hi = i
             break
     for end in range(hi, 0, -1):
-        if evaluate(tokens[:end]) is not None:
-            return tokens[:end]
+        value = evaluate(tokens[:end])
+        if value is not None:
+            return tokens[:end], value
     return None
 
 

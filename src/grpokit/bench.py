@@ -1,0 +1,734 @@
+"""`grpokit bench`: time grpokit's GRPO training loop on the TRL reference workloads.
+
+    grpokit bench --workload tiny --assets /tmp/grpo_assets --steps 10
+    grpokit bench --workload small --assets /tmp/grpo_assets --vs-trl --repeats 2
+
+The workloads are the ones of ../shared/bench/BASELINE.md (built by its make_assets.py):
+the same model directories, the same 512 arithmetic prompts, 4 prompts x 8 completions
+per step, max_completion_length 32 (tiny) or 64 (small), temperature 1.0, beta 0.04 with
+a reference model, lr 1e-5 with linear decay, one pass, DAPO token-mean loss with
+group-scaled advantages, clip 0.2, max_grad_norm 1.0, fp32 on 2 threads. The reward is
+1.0 when any integer in the completion equals the answer.
+
+Each measured run is a fresh child process that calls `grpokit.train.train()` (the code
+path of `grpokit train`) with instrumentation hooks; nothing of the loop is
+re-implemented here. Per step it records the wall time between consecutive step ends
+(step 1 from the start of the loop), the phase times the loop itself measures
+(generation, rewards, reference pass, policy forward, backward + grad clipping,
+optimizer), completion tokens, decoder positions per phase (for FLOP counts), RSS and
+page faults. Statistics are over steps warmup+1..N (default 3..10), as in BASELINE.md.
+
+FLOPs: "simple" is BASELINE.md's estimate, computed from the shape of the step's batch
+exactly as trl_baseline.py counts TRL's forward positions: 2*N*positions for generation
+(prefill + one decode step per further token, padding and finished rows included) and
+for the reference pass, 6*N*positions for training, N = matmul parameters. "executed"
+counts what grpokit ran: decoder positions from forward hooks, the output layer only on
+rows that produce a log-prob or a sampled token. Attention-score FLOPs are left out.
+
+--vs-trl runs ../shared/bench/trl_baseline.py with another Python (a venv that has TRL;
+TRL is not a grpokit dependency), alternating with grpokit runs, with and without
+GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
+(--allocator), and prints the ratios. Other processes on a 2-core machine slow torch by
+10-100x: each run waits for an idle machine (--wait-idle), records the CPU other
+processes used during it, and is repeated (--retries) when that exceeds --max-foreign.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
+ALLOCATORS = {"default": None, "tunables": TUNABLES}
+DEFAULT_ASSETS = "/tmp/grpo_assets"
+DEFAULT_TRL_PYTHON = "/tmp/grpo-bench-venv/bin/python"
+# BASELINE.md's TRL 1.16 medians (s/step, clean runs) and prompt lengths, shown for context.
+TRL_REFERENCE = {"tiny": "0.256-0.329 s/step, 616 MiB", "small": "14.18-14.55 s/step (9.43 with GLIBC_TUNABLES), 4661 MiB"}
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    max_new_tokens: int
+    prompt_tokens: int  # every prompt of arith_512.jsonl has this many tokens (BASELINE.md)
+
+
+WORKLOADS = {"tiny": Workload("tiny", 32, 22), "small": Workload("small", 64, 7)}
+
+_INT_RE = re.compile(r"-?\d+")
+
+
+def any_integer_reward(completion: str, *, answer: Any, **_: Any) -> float:
+    """1.0 if any integer in the completion (regex -?\\d+) equals the answer, else 0.0
+    (the reward of shared/bench/trl_baseline.py)."""
+    target = int(answer)
+    return 1.0 if any(int(m) == target for m in _INT_RE.findall(completion)) else 0.0
+
+
+REWARD_SPEC = "grpokit.bench:any_integer_reward"
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def cpu_snapshot() -> tuple[float, float, list[str], float]:
+    """(system busy s from /proc/stat, this process's user+sys CPU s, loadavg, steal s)."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = (vals[0] + vals[1] + vals[2] + vals[5] + vals[6]) / hz  # user nice system irq softirq
+    steal = vals[7] / hz if len(vals) > 7 else 0.0
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    return busy, ru.ru_utime + ru.ru_stime, load, steal
+
+
+def machine_load(before, after, seconds: float) -> dict[str, Any]:
+    own = after[1] - before[1]
+    foreign = max(0.0, (after[0] - before[0]) - own)
+    return {"loadavg_before": before[2], "loadavg_after": after[2], "own_cpu_s": own,
+            "own_cores_avg": own / max(seconds, 1e-9), "foreign_cpu_s": foreign,
+            "foreign_cores_avg": foreign / max(seconds, 1e-9), "steal_s": after[3] - before[3]}
+
+
+def wait_idle(window: float = 10.0, max_busy: float = 0.10, timeout: float = 600.0) -> bool:
+    """Block until all processes together use < max_busy cores over `window` seconds
+    (the method of shared/bench/wait_idle.py). False on timeout."""
+    start = time.time()
+    while True:
+        b0 = cpu_snapshot()[0]
+        time.sleep(window)
+        busy = (cpu_snapshot()[0] - b0) / window
+        if busy < max_busy:
+            print(f"[bench] machine idle: {busy:.2f} busy cores over {window:.0f}s "
+                  f"(waited {time.time() - start:.0f}s)", flush=True)
+            return True
+        if time.time() - start > timeout:
+            print(f"[bench] WARNING: machine still busy ({busy:.2f} cores) after {timeout:.0f}s; running anyway "
+                  "(the run records the foreign load)", flush=True)
+            return False
+        print(f"[bench] machine busy: {busy:.2f} cores, waiting...", flush=True)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def measure_ceiling(threads: int, reps: int = 20, size: int = 2048) -> dict[str, Any]:
+    """fp32 matmul rate: median over `reps` samples of size^3 matmuls, as flops_ceiling.py
+    measures it (same shape, repetition count and inner-loop rule). The result has its
+    key `ceiling_flops_per_s`, so either file works as --ceiling-json."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+    for _ in range(3):
+        torch.matmul(a, b, out=out)
+    t = time.perf_counter()
+    torch.matmul(a, b, out=out)
+    one = max(time.perf_counter() - t, 1e-7)
+    inner = max(1, int(0.2 / one / 5))
+    samples = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(inner):
+            torch.matmul(a, b, out=out)
+        samples.append((time.perf_counter() - t) / inner)
+    med = statistics.median(samples)
+    flop = 2.0 * size ** 3
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "shape": f"{size}^3 fp32",
+            "ceiling_flops_per_s": flop / med, "best_flops_per_s": flop / min(samples), "reps": reps,
+            "inner": inner, "method": "grpokit.bench.measure_ceiling (flops_ceiling.py's primary measurement)"}
+
+
+def summarize(xs: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "mean": statistics.fmean(xs),
+            "n": len(xs)}
+
+
+# --------------------------------------------------------------------------- one grpokit run (in-process)
+
+
+def workload_config(workload: Workload, assets: Path, *, steps: int, seed: int, threads: int, out: str,
+                    overrides: Sequence[str] = ()):
+    """The TrainConfig of a BASELINE workload, built like `grpokit train` builds one."""
+    from grpokit.config import TrainConfig
+    from grpokit.config_io import ConfigError, load_config, validate
+
+    data = {
+        "model.name_or_path": str(assets / "models" / workload.name),
+        "model.dtype": "float32",
+        "data.train": str(assets / "data" / "arith_512.jsonl"),
+        "rewards": [{"name": REWARD_SPEC, "weight": 1.0}],
+        "rollout.num_generations": 8,
+        "rollout.prompts_per_step": 4,
+        "rollout.max_new_tokens": workload.max_new_tokens,
+        "rollout.temperature": 1.0,
+        "rollout.top_p": 1.0,
+        # TRL 1.16 defaults: loss_type "dapo" (token mean), scale_rewards "group",
+        # epsilon 0.2 on both sides, num_iterations 1, k3 KL.
+        "algorithm.preset": "dapo",
+        "algorithm.clip_low": 0.2,
+        "algorithm.clip_high": 0.2,
+        "algorithm.scale_rewards": "group",
+        "algorithm.beta": 0.04,
+        "algorithm.kl_estimator": "k3",
+        "algorithm.mu": 1,
+        "optim.lr": 1e-5,
+        "optim.schedule": "linear",
+        "optim.warmup_steps": 0,
+        "optim.weight_decay": 0.0,
+        "optim.max_grad_norm": 1.0,
+        "run.steps": steps,
+        "run.seed": seed,
+        "run.threads": threads,
+        "run.out": out,
+        "run.progress": False,
+    }
+    cfg = load_config(TrainConfig, None, list(overrides), data=data)
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError("benchmark config has problems:\n  - " + "\n  - ".join(problems))
+    return cfg
+
+
+class _Recorder:
+    """train() hooks: per-step wall time, phase times, positions per phase, RSS, faults."""
+
+    def __init__(self, total_steps: int, model_dir: Path, workload: Workload):
+        self.total_steps = total_steps
+        self.model_dir = model_dir
+        self.workload = workload
+        self.steps: list[dict[str, Any]] = []
+        self.info: dict[str, Any] = {}
+        self.count = defaultdict(int)  # this step: positions / head rows / calls per phase
+        self.cpu0 = self.cpu1 = None
+        self.t_start = self.t_end = 0.0
+
+    # -- hooks
+    def on_start(self, comp) -> None:
+        import torch
+
+        policy = comp.policy.model
+        n_total = sum(p.numel() for p in policy.parameters())
+        n_embed = policy.get_input_embeddings().weight.numel()
+        n_head = policy.get_output_embeddings().weight.numel()
+        tied = bool(getattr(policy.config, "tie_word_embeddings", False))
+        n_matmul = n_total if tied else n_total - n_embed
+        self.params = {"total": n_total, "matmul": n_matmul, "body": n_matmul - n_head, "lm_head": n_head,
+                       "tied": tied}
+        self.info["tokenizer"] = self._check_tokenizer(comp.policy.tokenizer, comp.train_examples)
+
+        def hook(kind: str):
+            def pre(module, args, kwargs):
+                ids = kwargs.get("input_ids", args[0] if args else None)
+                if ids is None:
+                    emb = kwargs["inputs_embeds"]
+                    bsz, n = emb.shape[0], emb.shape[0] * emb.shape[1]
+                else:
+                    bsz, n = ids.shape[0], ids.numel()
+                phase = kind if kind == "ref" else ("train" if torch.is_grad_enabled() else "gen")
+                self.count[f"{phase}_calls"] += 1
+                self.count[f"{phase}_positions"] += n
+                if phase == "gen":  # prefill keeps 1 logit row per sequence; decode feeds 1 token
+                    self.count["gen_head_rows"] += bsz
+            return pre
+
+        self._handles = [policy.get_decoder().register_forward_pre_hook(hook("policy"), with_kwargs=True)]
+        if comp.reference is not None and comp.reference.model is not policy:
+            ref_dec = comp.reference.model.get_decoder()
+            self._handles.append(ref_dec.register_forward_pre_hook(hook("ref"), with_kwargs=True))
+        self.info["reference"] = "none" if comp.reference is None else (
+            "adapter-disabled base" if comp.reference.model is policy else "frozen copy")
+        self.cpu0 = cpu_snapshot()
+        self.flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        self.t_start = self.t_last = time.perf_counter()
+
+    def on_step(self, step: int, metrics: dict, batch) -> None:
+        now = time.perf_counter()
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        c, self.count = self.count, defaultdict(int)
+        n, length = batch.input_ids.shape
+        p = batch.prompt_len
+        comp_len = length - p  # longest completion
+        tokens = int(batch.loss_mask.sum())  # completion tokens, EOS included
+        trained = int(metrics.get("trained_rows", n))
+        pm = self.params
+        # BASELINE "simple": TRL's position counts for a batch of this shape.
+        gen_pos = n * p + n * (comp_len - 1)
+        simple = 2 * pm["matmul"] * (gen_pos + n * length) + 6 * pm["matmul"] * n * length
+        head_train = tokens if trained == n else tokens * trained / max(n, 1)  # approx. when rows were skipped
+        executed = (2 * (pm["body"] * c["gen_positions"] + pm["lm_head"] * c["gen_head_rows"])
+                    + 2 * (pm["body"] * c["ref_positions"] + pm["lm_head"] * tokens * (c["ref_calls"] > 0))
+                    + 6 * (pm["body"] * c["train_positions"] + pm["lm_head"] * head_train))
+        m = metrics
+        self.steps.append({
+            "step": step,
+            "wall_s": now - self.t_last,
+            "generate_s": m.get("time/generate", 0.0),
+            "reward_s": m.get("time/reward_group_adv", 0.0),
+            "ref_fwd_s": m.get("time/reference", 0.0),
+            "policy_fwd_s": m.get("time/policy_forward", float("nan")),
+            "backward_s": m.get("time/backward", float("nan")),  # includes grad-norm clipping, as in TRL's split
+            "optimizer_s": m.get("time/optimizer", float("nan")),
+            "update_s": m.get("time/update", 0.0),
+            "completion_tokens": tokens,
+            "prompt_len": p,
+            "completion_len_max": comp_len,
+            "gen_forward_calls": int(batch.metadata.get("forward_calls", c["gen_calls"])),
+            "gen_positions_simple": gen_pos,
+            "gen_positions_executed": c["gen_positions"],
+            "gen_head_rows_executed": c["gen_head_rows"],
+            "ref_positions": c["ref_positions"],
+            "train_positions": c["train_positions"],
+            "trained_rows": trained,
+            "mean_reward": m.get("reward", 0.0),
+            "flops_simple": simple,
+            "flops_executed": executed,
+            "rss_mib": _current_rss_mib(),
+            "peak_rss_mib": ru.ru_maxrss / 1024.0,
+            "minor_faults": ru.ru_minflt - self.flt,
+        })
+        s = self.steps[-1]
+        s["loop_other_s"] = s["wall_s"] - s["generate_s"] - s["reward_s"] - s["ref_fwd_s"] - s["update_s"]
+        self.flt = ru.ru_minflt
+        if step == self.total_steps:
+            self.cpu1 = cpu_snapshot()
+            self.t_end = time.perf_counter()
+            for h in self._handles:
+                h.remove()
+        self.t_last = time.perf_counter()
+
+    def _check_tokenizer(self, tok, examples) -> dict[str, Any]:
+        """The tokenizer grpokit loaded must tokenize like the one trl_baseline.py passes to
+        TRL (PreTrainedTokenizerFast on the same folder), or the workloads differ."""
+        from transformers import PreTrainedTokenizerFast
+
+        ref = PreTrainedTokenizerFast.from_pretrained(str(self.model_dir))
+        probes = [e.prompt for e in examples[:16]] + ["Compute 51-29. Answer: 22 and  7\n"]
+        for text in probes:
+            a = tok(text)["input_ids"]
+            b = ref(text)["input_ids"]
+            if list(a) != list(b):
+                raise RuntimeError(f"grpokit's tokenizer ({type(tok).__name__}) differs from the saved one on "
+                                   f"{text!r}: {len(a)} vs {len(b)} tokens; the workloads would not be the same")
+        n = len(tok(examples[0].prompt)["input_ids"])
+        if n != self.workload.prompt_tokens:
+            print(f"[bench] WARNING: prompt is {n} tokens; BASELINE.md says {self.workload.prompt_tokens}",
+                  flush=True)
+        return {"class": type(tok).__name__, "vocab": len(tok), "prompt_tokens": n,
+                "matches_trl_baseline_tokenizer": True}
+
+
+def _current_rss_mib() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except OSError:
+        return float("nan")
+
+
+def run_grpokit(args: argparse.Namespace) -> dict[str, Any]:
+    """One measured run in this process. OMP/MKL thread counts must be set before torch loads."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    os.environ.setdefault("MKL_NUM_THREADS", str(args.threads))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    import transformers
+
+    from grpokit import __version__
+    from grpokit.train import train
+
+    torch.set_num_threads(args.threads)
+    workload = WORKLOADS[args.workload]
+    assets = Path(args.assets)
+    out = tempfile.mkdtemp(prefix=f"grpokit_bench_{workload.name}_")
+    cfg = workload_config(workload, assets, steps=args.steps, seed=args.seed, threads=args.threads, out=out,
+                          overrides=args.overrides)
+    rec = _Recorder(args.steps, assets / "models" / workload.name, workload)
+    t0 = time.perf_counter()
+    try:
+        train(cfg, hooks=rec)
+    finally:
+        if not args.keep_run_dir:
+            shutil.rmtree(out, ignore_errors=True)
+    total = time.perf_counter() - t0
+    peak_process = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    meas = rec.steps[args.warmup:]
+    walls = [s["wall_s"] for s in meas]
+    wall = summarize(walls)
+    comp_keys = ["generate_s", "ref_fwd_s", "reward_s", "policy_fwd_s", "backward_s", "optimizer_s", "update_s",
+                 "loop_other_s", "completion_tokens", "gen_forward_calls", "gen_positions_simple",
+                 "gen_positions_executed", "gen_head_rows_executed", "ref_positions", "train_positions",
+                 "flops_simple", "flops_executed", "minor_faults", "prompt_len", "completion_len_max"]
+    comp = {k: statistics.median([s[k] for s in meas]) for k in comp_keys}
+    loop_seconds = rec.t_end - rec.t_start
+    result: dict[str, Any] = {
+        "impl": "grpokit", "grpokit": __version__, "model": workload.name,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "cpu": cpu_name(),
+                     "torch_threads": torch.get_num_threads(), "os_cpu_count": os.cpu_count()},
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "overrides": list(args.overrides),
+        "params": rec.params, "info": rec.info,
+        "steps": args.steps, "warmup": args.warmup, "train_total_s": total, "loop_s": loop_seconds,
+        "wall_per_step_s": wall,
+        "completion_tokens_per_s": summarize([s["completion_tokens"] / s["wall_s"] for s in meas]),
+        "completion_tokens_per_generate_s": summarize([s["completion_tokens"] / s["generate_s"] for s in meas]),
+        "median_components_s": comp,
+        "generation_share_of_wall": comp["generate_s"] / wall["median"],
+        # peak of the training loop (before the final checkpoint is written)
+        "peak_rss_mib": rec.steps[-1]["peak_rss_mib"],
+        "peak_rss_process_mib": peak_process,
+        "machine_load": machine_load(rec.cpu0, rec.cpu1, loop_seconds),
+        "per_step": rec.steps,
+    }
+    result["achieved_flops_per_s"] = {"simple": comp["flops_simple"] / wall["median"],
+                                      "executed": comp["flops_executed"] / wall["median"]}
+    ceiling = _read_ceiling(args.ceiling_json)
+    if ceiling:
+        result["ceiling_flops_per_s"] = ceiling
+        result["fraction_of_ceiling"] = {k: v / ceiling for k, v in result["achieved_flops_per_s"].items()}
+    print_run_report(result)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=1, default=str))
+        print(f"wrote {args.json_out}")
+    return result
+
+
+def _read_ceiling(path: str | None) -> float | None:
+    if path and os.path.exists(path):
+        return float(json.loads(Path(path).read_text())["ceiling_flops_per_s"])
+    return None
+
+
+def print_run_report(r: dict[str, Any]) -> None:
+    hdr = ["step", "wall_s", "generate_s", "ref_fwd_s", "policy_fwd_s", "backward_s", "optimizer_s",
+           "loop_other_s", "completion_tokens", "gen_forward_calls", "rss_mib", "minor_faults"]
+    print("\n== per step (s)")
+    print(" ".join(f"{h:>13}" for h in hdr))
+    for s in r["per_step"]:
+        print(" ".join(f"{s[h]:>13.4f}" if isinstance(s[h], float) else f"{s[h]:>13}" for h in hdr))
+    w, c = r["wall_per_step_s"], r["median_components_s"]
+    print(f"\n== RESULT grpokit model={r['model']} steps={r['steps']} (stats over steps {r['warmup'] + 1}.."
+          f"{r['steps']}, n={w['n']}) GLIBC_TUNABLES={r['glibc_tunables'] or '(unset)'}")
+    print(f"wall s/optimizer step: median {w['median']:.3f}  min {w['min']:.3f}  max {w['max']:.3f}  "
+          f"mean {w['mean']:.3f}")
+    print(f"completion tokens/s: median {r['completion_tokens_per_s']['median']:.1f} per wall step, "
+          f"{r['completion_tokens_per_generate_s']['median']:.1f} inside generation "
+          f"(median {c['completion_tokens']:.0f} completion tokens/step incl. EOS)")
+    print("median s/step: " + ", ".join(f"{k[:-2]} {c[k]:.3f}" for k in
+                                        ("generate_s", "ref_fwd_s", "reward_s", "policy_fwd_s", "backward_s",
+                                         "optimizer_s", "loop_other_s")))
+    a = r["achieved_flops_per_s"]
+    print(f"FLOPs/step: simple {c['flops_simple'] / 1e9:.2f} G (BASELINE formula), executed "
+          f"{c['flops_executed'] / 1e9:.2f} G -> {a['simple'] / 1e9:.1f} / {a['executed'] / 1e9:.1f} GFLOP/s")
+    if "fraction_of_ceiling" in r:
+        f = r["fraction_of_ceiling"]
+        print(f"fraction of matmul ceiling ({r['ceiling_flops_per_s'] / 1e9:.1f} GFLOP/s): simple "
+              f"{f['simple'] * 100:.1f}%, executed {f['executed'] * 100:.1f}%")
+    ml = r["machine_load"]
+    print(f"peak RSS {r['peak_rss_mib']:.0f} MiB (training loop; {r['peak_rss_process_mib']:.0f} MiB incl. the "
+          f"final save); minor faults/step {c['minor_faults']:.0f}; tokenizer {r['info']['tokenizer']['class']} "
+          f"({r['info']['tokenizer']['prompt_tokens']}-token prompt); reference: {r['info']['reference']}")
+    print(f"CPU during the loop: this process {ml['own_cores_avg']:.2f} cores avg; other processes "
+          f"{ml['foreign_cores_avg']:.2f} cores avg; steal {ml['steal_s']:.1f} s; loadavg {ml['loadavg_before']} "
+          f"-> {ml['loadavg_after']}")
+    if ml["foreign_cores_avg"] > 0.05:
+        print("WARNING: other processes used CPU during the run; these timings are contaminated.")
+
+
+# --------------------------------------------------------------------------- orchestration (child processes)
+
+
+def _repo_shared_bench() -> Path | None:
+    here = Path(__file__).resolve()
+    for root in list(here.parents)[:5]:
+        cand = root / "shared" / "bench"
+        if (cand / "trl_baseline.py").is_file():
+            return cand
+    return None
+
+
+def _env_for(alloc: str, threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("GLIBC_TUNABLES", None)
+    if ALLOCATORS[alloc]:
+        env["GLIBC_TUNABLES"] = ALLOCATORS[alloc]
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def _child(cmd: list[str], env: dict[str, str], log: Path) -> int:
+    with open(log, "w") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        return subprocess.call(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+
+
+def _grpokit_cmd(args: argparse.Namespace, json_out: Path, ceiling: str | None) -> list[str]:
+    cmd = [sys.executable, "-m", "grpokit.bench", "--in-process", "--workload", args.workload, "--assets",
+           args.assets, "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+           "--seed", str(args.seed), "--json-out", str(json_out)]
+    if ceiling:
+        cmd += ["--ceiling-json", ceiling]
+    return cmd + list(args.overrides)
+
+
+def _trl_cmd(args: argparse.Namespace, script: Path, json_out: Path, ceiling: str | None, tmp: Path) -> list[str]:
+    cmd = [args.trl_python, str(script), "--model", args.workload, "--assets", args.assets, "--steps",
+           str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads), "--json-out",
+           str(json_out), "--output-dir", str(tmp / "trl_out")]
+    if ceiling:
+        cmd += ["--ceiling-json", ceiling]
+    return cmd
+
+
+def _summary(impl: str, alloc: str, r: dict[str, Any]) -> dict[str, Any]:
+    """The figures compared between implementations (same keys in both JSON files)."""
+    c = r["median_components_s"]
+    frac = r.get("fraction_of_ceiling", {}).get("simple")
+    return {"impl": impl, "allocator": alloc, "median_s": r["wall_per_step_s"]["median"],
+            "min_s": r["wall_per_step_s"]["min"], "max_s": r["wall_per_step_s"]["max"],
+            "tok_s": r["completion_tokens_per_s"]["median"], "generate_s": c["generate_s"],
+            "ref_fwd_s": c["ref_fwd_s"], "policy_fwd_s": c["policy_fwd_s"], "backward_s": c["backward_s"],
+            "optimizer_s": c["optimizer_s"], "peak_rss_mib": r["peak_rss_mib"],
+            "frac_ceiling_simple": frac, "flops_simple": c["flops_simple"],
+            "minor_faults": c.get("minor_faults"), "foreign_cores": r["machine_load"]["foreign_cores_avg"]}
+
+
+def orchestrate(args: argparse.Namespace) -> int:
+    workload = WORKLOADS[args.workload]
+    assets = Path(args.assets)
+    if not (assets / "models" / workload.name / "config.json").is_file():
+        hint = _repo_shared_bench()
+        make = f"python {hint / 'make_assets.py'} --out {assets}" if hint else "shared/bench/make_assets.py"
+        print(f"grpokit bench: no model at {assets / 'models' / workload.name}; build the assets first:\n  {make}",
+              file=sys.stderr)
+        return 2
+    allocs = ["default", "tunables"] if args.allocator == "both" else [args.allocator]
+    impls = ["grpokit"]
+    script = None
+    if args.vs_trl:
+        script = Path(args.trl_script) if args.trl_script else (_repo_shared_bench() or Path("?")) / "trl_baseline.py"
+        if not script.is_file():
+            print(f"grpokit bench: --vs-trl needs trl_baseline.py (--trl-script); not found at {script}",
+                  file=sys.stderr)
+            return 2
+        if not Path(args.trl_python).exists():
+            print(f"grpokit bench: --trl-python {args.trl_python} does not exist; create the TRL venv as in "
+                  "shared/bench/BASELINE.md", file=sys.stderr)
+            return 2
+        impls.append("trl")
+    log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="grpokit_bench_logs_"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    print(f"[bench] workload {workload.name}: {args.steps} steps, stats over steps {args.warmup + 1}..{args.steps}; "
+          f"runs: {args.repeats} x {impls} x allocator {allocs}; logs in {log_dir}", flush=True)
+    print(f"[bench] machine: {cpu_name()}, {os.cpu_count()} CPUs, {args.threads} threads; TRL reference "
+          f"(BASELINE.md): {TRL_REFERENCE[workload.name]}", flush=True)
+
+    ceiling_path = args.ceiling_json
+    if not ceiling_path and not args.no_ceiling:
+        if args.wait_idle:
+            wait_idle(timeout=args.idle_timeout)
+        ceiling_path = str(log_dir / "flops_ceiling.json")
+        rc = _child([sys.executable, "-m", "grpokit.bench", "--measure-ceiling", "--threads", str(args.threads),
+                     "--json-out", ceiling_path], _env_for("default", args.threads), log_dir / "ceiling.log")
+        if rc != 0:
+            print(f"[bench] ceiling measurement failed (see {log_dir / 'ceiling.log'})", file=sys.stderr)
+            return 1
+    ceiling = _read_ceiling(ceiling_path)
+    if ceiling:
+        print(f"[bench] fp32 matmul ceiling: {ceiling / 1e9:.1f} GFLOP/s ({ceiling_path})", flush=True)
+
+    plan = []
+    for rep in range(args.repeats):
+        order = [(impl, alloc) for alloc in allocs for impl in impls]
+        plan += [(rep, *x) for x in (order if rep % 2 == 0 else order[::-1])]
+    results: list[dict[str, Any]] = []
+    for rep, impl, alloc in plan:
+        for attempt in range(args.retries + 1):
+            if args.wait_idle:
+                wait_idle(timeout=args.idle_timeout)
+            tag = f"{impl}_{alloc}_r{rep}" + (f"_try{attempt}" if attempt else "")
+            json_out = log_dir / f"{tag}.json"
+            cmd = (_grpokit_cmd(args, json_out, ceiling_path) if impl == "grpokit"
+                   else _trl_cmd(args, script, json_out, ceiling_path, log_dir))
+            t0 = time.perf_counter()
+            rc = _child(cmd, _env_for(alloc, args.threads), log_dir / f"{tag}.log")
+            if rc != 0 or not json_out.is_file():
+                print(f"[bench] {tag}: FAILED (exit {rc}); log: {log_dir / (tag + '.log')}", file=sys.stderr)
+                return 1
+            r = json.loads(json_out.read_text())
+            s = _summary(impl, alloc, r)
+            s.update(rep=rep, attempt=attempt, json=str(json_out), run_s=time.perf_counter() - t0)
+            frac = f"{s['frac_ceiling_simple'] * 100:.1f}%" if s["frac_ceiling_simple"] else "n/a"
+            print(f"[bench] {tag}: median {s['median_s']:.3f} s/step ({s['min_s']:.3f}-{s['max_s']:.3f}), "
+                  f"{s['tok_s']:.0f} tok/s, peak RSS {s['peak_rss_mib']:.0f} MiB, {frac} of ceiling, "
+                  f"foreign load {s['foreign_cores']:.2f} cores", flush=True)
+            if s["foreign_cores"] <= args.max_foreign or attempt == args.retries:
+                s["contaminated"] = s["foreign_cores"] > args.max_foreign
+                results.append(s)
+                break
+            print(f"[bench] {tag}: other processes used {s['foreign_cores']:.2f} cores; repeating", flush=True)
+
+    report = {"workload": workload.name, "steps": args.steps, "warmup": args.warmup, "threads": args.threads,
+              "cpu": cpu_name(), "ceiling_flops_per_s": ceiling, "runs": results,
+              "comparison": compare(results, workload.name)}
+    print_comparison(report)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1, default=str))
+        print(f"wrote {args.json_out}")
+    return 0
+
+
+TARGETS = {  # issue 5: grpokit / TRL step-time ratios (and RSS), measured side by side
+    "tiny": {("default", "default"): 0.5},
+    "small": {("default", "default"): 0.6, ("best", "tunables"): 0.9},
+}
+
+
+def compare(results: list[dict[str, Any]], workload: str) -> dict[str, Any]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for s in results:
+        groups[(s["impl"], s["allocator"])].append(s)
+    agg = {}
+    for (impl, alloc), runs in groups.items():
+        agg[f"{impl}/{alloc}"] = {
+            "runs": len(runs),
+            "median_s": statistics.median(r["median_s"] for r in runs),
+            "run_medians_s": [r["median_s"] for r in runs],
+            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs),
+            "tok_s": statistics.median(r["tok_s"] for r in runs),
+            "frac_ceiling_simple": (statistics.median(r["frac_ceiling_simple"] for r in runs)
+                                    if all(r["frac_ceiling_simple"] for r in runs) else None),
+            "contaminated": any(r["contaminated"] for r in runs),
+            **{k: statistics.median(r[k] for r in runs)
+               for k in ("generate_s", "ref_fwd_s", "policy_fwd_s", "backward_s", "optimizer_s")},
+        }
+    ratios = {}
+    g_allocs = [a for (i, a) in groups if i == "grpokit"]
+    t_allocs = [a for (i, a) in groups if i == "trl"]
+    if g_allocs and t_allocs:
+        best = min(g_allocs, key=lambda a: agg[f"grpokit/{a}"]["median_s"])
+        for ga in g_allocs + ["best"]:
+            gname = f"grpokit/{best if ga == 'best' else ga}"
+            for ta in t_allocs:
+                key = f"{'grpokit(best: ' + best + ')' if ga == 'best' else gname} / trl/{ta}"
+                ratio = agg[gname]["median_s"] / agg[f"trl/{ta}"]["median_s"]
+                target = TARGETS.get(workload, {}).get((ga, ta))
+                ratios[key] = {"step_time": ratio, "target": target,
+                               "meets": None if target is None else ratio <= target,
+                               "peak_rss": agg[gname]["peak_rss_mib"] / agg[f"trl/{ta}"]["peak_rss_mib"]}
+    return {"by_config": agg, "ratios": ratios}
+
+
+def print_comparison(report: dict[str, Any]) -> None:
+    cmp = report["comparison"]
+    print(f"\n== SUMMARY workload={report['workload']} ({report['steps']} steps, stats over steps "
+          f"{report['warmup'] + 1}..{report['steps']}; median over runs of each run's median)")
+    hdr = f"{'impl/allocator':<18} {'runs':>4} {'s/step':>8} {'tok/s':>7} {'gen':>7} {'ref':>7} {'pol fwd':>7} " \
+          f"{'bwd':>7} {'opt':>6} {'RSS MiB':>8} {'%ceil':>6}  run medians"
+    print(hdr)
+    for name, a in cmp["by_config"].items():
+        frac = f"{a['frac_ceiling_simple'] * 100:5.1f}%" if a["frac_ceiling_simple"] else "   n/a"
+        flag = "  LOADED MACHINE" if a["contaminated"] else ""
+        print(f"{name:<18} {a['runs']:>4} {a['median_s']:>8.3f} {a['tok_s']:>7.0f} {a['generate_s']:>7.3f} "
+              f"{a['ref_fwd_s']:>7.3f} {a['policy_fwd_s']:>7.3f} {a['backward_s']:>7.3f} {a['optimizer_s']:>6.3f} "
+              f"{a['peak_rss_mib']:>8.0f} {frac}  {', '.join(f'{x:.3f}' for x in a['run_medians_s'])}{flag}")
+    if cmp["ratios"]:
+        print("\nratios grpokit / TRL (step time; peak RSS):")
+        for key, r in cmp["ratios"].items():
+            tgt = "" if r["target"] is None else f"  target <= {r['target']}: {'met' if r['meets'] else 'NOT met'}"
+            print(f"  {key:<40} {r['step_time']:.3f}   RSS {r['peak_rss']:.3f}{tgt}")
+    if any(a["contaminated"] for a in cmp["by_config"].values()):
+        print("WARNING: some runs had other processes using CPU; their timings are not valid comparisons.")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="grpokit bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workload", choices=sorted(WORKLOADS), default="tiny",
+                   help="tiny (W1: 1M params, char vocab, 32 tokens) or small (W2: 56M params, 32k vocab, 64 tokens)")
+    p.add_argument("--assets", default=DEFAULT_ASSETS, help="output folder of shared/bench/make_assets.py")
+    p.add_argument("--steps", type=int, default=10, help="optimizer steps per run (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="steps left out of the statistics (default 2)")
+    p.add_argument("--repeats", type=int, default=1, help="runs per implementation and allocator, alternating")
+    p.add_argument("--allocator", choices=("default", "tunables", "both"), default=None,
+                   help=f"glibc malloc settings of the runs: default, tunables (GLIBC_TUNABLES={TUNABLES}), "
+                        "or both (default: both with --vs-trl, else default)")
+    p.add_argument("--vs-trl", action="store_true", help="also run TRL (trl_baseline.py), alternating, and print ratios")
+    p.add_argument("--trl-python", default=DEFAULT_TRL_PYTHON, help="Python of a venv with TRL (BASELINE.md)")
+    p.add_argument("--trl-script", default=None, help="path of trl_baseline.py (default: shared/bench/ near the repo)")
+    p.add_argument("--ceiling-json", default=None, help="reuse a ceiling measurement (flops_ceiling.py --json-out)")
+    p.add_argument("--no-ceiling", action="store_true", help="do not measure the matmul ceiling")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--json-out", default=None, help="write the results as JSON")
+    p.add_argument("--log-dir", default=None, help="folder for each run's log and JSON (default: a temp folder)")
+    p.add_argument("--wait-idle", dest="wait_idle", action="store_true", default=True,
+                   help="wait for an idle machine before each run (default)")
+    p.add_argument("--no-wait-idle", dest="wait_idle", action="store_false")
+    p.add_argument("--idle-timeout", type=float, default=600.0, help="seconds to wait for an idle machine")
+    p.add_argument("--max-foreign", type=float, default=0.05,
+                   help="a run during which other processes used more cores than this is repeated")
+    p.add_argument("--retries", type=int, default=2, help="repeats of a disturbed run")
+    p.add_argument("--keep-run-dir", action="store_true", help="keep grpokit's run directory (metrics.jsonl)")
+    p.add_argument("--in-process", action="store_true",
+                   help="run one grpokit measurement in this process (what each child run does)")
+    p.add_argument("--measure-ceiling", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="grpokit config overrides on top of the workload (e.g. optim.micro_batch_size=8); "
+                        "the run then no longer is the BASELINE workload")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.steps <= args.warmup:
+        print("grpokit bench: --steps must be larger than --warmup", file=sys.stderr)
+        return 2
+    if args.measure_ceiling:
+        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+        res = measure_ceiling(args.threads)
+        print(f"CEILING {res['ceiling_flops_per_s'] / 1e9:.1f} GFLOP/s ({res['shape']}, {res['threads']} threads)")
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(res, indent=1))
+        return 0
+    if args.in_process:
+        run_grpokit(args)
+        return 0
+    if args.allocator is None:
+        args.allocator = "both" if args.vs_trl else "default"
+    return orchestrate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""`grpokit demo search`: a model learns to use a search tool from reward (ReSearch-style).
+
+Task (tasks/search_qa.py): questions about a generated fictional world ("Where is the
+company Kalo Veni works for based?"). Answers are random names and years, so they can
+only be found by searching the world's corpus with the BM25 `search` tool; test
+questions are about entities held out of training.
+
+Stage 1 (cold start): a fresh tiny character-level model is fine-tuned on traces that
+show the format, `<search>Kalo Veni</search><result>...</result><answer>Plonta</answer>`,
+with the inserted results masked out of the loss (the model never learns to write
+them), and stopped on purpose once it is partly right. Stage 2: GRPO with exact match
+and format rewards through the regular `grpokit train` code path, with multi-turn
+rollouts: generation pauses at `</search>`, the tool runs, its result goes in with
+loss mask 0, generation resumes. Both stages are measured on the same held-out
+questions, greedily, with the same tool.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from grpokit.config import AlgorithmConfig, DataConfig, ModelConfig, OptimConfig, RolloutConfig, RunConfig, TrainConfig
+
+EVAL_SIZE = 200
+
+
+@dataclass
+class DemoSettings:
+    """The demo's recipe; sized so both stages fit in the time budget on 2 cores."""
+
+    model: str = "tiny:s"
+    sft_traces: int = 1200
+    sft_batch: int = 32
+    sft_lr: float = 2e-3
+    sft_max_steps: int = 600
+    sft_eval_every: int = 25
+    sft_stop_at: float = 0.25  # stop the cold start once held-out exact match reaches this
+    grpo_steps: int = 60
+    grpo_prompts: int = 16
+    grpo_generations: int = 8
+    grpo_lr: float = 3e-4
+    max_new_tokens: int = 160
+    max_tool_tokens: int = 80
+    max_turns: int = 3
+    eval_size: int = EVAL_SIZE
+    threads: int = 2
+
+    @classmethod
+    def quick(cls) -> "DemoSettings":
+        """A smoke-test size: a minute, not many; the numbers mean nothing."""
+        return cls(model="tiny:xs", sft_traces=200, sft_max_steps=20, sft_eval_every=10, sft_stop_at=1.1,
+                   grpo_steps=3, grpo_prompts=4, grpo_generations=4, eval_size=32)
+
+
+def search_tool_specs() -> list[dict]:
+    from grpokit.tasks.search_qa import SEARCH_KWARGS
+
+    return [{"name": "search", "kwargs": dict(SEARCH_KWARGS)}]
+
+
+def evaluate_search(model, tokenizer, engine, examples, rewards, *, max_new_tokens: int, seed: int = 0) -> dict:
+    """Greedy multi-turn rollouts on `examples`: exact match, share that searched, exact
+    match with and without a search, tool calls per question."""
+    from grpokit.policy import encode_prompts, eos_token_ids
+
+    ids = encode_prompts(tokenizer, [e.prompt for e in examples])
+    out = engine(model, ids, max_new_tokens=max_new_tokens, eos_ids=eos_token_ids(model, tokenizer),
+                 pad_id=tokenizer.pad_token_id, temperature=0.0, generator=torch.Generator().manual_seed(seed),
+                 batch_size=64)
+    texts = [tokenizer.decode(c, skip_special_tokens=True) for c in out.completion_ids]
+    scores = rewards.score([e.prompt for e in examples], texts, [e.fields for e in examples])
+    em = scores.per_reward["exact_match"]  # [N]
+    searched = torch.tensor([len(c) > 0 for c in out.calls])  # [N] bool
+    hops = torch.tensor([e.fields["hops"] for e in examples])  # [N]
+    res = {"exact_match": float(em.mean()), "searched": float(searched.float().mean()),
+           "calls": out.metadata["tools/calls_per_rollout"], "failures": out.metadata["tools/failures_per_rollout"],
+           "samples": [{"prompt": e.prompt, "completion": t, "answer": e.fields["answer"], "em": float(s)}
+                       for e, t, s in zip(examples[:20], texts, em.tolist())]}
+    for h in (1, 2):
+        if (hops == h).any():
+            res[f"exact_match_{h}hop"] = float(em[hops == h].mean())
+    res["exact_match_searched"] = float(em[searched].mean()) if searched.any() else None
+    res["exact_match_not_searched"] = float(em[~searched].mean()) if (~searched).any() else None
+    return res
+
+
+def sft_with_masked_results(model, tokenizer, traces, *, steps: int, batch_size: int, lr: float, seed: int,
+                            eval_fn, eval_every: int, stop_at: float, desc: str) -> list[dict]:
+    """The cold start: next-token loss on the completion, except the inserted tool
+    results (`<result>...</result>`, tags included), which the model never writes."""
+    from grpokit.forward import sequence_logprobs
+    from grpokit.logging import progress
+    from grpokit.optim import make_optimizer, make_scheduler
+    from grpokit.policy import encode_prompts
+
+    open_ids = tokenizer("<result>", add_special_tokens=False)["input_ids"]
+    close_ids = tokenizer("</result>", add_special_tokens=False)["input_ids"]
+    prompts = encode_prompts(tokenizer, [t.prompt for t in traces])
+    data = []
+    for p, t in zip(prompts, traces):
+        c = tokenizer(t.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        data.append((p + c, len(p), result_mask(c, open_ids, close_ids)))
+    rng = random.Random(seed)
+    opt = make_optimizer(model, lr=lr)
+    sched = make_scheduler(opt, warmup=min(20, steps // 10), total=steps, schedule="constant")
+    history: list[dict] = []
+    order: list[int] = []
+    bar = progress(steps, desc)
+    start = time.perf_counter()
+    model.train()
+    for step in range(1, steps + 1):
+        if len(order) < batch_size:
+            fresh = list(range(len(data)))
+            rng.shuffle(fresh)
+            order += fresh
+        batch, order = [data[i] for i in order[:batch_size]], order[batch_size:]
+        width = max(len(ids) for ids, _, _ in batch)
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)  # [B, L] right-padded
+        attn = torch.zeros_like(ids)
+        mask = torch.zeros(ids.shape)  # [B, L]
+        for i, (row, n_prompt, cmask) in enumerate(batch):
+            ids[i, :len(row)] = torch.tensor(row)
+            attn[i, :len(row)] = 1
+            mask[i, n_prompt:len(row)] = torch.tensor(cmask, dtype=torch.float32)
+        logp, _ = sequence_logprobs(model, ids, attn, mask)  # [B, L]
+        loss = -(logp * mask).sum() / mask.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        row = {"step": step, "loss": loss.detach().item(), "time": time.perf_counter() - start}
+        stop = False
+        if eval_every and (step % eval_every == 0 or step == steps):
+            row["accuracy"] = eval_fn()
+            model.train()
+            stop = row["accuracy"] >= stop_at
+        history.append(row)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "accuracy")})
+        bar.update(1)
+        if stop:
+            break
+    bar.close()
+    model.eval()
+    return history
+
+
+def result_mask(ids: list[int], open_ids: list[int], close_ids: list[int]) -> list[int]:
+    """1 per token, 0 from each `<result>` through its `</result>` (both included)."""
+    mask, i, inside = [1] * len(ids), 0, False
+    while i < len(ids):
+        if not inside and ids[i:i + len(open_ids)] == open_ids:
+            inside = True
+        if inside:
+            mask[i] = 0
+            if ids[i - len(close_ids) + 1:i + 1] == close_ids:
+                inside = False
+        i += 1
+    return mask
+
+
+def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, settings: DemoSettings | None = None) -> dict:
+    from grpokit.checkpoint import save_model
+    from grpokit.logging import RunLogger, read_metrics
+    from grpokit.plotting import plot_stages
+    from grpokit.policy import create_tiny, load_policy
+    from grpokit.rewards import RewardSet
+    from grpokit.rollout.multiturn import MultiTurnGenerator
+    from grpokit.tasks import get_task
+    from grpokit.tools import build_tools
+    from grpokit.train import train
+
+    s = settings or (DemoSettings.quick() if quick else DemoSettings())
+    t_start = time.perf_counter()
+    torch.set_num_threads(s.threads)
+    run_dir = Path(out or f"runs/demo-search-seed{seed}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"grpokit demo search: tool use learned by reward, seed {seed}, run directory {run_dir}", flush=True)
+
+    task = get_task("search_qa")
+    traces = task.traces(s.sft_traces, seed=seed)
+    heldout = task.prompts("test", s.eval_size)
+    rewards = RewardSet([(n, w, {}) for n, w in task.default_rewards])
+    tools = build_tools(search_tool_specs())
+
+    # Stage 1: cold start
+    torch.manual_seed(seed)
+    fit = [t.prompt + t.completion for t in traces] + [d["text"] for d in task.corpus()]
+    model, tok = create_tiny(s.model, fit, seed=seed)
+    engine = MultiTurnGenerator(tools, tok, max_turns=s.max_turns, max_tool_tokens=s.max_tool_tokens)
+
+    def measure() -> dict:
+        return evaluate_search(model, tok, engine, heldout, rewards, max_new_tokens=s.max_new_tokens, seed=seed)
+
+    history = sft_with_masked_results(model, tok, traces, steps=s.sft_max_steps, batch_size=s.sft_batch,
+                                      lr=s.sft_lr, seed=seed, eval_fn=lambda: measure()["exact_match"],
+                                      eval_every=s.sft_eval_every, stop_at=s.sft_stop_at,
+                                      desc="stage 1: cold start (SFT)")
+    cold_dir = run_dir / "cold_start"
+    save_model(cold_dir, model, tok, {"stage": "cold_start", "seed": seed})
+    with RunLogger(run_dir / "sft_log", console=False) as lg:
+        for row in history:
+            lg.log_step(row["step"], row)
+    cold = measure()
+    print(f"cold start done: held-out exact match {100 * cold['exact_match']:.1f}%, "
+          f"searched {100 * cold['searched']:.0f}% of questions", flush=True)
+    t_cold = time.perf_counter() - t_start
+
+    # Stage 2: GRPO through the regular training entry point, with the search tool
+    cfg = TrainConfig(
+        model=ModelConfig(name_or_path=str(cold_dir)),
+        data=DataConfig(train="task:search_qa", eval="task:search_qa:test", eval_size=s.eval_size),
+        rollout=RolloutConfig(num_generations=s.grpo_generations, prompts_per_step=s.grpo_prompts,
+                              max_new_tokens=s.max_new_tokens, temperature=1.0, stop=["</answer>"],
+                              tools=search_tool_specs(), max_turns=s.max_turns, max_tool_tokens=s.max_tool_tokens),
+        algorithm=AlgorithmConfig(preset="grpo"),
+        optim=OptimConfig(lr=s.grpo_lr, warmup_steps=min(5, s.grpo_steps), schedule="constant"),
+        run=RunConfig(out=str(run_dir / "grpo"), steps=s.grpo_steps, seed=seed, threads=s.threads,
+                      eval_every=max(1, s.grpo_steps // 4), log_samples=4),
+    )
+    grpo_dir = train(cfg)
+    grpo_rows = read_metrics(grpo_dir / "metrics.jsonl")
+    model = load_policy(ModelConfig(name_or_path=str(grpo_dir / "model"))).model.eval()
+    final = measure()
+    wall = time.perf_counter() - t_start
+
+    sft_rows = [{"step": r["step"], "SFT loss": r["loss"],
+                 **({"held-out exact match": r["accuracy"]} if "accuracy" in r else {})} for r in history]
+    rl_rows = [{"step": r["step"], "GRPO reward": r["reward"],
+                **({"share searched": r["tools/share_with_call"]} if "tools/share_with_call" in r else {}),
+                **({"held-out exact match": r["eval/accuracy"]} if "eval/accuracy" in r else {})}
+               for r in grpo_rows]
+    plot = plot_stages([("cold start (SFT)", sft_rows), ("GRPO", rl_rows)], run_dir / "demo.png",
+                       keys=("held-out exact match", "SFT loss", "GRPO reward", "share searched"))
+    summary = {
+        "seed": seed, "eval_size": len(heldout), "exact_match_cold_start": cold["exact_match"], "exact_match_grpo": final["exact_match"],
+        "searched_cold_start": cold["searched"], "searched_grpo": final["searched"],
+        "cold_start": {k: v for k, v in cold.items() if k != "samples"},
+        "grpo": {k: v for k, v in final.items() if k != "samples"},
+        "sft_steps": len(history), "grpo_steps": len(grpo_rows),
+        "seconds_cold_start": t_cold, "seconds_total": wall, "run_dir": str(run_dir), "plot": str(plot),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / "samples_heldout.json").write_text(json.dumps({"cold_start": cold["samples"],
+                                                              "grpo": final["samples"]}, indent=2))
+    _print_table(summary)
+    return summary
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _print_table(s: dict) -> None:
+    c, g = s["cold_start"], s["grpo"]
+    lines = [
+        "",
+        "=" * 64,
+        f"grpokit demo search: {s['eval_size']} held-out questions (greedy; entities never seen in training)",
+        "-" * 64,
+        f"exact match after cold start: {100 * s['exact_match_cold_start']:.1f}%",
+        f"exact match after GRPO: {100 * s['exact_match_grpo']:.1f}%",
+        f"change: {100 * (s['exact_match_grpo'] - s['exact_match_cold_start']):+.1f} points",
+        f"share of questions searched: {_pct(c['searched'])} -> {_pct(g['searched'])}",
+        f"exact match, single-hop: {_pct(c.get('exact_match_1hop'))} -> {_pct(g.get('exact_match_1hop'))}; "
+        f"two-hop: {_pct(c.get('exact_match_2hop'))} -> {_pct(g.get('exact_match_2hop'))}",
+        f"exact match with a search: {_pct(c['exact_match_searched'])} -> {_pct(g['exact_match_searched'])}; "
+        f"without: {_pct(c['exact_match_not_searched'])} -> {_pct(g['exact_match_not_searched'])}",
+        f"tool calls per question: {c['calls']:.2f} -> {g['calls']:.2f}",
+        f"steps: {s['sft_steps']} cold start, {s['grpo_steps']} GRPO",
+        f"wall time: {s['seconds_total'] / 60:.1f} min (cold start {s['seconds_cold_start'] / 60:.1f} min)",
+        f"run directory: {s['run_dir']}",
+        f"plot: {s['plot']}",
+        "=" * 64,
+    ]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,332 @@
+"""`grpokit study grouping`: does context-aware grouping save samples? Measured, not claimed.
+
+    python -m grpokit.study grouping [--seeds 0 1 2] [--strategies grpo,semantic,...] [--out DIR]
+    python -m grpokit.study grouping --quick          # a smoke test: seconds, numbers mean nothing
+
+For each seed, one cold-start model (supervised on reasoning traces, as in `grpokit
+demo`) is trained once and shared by every strategy, so runs of one seed differ only
+by their grouping. Each strategy then trains with GRPO under the same sample budget
+(the completions plain GRPO samples in --steps steps; a strategy that samples fewer
+completions per step runs more steps), with greedy held-out accuracy measured every
+--eval-every steps' worth of samples. Results:
+
+    DIR/study.md     the table: final accuracy (mean +- sd over seeds), completions
+                     needed to reach plain GRPO's final accuracy (same seed), and that
+                     as a share of GRPO's budget (the target: <= 60%)
+    DIR/study.png    held-out accuracy against completions sampled (mean over seeds)
+    DIR/study.json   every curve
+    DIR/<task>/seed<S>/<strategy>/   the runs themselves (metrics.jsonl, ...)
+
+Runs already finished (their result.json exists) are reused, so a long study can be
+run in pieces or extended with more seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+# name -> (config overrides, share of GRPO's completions sampled per step)
+STRATEGIES: dict[str, tuple[list[str], float]] = {
+    "grpo": ([], 1.0),
+    "semantic": (["algorithm.grouping=semantic"], 1.0),
+    "adaptive": (["algorithm.grouping=adaptive"], 1.0),
+    "reward": (["algorithm.grouping=reward"], 1.0),
+    "complexity": (["algorithm.grouping=complexity"], 1.0),
+    "temporal": (["algorithm.grouping=temporal", "algorithm.group.base=semantic"], 1.0),
+    "temporal-replay": (["algorithm.grouping=temporal", "algorithm.group.base=semantic",
+                         "algorithm.group.replay=true"], 1.0),
+    "multiscale": (["algorithm.grouping=multiscale"], 1.0),
+    "multiscale-shrink": (["algorithm.grouping=multiscale", "algorithm.group.shrink=true"], 1.0),
+    "shrink": (["algorithm.group.shrink=true"], 1.0),
+    "budget-0.6": (["algorithm.group.budget=0.6"], 0.6),
+    "budget-0.6-shrink": (["algorithm.group.budget=0.6", "algorithm.group.shrink=true"], 0.6),
+    "budget-0.6-multiscale": (["algorithm.grouping=multiscale", "algorithm.group.shrink=true",
+                               "algorithm.group.budget=0.6"], 0.6),
+}
+BASELINE = "grpo"
+TARGET_SHARE = 0.6
+
+
+@dataclass
+class StudySettings:
+    task: str = "arithmetic"
+    model: str = "tiny:s"
+    sft_traces: int = 20000
+    sft_batch: int = 32
+    sft_lr: float = 2e-3
+    sft_max_steps: int = 1500
+    sft_eval_every: int = 100
+    sft_stop_at: float = 0.35
+    steps: int = 60  # GRPO steps of the baseline; the sample budget is steps x prompts x generations
+    prompts: int = 32
+    generations: int = 8
+    lr: float = 5e-4
+    max_new_tokens: int = 64
+    eval_every: int = 5  # baseline steps between held-out evaluations
+    eval_size: int = 200
+    threads: int = 2
+    extra: list = field(default_factory=list)  # overrides applied to every GRPO run
+
+    @classmethod
+    def quick(cls) -> "StudySettings":
+        return cls(model="tiny:xs", sft_traces=400, sft_max_steps=20, sft_eval_every=10, sft_stop_at=1.1,
+                   steps=3, prompts=4, generations=4, max_new_tokens=32, eval_every=1, eval_size=16)
+
+    @property
+    def budget(self) -> int:
+        return self.steps * self.prompts * self.generations
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def cold_start(s: StudySettings, seed: int, out: Path) -> tuple[Path, float]:
+    """The seed's supervised cold-start model (trained once, then reused) and its accuracy."""
+    done = out / "cold_start.json"
+    if done.is_file():
+        info = json.loads(done.read_text())
+        return Path(info["model"]), float(info["accuracy"])
+    import torch
+
+    from grpokit.checkpoint import save_model
+    from grpokit.evaluate import evaluate_examples
+    from grpokit.policy import create_tiny
+    from grpokit.rewards import RewardSet
+    from grpokit.sft import sft_loop
+    from grpokit.tasks import get_task
+
+    task = get_task(s.task)
+    traces = task.traces(s.sft_traces, seed=seed)
+    heldout = task.prompts("test", s.eval_size)
+    rewards = RewardSet([(n, w, {}) for n, w in task.default_rewards])
+    torch.manual_seed(seed)
+    fit = [t.completion for t in traces[:2000]] + [t.prompt for t in traces[:2000]]
+    model, tok = create_tiny(s.model, fit, seed=seed)
+
+    def accuracy() -> float:
+        res = evaluate_examples(model, tok, heldout, rewards, max_new_tokens=s.max_new_tokens, seed=seed)
+        return float(res.accuracy)
+
+    sft_loop(model, tok, traces, steps=s.sft_max_steps, batch_size=s.sft_batch, lr=s.sft_lr,
+             warmup_steps=min(50, s.sft_max_steps // 10), schedule="constant", seed=seed, eval_fn=accuracy,
+             eval_every=s.sft_eval_every, stop_at=s.sft_stop_at, progress=False, desc=f"cold start seed {seed}")
+    model_dir = out / "model"
+    save_model(model_dir, model, tok, {"stage": "cold_start", "seed": seed})
+    acc = accuracy()
+    out.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps({"model": str(model_dir), "accuracy": acc}))
+    return model_dir, acc
+
+
+def run_strategy(s: StudySettings, name: str, seed: int, model_dir: Path, out: Path) -> dict:
+    """Train one strategy from the cold start; returns its curve [(completions, accuracy)]."""
+    done = out / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    from grpokit.config import TrainConfig
+    from grpokit.config_io import load_config, validate
+    from grpokit.logging import read_metrics
+    from grpokit.train import train
+
+    overrides, share = STRATEGIES[name]
+    steps = math.ceil(s.steps / share)
+    eval_every = max(1, round(s.eval_every / share))
+    per_step = s.prompts * s.generations
+    cfg = load_config(TrainConfig, None, [
+        f"model.name_or_path={model_dir}", f"data.train=task:{s.task}", f"data.eval=task:{s.task}:test",
+        f"data.eval_size={s.eval_size}", f"rollout.num_generations={s.generations}",
+        f"rollout.prompts_per_step={s.prompts}", f"rollout.max_new_tokens={s.max_new_tokens}",
+        "algorithm.preset=grpo", f"optim.lr={s.lr}", f"optim.warmup_steps={min(5, s.steps)}",
+        f"run.out={out}", f"run.steps={steps}", f"run.seed={seed}", f"run.threads={s.threads}",
+        f"run.eval_every={eval_every}", "run.progress=false", "run.log_samples=2", "run.keep_checkpoints=1",
+        *overrides, *s.extra])
+    problems = validate(cfg)
+    if problems:
+        raise ValueError(f"study strategy {name!r}: " + "; ".join(problems))
+    t0 = time.perf_counter()
+    train(cfg)
+    rows = read_metrics(out / "metrics.jsonl")
+    samples, curve = 0, []
+    for r in rows:
+        samples += int(r.get("grouping/samples", per_step))
+        if "eval/accuracy" in r:
+            curve.append((samples, float(r["eval/accuracy"])))
+        if samples >= s.budget:
+            break
+    result = {"strategy": name, "seed": seed, "curve": curve, "seconds": time.perf_counter() - t0,
+              "steps": len(rows)}
+    done.write_text(json.dumps(result))
+    return result
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def samples_to_reach(curve: Sequence[Sequence[float]], target: float) -> float | None:
+    """Completions sampled at the first evaluation whose accuracy >= target (None if never)."""
+    for samples, acc in curve:
+        if acc >= target - 1e-9:
+            return float(samples)
+    return None
+
+
+def summarise(results: list[dict], cold: dict[int, float], budget: int) -> list[dict]:
+    """One row per strategy: final accuracy and samples to reach GRPO's final accuracy (per seed)."""
+    by = {(r["strategy"], r["seed"]): r for r in results}
+    # GRPO's final accuracy per seed is the target; a seed where GRPO did not beat its own
+    # cold start has no meaningful target and is left out of the comparison.
+    target = {seed: by[(BASELINE, seed)]["curve"][-1][1] for (name, seed) in by
+              if name == BASELINE and by[(BASELINE, seed)]["curve"]
+              and by[(BASELINE, seed)]["curve"][-1][1] > cold.get(seed, 0.0)}
+    rows = []
+    for name in dict.fromkeys(r["strategy"] for r in results):
+        finals, reach = [], []
+        seeds = sorted(seed for (n, seed) in by if n == name)
+        for seed in seeds:
+            curve = by[(name, seed)]["curve"]
+            finals.append(curve[-1][1] if curve else float("nan"))
+            if seed in target:
+                reach.append(samples_to_reach([(0, cold.get(seed, 0.0))] + [tuple(c) for c in curve], target[seed]))
+        got = [x for x in reach if x is not None]
+        rows.append({
+            "strategy": name, "seeds": len(seeds),
+            "final_mean": statistics.fmean(finals), "final_sd": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+            "reached": len(got), "compared": len(reach),
+            "samples_to_grpo_final": statistics.fmean(got) if got else None,
+            "share_of_grpo_budget": (statistics.fmean(got) / budget) if got else None,
+        })
+    return rows
+
+
+def markdown(rows: list[dict], s: StudySettings, cold: dict[int, float], seeds: Sequence[int]) -> str:
+    cold_mean = statistics.fmean(cold.values()) if cold else float("nan")
+    lines = [
+        f"# Grouping strategies on `{s.task}`: held-out accuracy per completion sampled",
+        "",
+        f"Model {s.model}, cold start to {100 * cold_mean:.1f}% held-out accuracy (mean over seeds "
+        f"{', '.join(map(str, seeds))}); GRPO budget {s.budget:,} completions ({s.steps} steps x {s.prompts} "
+        f"prompts x {s.generations}); greedy accuracy on {s.eval_size} held-out problems every "
+        f"{s.eval_every * s.prompts * s.generations:,} completions.",
+        "",
+        "| strategy | final accuracy (mean +- sd) | completions to reach GRPO's final accuracy | "
+        "share of GRPO's budget | seeds reaching it |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        reach = "not reached" if r["samples_to_grpo_final"] is None else f"{r['samples_to_grpo_final']:,.0f}"
+        share = "-" if r["share_of_grpo_budget"] is None else f"{100 * r['share_of_grpo_budget']:.0f}%"
+        lines.append(f"| {r['strategy']} | {100 * r['final_mean']:.1f}% +- {100 * r['final_sd']:.1f} | {reach} | "
+                     f"{share} | {r['reached']}/{r['compared']} |")
+    winners = [r["strategy"] for r in rows if r["strategy"] != BASELINE and r["share_of_grpo_budget"] is not None
+               and r["share_of_grpo_budget"] <= TARGET_SHARE and r["reached"] == r["compared"] > 0]
+    compared = max((r["compared"] for r in rows), default=0)
+    if compared < len(seeds):
+        lines += ["", f"{len(seeds) - compared} of {len(seeds)} seeds are left out of the comparison: GRPO did not "
+                      "end above its cold-start accuracy there, so there is no target to reach."]
+    lines += ["", "Completions to reach GRPO's final accuracy are per seed (the same cold start), averaged over "
+                  "the seeds that reached it; GRPO's own row shows how early its noisy curve first touches its "
+                  "final value.",
+              f"Target: reach GRPO's final accuracy with <= {int(TARGET_SHARE * 100)}% of its completions, in "
+              f"every seed. Met by: {', '.join(winners) if winners else 'none'}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], path: Path, budget: int, cold: dict[int, float]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name in dict.fromkeys(r["strategy"] for r in results):
+        curves = [[(0, cold.get(r["seed"], 0.0))] + [tuple(c) for c in r["curve"]]
+                  for r in results if r["strategy"] == name and r["curve"]]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        xs = [statistics.fmean(c[i][0] for c in curves) for i in range(n)]
+        ys = [100 * statistics.fmean(c[i][1] for c in curves) for i in range(n)]
+        ax.plot(xs, ys, marker="o", markersize=3, label=name, linewidth=2.2 if name == BASELINE else 1.2)
+        if name == BASELINE:
+            ax.axhline(ys[-1], color="grey", linestyle="--", linewidth=1)
+    ax.axvline(TARGET_SHARE * budget, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("completions sampled")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title(f"mean over seeds; dashed: GRPO's final accuracy, dotted: {int(TARGET_SHARE * 100)}% of its budget",
+                 fontsize=10)
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def study_grouping(s: StudySettings, seeds: Sequence[int], strategies: Sequence[str], out: Path) -> dict:
+    import torch
+
+    torch.set_num_threads(s.threads)
+    results, cold = [], {}
+    for seed in seeds:
+        base = out / s.task / f"seed{seed}"
+        model_dir, cold[seed] = cold_start(s, seed, base / "cold_start")
+        print(f"seed {seed}: cold start accuracy {100 * cold[seed]:.1f}%", flush=True)
+        for name in strategies:
+            r = run_strategy(s, name, seed, model_dir, base / name)
+            last = r["curve"][-1] if r["curve"] else (0, float("nan"))
+            print(f"  {name:<22} final accuracy {100 * last[1]:5.1f}% after {last[0]:,} completions "
+                  f"({r['seconds']:.0f} s)", flush=True)
+            results.append(r)
+    rows = summarise(results, cold, s.budget)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.md").write_text(markdown(rows, s, cold, seeds))
+    plot(results, out / "study.png", s.budget, cold)
+    (out / "study.json").write_text(json.dumps({"settings": s.__dict__, "cold_start": cold, "rows": rows,
+                                                "runs": results}, indent=1))
+    print((out / "study.md").read_text())
+    return {"rows": rows, "results": results}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="grpokit study", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("grouping", help="every grouping strategy under the same sample budget")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="at least 3 for a real study")
+    p.add_argument("--strategies", default=",".join(STRATEGIES),
+                   help=f"comma-separated, from: {', '.join(STRATEGIES)} (grpo is always included)")
+    p.add_argument("--out", default="runs/study-grouping")
+    p.add_argument("--task", default="arithmetic")
+    p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (the numbers mean nothing)")
+    for name, typ in (("steps", int), ("prompts", int), ("generations", int), ("eval_every", int),
+                      ("eval_size", int), ("threads", int), ("model", str), ("lr", float)):
+        p.add_argument(f"--{name.replace('_', '-')}", type=typ, help=f"default: {getattr(StudySettings(), name)}")
+    p.add_argument("overrides", nargs="*", help="key=value overrides applied to every GRPO run")
+    args = ap.parse_args(list(argv) if argv is not None else None)
+    s = StudySettings.quick() if args.quick else StudySettings()
+    s.task = args.task
+    for name in ("steps", "prompts", "generations", "eval_every", "eval_size", "threads", "model", "lr"):
+        if getattr(args, name) is not None:
+            setattr(s, name, getattr(args, name))
+    s.extra = list(args.overrides)
+    names = [n.strip() for n in args.strategies.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        ap.error(f"unknown strategy {unknown[0]!r}; valid: {', '.join(STRATEGIES)}")
+    if BASELINE not in names:
+        names.insert(0, BASELINE)
+    if len(args.seeds) < 3 and not args.quick:
+        print("note: fewer than 3 seeds; the table will not say much about noise", flush=True)
+    study_grouping(s, args.seeds, names, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    sys.exit(main())

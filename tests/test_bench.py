@@ -1,0 +1,89 @@
+"""`grpokit bench`: the workload matches the TRL baseline, and a run produces the report.
+No timing is asserted."""
+import json
+
+import pytest
+
+from grpokit import bench
+
+
+def test_reward_is_the_baseline_reward():
+    r = bench.any_integer_reward
+    assert r("12 then 22", answer="22") == 1.0
+    assert r("-5", answer="-5") == 1.0
+    assert r("222", answer="22") == 0.0
+    assert r("no digits", answer="3") == 0.0
+
+
+def _assets(tmp_path, name="tiny"):
+    from grpokit.policy import create_tiny
+
+    model, tok = create_tiny("tiny:xs", ["Compute 12+34. Answer: 46"], seed=0)
+    d = tmp_path / "models" / name
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    (tmp_path / "data").mkdir()
+    rows = [{"prompt": f"Compute {a}+{b}. Answer:", "answer": str(a + b)} for a in range(10, 20) for b in (11, 12)]
+    (tmp_path / "data" / "arith_512.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+@pytest.mark.parametrize("name,tokens", [("tiny", 32), ("small", 64)])
+def test_workload_config_is_the_baseline_workload(tmp_path, name, tokens):
+    assets = _assets(tmp_path, name)
+    cfg = bench.workload_config(bench.WORKLOADS[name], assets, steps=10, seed=42, threads=2, out=str(tmp_path / "r"))
+    from grpokit.presets import resolve_algorithm
+
+    algo = resolve_algorithm(cfg.algorithm)
+    assert cfg.model.name_or_path == str(assets / "models" / name) and cfg.model.dtype == "float32"
+    assert (cfg.rollout.num_generations, cfg.rollout.prompts_per_step, cfg.rollout.max_new_tokens) == (8, 4, tokens)
+    assert (cfg.rollout.temperature, cfg.rollout.top_p) == (1.0, 1.0)
+    assert (algo.beta, algo.loss_agg, algo.scale_rewards, algo.mu, algo.kl_estimator) == \
+        (0.04, "token_mean", "group", 1, "k3")
+    assert (algo.clip_low, algo.clip_high) == (0.2, 0.2)
+    assert (cfg.optim.lr, cfg.optim.schedule, cfg.optim.max_grad_norm, cfg.optim.weight_decay) == \
+        (1e-5, "linear", 1.0, 0.0)
+    assert cfg.run.threads == 2 and cfg.rewards[0].name == bench.REWARD_SPEC
+
+
+def test_in_process_run_reports_every_figure(tmp_path):
+    assets = _assets(tmp_path)
+    out = tmp_path / "r.json"
+    ceiling = tmp_path / "ceiling.json"
+    ceiling.write_text(json.dumps({"ceiling_flops_per_s": 1e11}))
+    rc = bench.main(["--in-process", "--workload", "tiny", "--assets", str(assets), "--steps", "3", "--warmup", "1",
+                     "--threads", "1", "--ceiling-json", str(ceiling), "--json-out", str(out),
+                     "rollout.max_new_tokens=6"])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert [s["step"] for s in r["per_step"]] == [1, 2, 3]
+    for s in r["per_step"]:
+        n, p, c = 32, s["prompt_len"], s["completion_len_max"]
+        assert s["gen_positions_simple"] == n * p + n * (c - 1)  # TRL's count for this batch shape
+        assert s["ref_positions"] == s["train_positions"] == n * (p + c)
+        assert s["gen_positions_executed"] <= s["gen_positions_simple"]
+        for k in ("generate_s", "ref_fwd_s", "policy_fwd_s", "backward_s", "optimizer_s"):
+            assert s[k] >= 0.0
+        assert s["policy_fwd_s"] + s["backward_s"] + s["optimizer_s"] <= s["update_s"] + 1e-6
+    assert r["info"]["tokenizer"]["matches_trl_baseline_tokenizer"]
+    assert r["info"]["reference"] == "frozen copy"
+    assert 0 < r["fraction_of_ceiling"]["simple"] and r["peak_rss_mib"] > 0
+    assert set(r["machine_load"]) >= {"own_cores_avg", "foreign_cores_avg"}
+    assert r["overrides"] == ["rollout.max_new_tokens=6"]
+
+
+def test_comparison_ratios_and_targets():
+    def run(impl, alloc, s, rss):
+        return {"impl": impl, "allocator": alloc, "median_s": s, "peak_rss_mib": rss, "tok_s": 1.0,
+                "frac_ceiling_simple": 0.5, "contaminated": False, "generate_s": 0, "ref_fwd_s": 0,
+                "policy_fwd_s": 0, "backward_s": 0, "optimizer_s": 0}
+
+    runs = [run("grpokit", "default", 6.0, 2000), run("trl", "default", 14.0, 4600),
+            run("grpokit", "tunables", 5.0, 2000), run("trl", "tunables", 9.4, 4600)]
+    c = bench.compare(runs, "small")
+    r = c["ratios"]
+    assert r["grpokit/default / trl/default"]["step_time"] == pytest.approx(6 / 14)
+    assert r["grpokit/default / trl/default"]["meets"] is True  # target 0.6
+    best = r["grpokit(best: tunables) / trl/tunables"]
+    assert best["step_time"] == pytest.approx(5 / 9.4) and best["target"] == 0.9 and best["meets"] is True
+    assert best["peak_rss"] == pytest.approx(2000 / 4600)

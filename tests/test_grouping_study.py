@@ -1,0 +1,44 @@
+"""The grouping study's bookkeeping (no training): samples to reach a target, the table."""
+import pytest
+
+from grpokit.study import STRATEGIES, StudySettings, main, markdown, samples_to_reach, summarise
+
+
+def test_samples_to_reach():
+    curve = [(0, 0.30), (256, 0.35), (512, 0.42), (768, 0.40)]
+    assert samples_to_reach(curve, 0.42) == 512
+    assert samples_to_reach(curve, 0.35) == 256
+    assert samples_to_reach(curve, 0.5) is None
+
+
+def test_summary_and_table_by_hand():
+    s = StudySettings(steps=4, prompts=4, generations=4, eval_every=1)  # budget 64 completions
+    results = [
+        {"strategy": "grpo", "seed": 0, "curve": [[16, 0.2], [32, 0.3], [48, 0.3], [64, 0.4]]},
+        {"strategy": "grpo", "seed": 1, "curve": [[16, 0.3], [32, 0.5], [48, 0.4], [64, 0.5]]},
+        {"strategy": "budget-0.6", "seed": 0, "curve": [[10, 0.3], [20, 0.4], [30, 0.45], [40, 0.45]]},
+        {"strategy": "budget-0.6", "seed": 1, "curve": [[10, 0.2], [20, 0.2], [30, 0.5], [40, 0.5]]},
+    ]
+    cold = {0: 0.1, 1: 0.1}
+    rows = {r["strategy"]: r for r in summarise(results, cold, s.budget)}
+    assert rows["grpo"]["samples_to_grpo_final"] == pytest.approx((64 + 32) / 2)
+    assert rows["budget-0.6"]["samples_to_grpo_final"] == pytest.approx((20 + 30) / 2)
+    assert rows["budget-0.6"]["share_of_grpo_budget"] == pytest.approx(25 / 64)
+    assert rows["budget-0.6"]["final_mean"] == pytest.approx(0.475)
+    table = markdown(list(rows.values()), s, cold, [0, 1])
+    assert "| budget-0.6 | 47.5% +- 3.5 | 25 | 39% | 2/2 |" in table
+    assert "Met by: budget-0.6." in table
+
+
+def test_seed_where_grpo_did_not_improve_is_left_out():
+    results = [{"strategy": "grpo", "seed": 0, "curve": [[16, 0.1]]},
+               {"strategy": "shrink", "seed": 0, "curve": [[16, 0.1]]}]
+    rows = summarise(results, {0: 0.2}, 16)
+    assert all(r["compared"] == 0 and r["samples_to_grpo_final"] is None for r in rows)
+
+
+def test_study_cli_rejects_unknown_strategy(capsys):
+    with pytest.raises(SystemExit):
+        main(["grouping", "--strategies", "grpo,semantik"])
+    assert "valid:" in capsys.readouterr().err
+    assert "grpo" in STRATEGIES and "budget-0.6" in STRATEGIES

@@ -1,0 +1,186 @@
+"""Every speed-up computes the same function as the plain computation.
+
+- chunked, output-layer-only-where-needed (and checkpointed, for large vocabularies)
+  log-probs, entropies and their gradients == log_softmax over full [N, L, V] logits;
+- the reference pass (micro-batched, trimmed) == the plain forward;
+- KV-cached generation that drops finished rows == an uncached loop that re-runs the
+  whole sequence at every step (same sampled tokens for the same seed, same log-probs);
+- skipping zero-advantage rows and micro-batching == the full-batch gradient.
+No timings here: `grpokit bench` measures speed.
+"""
+import copy
+
+import pytest
+import torch
+
+from grpokit.forward import CHECKPOINT_MIN_VOCAB, sequence_logprobs
+from grpokit.policy import encode_prompts
+from grpokit.rollout.batch import build_rollout_batch
+from grpokit.rollout.generate import generate, left_pad
+from grpokit.rollout.sampler import sample_next
+from grpokit.update import LossSettings, reference_logprobs, update_policy
+
+
+def _qwen(vocab: int, seed: int = 0):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
+                      tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+def _random_batch(vocab: int, n: int = 5, seed: int = 0):
+    """Left-padded prompts of different lengths, right-padded completions of different lengths."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(2, vocab, (int(k),), generator=g).tolist() for k in torch.randint(2, 7, (n,), generator=g)]
+    comps = [torch.randint(2, vocab, (int(k),), generator=g).tolist() for k in torch.randint(1, 9, (n,), generator=g)]
+    return build_rollout_batch(prompts, comps, [[0.0] * len(c) for c in comps], pad_id=0,
+                               example_index=list(range(n)), finished=[True] * n, completions=[""] * n)
+
+
+def _plain(model, batch, temperature=1.0):
+    """log_softmax over the full [N, L, V] logits; entropy of every position."""
+    pos = (batch.attention_mask.cumsum(1) - 1).clamp_min(0)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=pos).logits
+    lp_all = torch.log_softmax(logits[:, :-1].float() / temperature, -1)  # [N, L-1, V]
+    lp = lp_all.gather(2, batch.input_ids[:, 1:, None]).squeeze(2)
+    ent = -(lp_all.exp() * lp_all).sum(-1)
+    pad = torch.zeros(lp.shape[0], 1)
+    return torch.cat([pad, lp], 1) * batch.loss_mask, torch.cat([pad, ent], 1) * batch.loss_mask
+
+
+def _grads(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("vocab", [61, CHECKPOINT_MIN_VOCAB + 37])  # plain chunks / checkpointed chunks
+@pytest.mark.parametrize("chunk_rows", [3, 1024])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunked_logprobs_entropy_and_gradients_equal_full_logits(vocab, chunk_rows, temperature):
+    model = _qwen(vocab)
+    batch = _random_batch(vocab)
+    weights = torch.randn(batch.input_ids.shape, generator=torch.Generator().manual_seed(1))
+
+    a = copy.deepcopy(model)
+    lp, ent = sequence_logprobs(a, batch.input_ids, batch.attention_mask, batch.loss_mask,
+                                temperature=temperature, with_entropy=True, chunk_rows=chunk_rows)
+    (lp * weights).sum().backward()
+
+    b = copy.deepcopy(model)
+    lp_ref, ent_ref = _plain(b, batch, temperature)
+    (lp_ref * weights).sum().backward()
+
+    assert torch.allclose(lp, lp_ref, atol=1e-5)
+    assert torch.allclose(ent, ent_ref, atol=1e-4)
+    assert torch.allclose(_grads(a), _grads(b), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("micro", [0, 2])
+def test_reference_pass_equals_plain_forward(micro):
+    model = _qwen(CHECKPOINT_MIN_VOCAB + 37)
+    batch = _random_batch(CHECKPOINT_MIN_VOCAB + 37, n=6, seed=3)
+    got = reference_logprobs(model, batch, temperature=1.0, micro_batch_size=micro)
+    with torch.no_grad():
+        want, _ = _plain(model, batch)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def _uncached_generate(model, prompt_ids, *, max_new_tokens, eos, pad_id, generator):
+    """Reference sampler: the whole sequence is re-run every step (no KV cache); finished
+    rows stop drawing random numbers, as in generate()."""
+    ids, mask = left_pad(prompt_ids, pad_id)
+    n = len(prompt_ids)
+    toks = [[] for _ in range(n)]
+    lps = [[] for _ in range(n)]
+    active = list(range(n))
+    for _ in range(max_new_tokens):
+        sub_ids, sub_mask = ids[active], mask[active]
+        pos = (sub_mask.cumsum(1) - 1).clamp_min(0)
+        with torch.no_grad():
+            logits = model(input_ids=sub_ids, attention_mask=sub_mask, position_ids=pos).logits[:, -1]
+        tok, lp = sample_next(logits, temperature=1.0, generator=generator)
+        new_col = torch.full((n, 1), pad_id, dtype=torch.long)
+        new_col[active, 0] = tok
+        ids = torch.cat([ids, new_col], 1)
+        mask = torch.cat([mask, torch.zeros((n, 1), dtype=torch.long)], 1)
+        mask[active, -1] = 1
+        still = []
+        for j, row in enumerate(active):
+            toks[row].append(int(tok[j]))
+            lps[row].append(float(lp[j]))
+            if int(tok[j]) not in eos:
+                still.append(row)
+        active = still
+        if not active:
+            break
+    return toks, lps
+
+
+@pytest.mark.parametrize("vocab", [61, CHECKPOINT_MIN_VOCAB + 37])
+def test_cached_generation_dropping_finished_rows_equals_uncached_loop(vocab):
+    model = _qwen(vocab, seed=2)
+    eos = 1
+    # Raise EOS so that rows finish at different steps and the cache drops rows mid-way.
+    head = torch.nn.Linear(32, vocab, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.zero_()
+        head.bias[eos] = float(torch.log(torch.tensor(0.2 * vocab)))  # p(EOS) ~ 1/6 per step
+    model.lm_head = head
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(2, vocab, (k,), generator=g).tolist() for k in (3, 6, 4, 5, 2, 6)]
+
+    out = generate(model, prompts, max_new_tokens=12, eos_ids={eos}, pad_id=0, temperature=1.0,
+                   generator=torch.Generator().manual_seed(7))
+    toks, lps = _uncached_generate(model, prompts, max_new_tokens=12, eos={eos}, pad_id=0,
+                                   generator=torch.Generator().manual_seed(7))
+    lengths = [len(c) for c in out.completion_ids]
+    assert len(set(lengths)) > 1, "rows should finish at different steps"
+    assert out.completion_ids == toks
+    for a, b in zip(out.logprobs, lps):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
+
+
+def test_generation_is_independent_of_chunking_into_generation_batches(tiny_model):
+    model, tok = tiny_model
+    ids = encode_prompts(tok, ["Compute 1+2.", "Hi", "Compute 33-4+5.", "ab"])
+    # greedy: a row's completion must not depend on which rows share its batch
+    full = generate(model, ids, max_new_tokens=8, eos_ids={tok.eos_token_id}, pad_id=tok.pad_token_id,
+                    temperature=0)
+    split = generate(model, ids, max_new_tokens=8, eos_ids={tok.eos_token_id}, pad_id=tok.pad_token_id,
+                     temperature=0, batch_size=1)
+    assert full.completion_ids == split.completion_ids
+
+
+class _NoStep(torch.optim.SGD):
+    def step(self, closure=None):
+        return None
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_update_skipping_and_micro_batches_give_the_full_gradient(beta):
+    vocab = CHECKPOINT_MIN_VOCAB + 37
+    model = _qwen(vocab)
+    batch = _random_batch(vocab, n=6, seed=5)
+    with torch.no_grad():
+        batch.logprobs.copy_(_plain(model, batch)[0])
+    ref = reference_logprobs(model, batch, temperature=1.0) if beta else None
+    adv = torch.tensor([1.0, 0.0, -0.5, 0.0, 0.0, 2.0])
+    settings = LossSettings(clip_low=0.2, clip_high=0.2, ratio="token", loss_agg="token_mean", beta=beta,
+                            kl_estimator="k3", mu=1)
+
+    def run(advantages, micro):
+        m = copy.deepcopy(model)
+        stats = update_policy(m, _NoStep(m.parameters(), lr=0.0), batch, advantages, settings, ref_logp=ref,
+                              temperature=1.0, micro_batch_size=micro, max_grad_norm=0)
+        return _grads(m), stats
+
+    g_fast, stats = run(adv, 0)
+    g_micro, _ = run(adv, 4)
+    # 1e-30 is "nonzero" for the skip test but changes no gradient: every row is trained
+    g_all, stats_all = run(torch.where(adv == 0, torch.tensor(1e-30), adv), 0)
+    assert stats["trained_rows"] == (6.0 if beta else 3.0) and stats_all["trained_rows"] == 6.0
+    assert torch.allclose(g_fast, g_all, atol=1e-7)
+    assert torch.allclose(g_fast, g_micro, atol=1e-6)

@@ -75,5 +75,17 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
         grouper=make_grouper(algo.grouping, seed=cfg.run.seed, num_generations=cfg.rollout.num_generations,
                              **dataclasses.asdict(algo.group)),
         advantage_fn=ADVANTAGES.get(algo.advantage), algorithm=algo,
-        train_examples=train, eval_examples=evals,
+        train_examples=train, eval_examples=evals, generate_fn=build_generate_fn(cfg, policy.tokenizer),
     )
+
+
+def build_generate_fn(cfg: TrainConfig, tokenizer) -> Callable:
+    """The rollout sampler: plain `generate`, or the multi-turn tool loop when
+    `rollout.tools` names tools (same call signature either way)."""
+    if not cfg.rollout.tools:
+        return generate
+    from grpokit.rollout.multiturn import MultiTurnGenerator
+    from grpokit.tools import build_tools
+
+    return MultiTurnGenerator(build_tools(cfg.rollout.tools), tokenizer, max_turns=cfg.rollout.max_turns,
+                              max_tool_tokens=cfg.rollout.max_tool_tokens)

@@ -1,4 +1,4 @@
-"""The `grpokit` command: demo | sft | train | eval | list | validate | bench.
+"""The `grpokit` command: demo | sft | train | eval | list | validate | bench | study.
 
     grpokit train --config arithmetic run.steps=50
     grpokit train --model runs/sft --data prompts.jsonl --reward accuracy --reward format@0.1 --out runs/rl
@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # bench: arguments belong to grpokit.bench; main() forwards them untouched
     sub.add_parser("bench", help="benchmarks (arguments are passed to grpokit.bench)", add_help=False)
+    sub.add_parser("study", help="studies, e.g. `grpokit study grouping` (arguments are passed to grpokit.study)",
+                   add_help=False)
     return parser
 
 
@@ -322,9 +324,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(argv: Sequence[str]) -> int:
-    bench = _import_optional("grpokit.bench", "`grpokit bench`")
-    result = bench.main(list(argv))
+def cmd_forward(module: str, argv: Sequence[str]) -> int:
+    """Commands whose arguments belong to another module's own parser."""
+    mod = _import_optional(f"grpokit.{module}", f"`grpokit {module}`")
+    result = mod.main(list(argv))
     return int(result or 0)
 
 
@@ -360,11 +363,14 @@ def _is_user_error(exc: BaseException) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `grpokit` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # transformers' own per-file bars ("Loading weights", "Writing model shards") would
+    # interleave with ours; set before transformers is first imported.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     debug = os.environ.get("GRPOKIT_DEBUG", "") not in ("", "0")
     parser = build_parser()
     try:
-        if argv and argv[0] == "bench":
-            return cmd_bench(argv[1:])
+        if argv and argv[0] in ("bench", "study"):
+            return cmd_forward(argv[0], argv[1:])
         try:
             args, extras = parser.parse_known_args(argv)
         except SystemExit as e:  # --help, --version, or a usage error argparse already printed

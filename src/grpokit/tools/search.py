@@ -81,7 +81,8 @@ class BM25Search:
         if not ids:
             return []
         k = min(k or self.k, len(self.docs))
-        hits, scores = self._bm25.retrieve([ids], k=k, show_progress=False, n_threads=0)
+        # numpy top-k: bm25s would otherwise use JAX when it is installed, which grabs GPU memory
+        hits, scores = self._bm25.retrieve([ids], k=k, show_progress=False, n_threads=0, backend_selection="numpy")
         return [(self.docs[int(h)], float(s)) for h, s in zip(hits[0], scores[0]) if s > 0]
 
     def format(self, doc: dict) -> str:

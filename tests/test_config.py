@@ -301,3 +301,19 @@ def test_config_help_lists_every_key_with_help_and_choices():
     assert "rewards  (list of rewards, default: [])" in text
     assert "optim.lr  (float, default: 1e-06)" in text
     assert "SFT" not in config_help(SFTConfig) and "max_seq_len  (int, default: 512)" in config_help(SFTConfig)
+
+
+def test_validate_checks_group_options_and_tool_names():
+    from grpokit.config import TrainConfig
+    from grpokit.config_io import load_config, validate
+
+    def problems(*overrides):
+        return validate(load_config(TrainConfig, None, ["data.train=task:arithmetic", *overrides]))
+
+    assert problems() == []
+    bad_k = problems("algorithm.grouping=semantic", "algorithm.group.clusters=-3")
+    assert len(bad_k) == 1 and "algorithm.group.clusters" in bad_k[0]
+    bad_tool = problems("rollout.tools=[serch]")
+    assert len(bad_tool) == 1 and "rollout.tools[0]" in bad_tool[0] and "did you mean 'search'" in bad_tool[0]
+    bad_scale = problems("algorithm.grouping=multiscale", "algorithm.group.scales=[prompt,bogus]")
+    assert len(bad_scale) == 1 and "bogus" in bad_scale[0]

@@ -148,7 +148,7 @@ def test_list_tools(capsys):
 
 
 def test_cold_start_masks_inserted_results():
-    from grpokit.demo_search import result_mask
+    from grpokit.sft import span_mask as result_mask
 
     o, c = [7], [8]  # <result>, </result> as single tokens
     assert result_mask([1, 2, 7, 3, 4, 8, 5, 7, 6, 8, 9], o, c) == [1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1]
@@ -187,3 +187,20 @@ def test_hotpotqa_recipe_validates_with_its_files(tmp_path, monkeypatch):
 
     (search,) = build_tools(cfg.rollout.tools)
     assert search("where does Xeno live") == "Xeno: Xeno lives in Ylap."
+
+
+def test_sft_encoding_masks_tool_results_out_of_the_loss():
+    from grpokit.char_tokenizer import build_char_tokenizer
+    from grpokit.sft import collate, encode_traces
+    from grpokit.types import SFTExample
+
+    completion = "<search>Kalo</search><result>Kalo lives in Plonta</result><answer>Plonta</answer>"
+    tok = build_char_tokenizer([completion, "Q?"])
+    enc = encode_traces(tok, [SFTExample(prompt="Q?", completion=completion)], max_len=512)[0]
+    ids, _, mask = collate([enc], tok.pad_token_id)
+    trained = tok.decode([int(t) for t, m in zip(ids[0], mask[0]) if m > 0], skip_special_tokens=False)
+    assert "Kalo lives" not in trained and "<result>" not in trained and "</result>" not in trained
+    assert trained.startswith("<search>Kalo</search><answer>Plonta</answer>")
+    # a trace without tool output trains on every completion token
+    plain = encode_traces(tok, [SFTExample(prompt="Q?", completion="<answer>Plonta</answer>")], max_len=512)[0]
+    assert plain.mask is None

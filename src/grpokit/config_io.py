@@ -625,6 +625,9 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
                         "advantages", allow_import=True)
     _check_registry(p, "algorithm.grouping", a.grouping, "grpokit.grouping", "GROUPERS", "groupers",
                     allow_import=True)
+    if not any(m.startswith("algorithm.grouping") for m in p):
+        _check_group_options(cfg, p)
+    _check_tools(r.tools, "rollout.tools", p)
 
     _positive(p, "optim.lr", o.lr)
     _min(p, "optim.weight_decay", o.weight_decay, 0)
@@ -644,6 +647,26 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     _min(p, "run.eval_every", run.eval_every, 0)
     _min(p, "run.log_samples", run.log_samples, 0)
     _min(p, "run.threads", run.threads, 0)
+
+
+def _check_group_options(cfg: TrainConfig, p: list[str]) -> None:
+    """Build the grouper as training would, so a bad `algorithm.group.*` value is
+    reported now and not at step 1."""
+    grouping = importlib.import_module("grpokit.grouping")
+    options = dataclasses.asdict(cfg.algorithm.group)
+    for msg in grouping.check_options(cfg.algorithm.grouping, seed=cfg.run.seed,
+                                      num_generations=cfg.rollout.num_generations, **options):
+        p.append(msg if msg.startswith("algorithm.") else f"algorithm.group: {msg}")
+
+
+def _check_tools(specs: list, key: str, p: list[str]) -> None:
+    """Tool names against the registry; building them (a corpus index) waits for training."""
+    for i, spec in enumerate(specs):
+        name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, dict) else None
+        if not isinstance(name, str) or (isinstance(spec, dict) and set(spec) - {"name", "kwargs"}):
+            p.append(f"{key}[{i}] = {_show(spec)}: expected a tool name or {{name: ..., kwargs: {{...}}}}")
+            continue
+        _check_registry(p, f"{key}[{i}]", name, "grpokit.tools", "TOOLS", "tools")
 
 
 def _registry(module: str, attr: str) -> Any:

@@ -17,7 +17,6 @@ questions, greedily, with the same tool.
 from __future__ import annotations
 
 import json
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,11 @@ class DemoSettings:
     grpo_steps: int = 150
     grpo_prompts: int = 16
     grpo_generations: int = 8
-    grpo_lr: float = 3e-4  # 1e-3 collapsed (exact match to 0) in our runs
+    # Measured, seed 0: lr 3e-4 at T 1.0 gained 2-4 points, lr 1e-4 at T 0.7 gained 6.5
+    # (25.5% -> 32.0%); 1e-3 collapsed exact match to 0 (see docs/demo.md for why).
+    grpo_lr: float = 1e-4
+    grpo_warmup: int = 5
+    grpo_temperature: float = 0.7
     max_new_tokens: int = 160
     max_tool_tokens: int = 80
     max_turns: int = 3
@@ -90,81 +93,6 @@ def evaluate_search(model, tokenizer, engine, examples, rewards, *, max_new_toke
     return res
 
 
-def sft_with_masked_results(model, tokenizer, traces, *, steps: int, batch_size: int, lr: float, seed: int,
-                            eval_fn, eval_every: int, stop_at: float, desc: str) -> list[dict]:
-    """The cold start: next-token loss on the completion, except the inserted tool
-    results (`<result>...</result>`, tags included), which the model never writes."""
-    from grpokit.forward import sequence_logprobs
-    from grpokit.logging import progress
-    from grpokit.optim import make_optimizer, make_scheduler
-    from grpokit.policy import encode_prompts
-
-    open_ids = tokenizer("<result>", add_special_tokens=False)["input_ids"]
-    close_ids = tokenizer("</result>", add_special_tokens=False)["input_ids"]
-    prompts = encode_prompts(tokenizer, [t.prompt for t in traces])
-    data = []
-    for p, t in zip(prompts, traces):
-        c = tokenizer(t.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        data.append((p + c, len(p), result_mask(c, open_ids, close_ids)))
-    rng = random.Random(seed)
-    opt = make_optimizer(model, lr=lr)
-    sched = make_scheduler(opt, warmup=min(20, steps // 10), total=steps, schedule="constant")
-    history: list[dict] = []
-    order: list[int] = []
-    bar = progress(steps, desc)
-    start = time.perf_counter()
-    model.train()
-    for step in range(1, steps + 1):
-        if len(order) < batch_size:
-            fresh = list(range(len(data)))
-            rng.shuffle(fresh)
-            order += fresh
-        batch, order = [data[i] for i in order[:batch_size]], order[batch_size:]
-        width = max(len(ids) for ids, _, _ in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)  # [B, L] right-padded
-        attn = torch.zeros_like(ids)
-        mask = torch.zeros(ids.shape)  # [B, L]
-        for i, (row, n_prompt, cmask) in enumerate(batch):
-            ids[i, :len(row)] = torch.tensor(row)
-            attn[i, :len(row)] = 1
-            mask[i, n_prompt:len(row)] = torch.tensor(cmask, dtype=torch.float32)
-        logp, _ = sequence_logprobs(model, ids, attn, mask)  # [B, L]
-        loss = -(logp * mask).sum() / mask.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        row = {"step": step, "loss": loss.detach().item(), "time": time.perf_counter() - start}
-        stop = False
-        if eval_every and (step % eval_every == 0 or step == steps):
-            row["accuracy"] = eval_fn()
-            model.train()
-            stop = row["accuracy"] >= stop_at
-        history.append(row)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "accuracy")})
-        bar.update(1)
-        if stop:
-            break
-    bar.close()
-    model.eval()
-    return history
-
-
-def result_mask(ids: list[int], open_ids: list[int], close_ids: list[int]) -> list[int]:
-    """1 per token, 0 from each `<result>` through its `</result>` (both included)."""
-    mask, i, inside = [1] * len(ids), 0, False
-    while i < len(ids):
-        if not inside and ids[i:i + len(open_ids)] == open_ids:
-            inside = True
-        if inside:
-            mask[i] = 0
-            if ids[i - len(close_ids) + 1:i + 1] == close_ids:
-                inside = False
-        i += 1
-    return mask
-
-
 def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, settings: DemoSettings | None = None) -> dict:
     from grpokit.checkpoint import save_model
     from grpokit.logging import RunLogger, read_metrics
@@ -172,6 +100,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     from grpokit.policy import create_tiny, load_policy
     from grpokit.rewards import RewardSet
     from grpokit.rollout.multiturn import MultiTurnGenerator
+    from grpokit.sft import sft_loop
     from grpokit.tasks import get_task
     from grpokit.tools import build_tools
     from grpokit.train import train
@@ -199,10 +128,11 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
         return evaluate_search(model, tok, engine, examples, rewards, max_new_tokens=s.max_new_tokens, seed=seed)
 
     probe = heldout[: s.sft_probe_size]
-    history = sft_with_masked_results(model, tok, traces, steps=s.sft_max_steps, batch_size=s.sft_batch,
-                                      lr=s.sft_lr, seed=seed, eval_fn=lambda: measure(probe)["exact_match"],
-                                      eval_every=s.sft_eval_every, stop_at=s.sft_stop_at,
-                                      desc="stage 1: cold start (SFT)")
+    # sft_loop masks the inserted <result>...</result> spans out of the loss by default
+    history = sft_loop(model, tok, traces, steps=s.sft_max_steps, batch_size=s.sft_batch, lr=s.sft_lr,
+                       warmup_steps=min(20, s.sft_max_steps // 10), schedule="constant", seed=seed,
+                       eval_fn=lambda: measure(probe)["exact_match"], eval_every=s.sft_eval_every,
+                       stop_at=s.sft_stop_at, desc="stage 1: cold start (SFT)")
     cold_dir = run_dir / "cold_start"
     save_model(cold_dir, model, tok, {"stage": "cold_start", "seed": seed})
     with RunLogger(run_dir / "sft_log", console=False) as lg:
@@ -218,10 +148,10 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
         model=ModelConfig(name_or_path=str(cold_dir)),
         data=DataConfig(train="task:search_qa", eval="task:search_qa:test", eval_size=s.eval_size),
         rollout=RolloutConfig(num_generations=s.grpo_generations, prompts_per_step=s.grpo_prompts,
-                              max_new_tokens=s.max_new_tokens, temperature=1.0, stop=["</answer>"],
+                              max_new_tokens=s.max_new_tokens, temperature=s.grpo_temperature, stop=["</answer>"],
                               tools=search_tool_specs(), max_turns=s.max_turns, max_tool_tokens=s.max_tool_tokens),
         algorithm=AlgorithmConfig(preset="grpo"),
-        optim=OptimConfig(lr=s.grpo_lr, warmup_steps=min(5, s.grpo_steps), schedule="constant"),
+        optim=OptimConfig(lr=s.grpo_lr, warmup_steps=min(s.grpo_warmup, s.grpo_steps), schedule="constant"),
         run=RunConfig(out=str(run_dir / "grpo"), steps=s.grpo_steps, seed=seed, threads=s.threads,
                       eval_every=max(1, s.grpo_steps // 3), log_samples=4),
     )

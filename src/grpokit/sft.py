@@ -25,17 +25,48 @@ from grpokit.types import SFTExample
 class EncodedTrace:
     ids: list[int]
     n_prompt: int
+    mask: list[int] | None = None  # per completion token; 0 = not trained on (tool output)
 
 
-def encode_traces(tokenizer, traces: Sequence[SFTExample], max_len: int) -> list[EncodedTrace]:
+# Tool output the runtime inserts into a trace; the policy never writes it, so it is
+# never a training target (the same rule the RL update applies, rollout/multiturn.py).
+TOOL_RESULT_SPAN = ("<result>", "</result>")
+
+
+def span_mask(ids: Sequence[int], open_ids: Sequence[int], close_ids: Sequence[int]) -> list[int]:
+    """1 per token, 0 from each occurrence of open_ids through the next close_ids (both
+    included); an unclosed span runs to the end."""
+    mask, i, inside = [1] * len(ids), 0, False
+    open_ids, close_ids = list(open_ids), list(close_ids)
+    while i < len(ids):
+        if not inside and list(ids[i:i + len(open_ids)]) == open_ids:
+            inside = True
+        if inside:
+            mask[i] = 0
+            if i + 1 >= len(close_ids) and list(ids[i - len(close_ids) + 1:i + 1]) == close_ids:
+                inside = False
+        i += 1
+    return mask
+
+
+def encode_traces(tokenizer, traces: Sequence[SFTExample], max_len: int,
+                  masked_span: tuple[str, str] | None = TOOL_RESULT_SPAN) -> list[EncodedTrace]:
+    """Prompt (chat template when the tokenizer has one) + completion + EOS, truncated to
+    max_len. With masked_span, completion tokens inside that open/close pair get mask 0."""
     prompts = encode_prompts(tokenizer, [t.prompt for t in traces])
     eos = tokenizer.eos_token_id
+    span_ids = None
+    if masked_span is not None:
+        span_ids = [tokenizer(tag, add_special_tokens=False)["input_ids"] for tag in masked_span]
     out = []
     for p, t in zip(prompts, traces):
         c = tokenizer(t.completion, add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
         ids = (p + c)[:max_len]
         if len(ids) > len(p):
-            out.append(EncodedTrace(ids, len(p)))
+            mask = None
+            if span_ids is not None and masked_span[0] in t.completion:
+                mask = span_mask(c, *span_ids)[: len(ids) - len(p)]
+            out.append(EncodedTrace(ids, len(p), mask))
     if not out:
         raise ValueError(f"no trace has a completion token within max_seq_len={max_len}")
     return out
@@ -49,7 +80,10 @@ def collate(batch: Sequence[EncodedTrace], pad_id: int):
     for i, b in enumerate(batch):
         ids[i, : len(b.ids)] = torch.tensor(b.ids)
         attn[i, : len(b.ids)] = 1
-        loss_mask[i, b.n_prompt: len(b.ids)] = 1.0
+        if b.mask is None:
+            loss_mask[i, b.n_prompt: len(b.ids)] = 1.0
+        else:
+            loss_mask[i, b.n_prompt: len(b.ids)] = torch.tensor(b.mask, dtype=torch.float32)
     return ids, attn, loss_mask
 
 

@@ -23,6 +23,7 @@ run in pieces or extended with more seeds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -55,73 +56,57 @@ TARGET_SHARE = 0.6
 
 @dataclass
 class StudySettings:
+    """The GRPO side of the study; the cold start is the demo's (grpokit.demo.DemoSettings)."""
+
     task: str = "arithmetic"
     model: str = "tiny:s"
-    sft_traces: int = 20000
-    sft_batch: int = 32
-    sft_lr: float = 2e-3
-    sft_max_steps: int = 1500
-    sft_eval_every: int = 100
-    sft_stop_at: float = 0.35
     steps: int = 60  # GRPO steps of the baseline; the sample budget is steps x prompts x generations
     prompts: int = 32
     generations: int = 8
-    lr: float = 5e-4
+    lr: float = 1e-4
+    temperature: float = 0.7
+    warmup: int = 10
+    schedule: str = "cosine"
     max_new_tokens: int = 64
     eval_every: int = 5  # baseline steps between held-out evaluations
     eval_size: int = 200
     threads: int = 2
     extra: list = field(default_factory=list)  # overrides applied to every GRPO run
+    quick_cold_start: bool = False
 
     @classmethod
     def quick(cls) -> "StudySettings":
-        return cls(model="tiny:xs", sft_traces=400, sft_max_steps=20, sft_eval_every=10, sft_stop_at=1.1,
-                   steps=3, prompts=4, generations=4, max_new_tokens=32, eval_every=1, eval_size=16)
+        return cls(model="tiny:xs", steps=3, prompts=4, generations=4, max_new_tokens=32, eval_every=1,
+                   eval_size=16, quick_cold_start=True)
 
     @property
     def budget(self) -> int:
         return self.steps * self.prompts * self.generations
+
+    def cold_settings(self):
+        from grpokit.demo import DemoSettings
+
+        base = DemoSettings.quick() if self.quick_cold_start else DemoSettings()
+        return dataclasses.replace(base, model=self.model, max_new_tokens=self.max_new_tokens,
+                                   eval_size=self.eval_size, threads=self.threads)
 
 
 # ----------------------------------------------------------------------------- running
 
 
 def cold_start(s: StudySettings, seed: int, out: Path) -> tuple[Path, float]:
-    """The seed's supervised cold-start model (trained once, then reused) and its accuracy."""
+    """The seed's cold-start model (the demo's stage 1, trained once, then reused by
+    every strategy) and its held-out accuracy."""
     done = out / "cold_start.json"
     if done.is_file():
         info = json.loads(done.read_text())
         return Path(info["model"]), float(info["accuracy"])
-    import torch
+    from grpokit.demo import cold_start as demo_cold_start
 
-    from grpokit.checkpoint import save_model
-    from grpokit.evaluate import evaluate_examples
-    from grpokit.policy import create_tiny
-    from grpokit.rewards import RewardSet
-    from grpokit.sft import sft_loop
-    from grpokit.tasks import get_task
-
-    task = get_task(s.task)
-    traces = task.traces(s.sft_traces, seed=seed)
-    heldout = task.prompts("test", s.eval_size)
-    rewards = RewardSet([(n, w, {}) for n, w in task.default_rewards])
-    torch.manual_seed(seed)
-    fit = [t.completion for t in traces[:2000]] + [t.prompt for t in traces[:2000]]
-    model, tok = create_tiny(s.model, fit, seed=seed)
-
-    def accuracy() -> float:
-        res = evaluate_examples(model, tok, heldout, rewards, max_new_tokens=s.max_new_tokens, seed=seed)
-        return float(res.accuracy)
-
-    sft_loop(model, tok, traces, steps=s.sft_max_steps, batch_size=s.sft_batch, lr=s.sft_lr,
-             warmup_steps=min(50, s.sft_max_steps // 10), schedule="constant", seed=seed, eval_fn=accuracy,
-             eval_every=s.sft_eval_every, stop_at=s.sft_stop_at, progress=False, desc=f"cold start seed {seed}")
-    model_dir = out / "model"
-    save_model(model_dir, model, tok, {"stage": "cold_start", "seed": seed})
-    acc = accuracy()
-    out.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps({"model": str(model_dir), "accuracy": acc}))
-    return model_dir, acc
+    res = demo_cold_start(s.cold_settings(), seed, out / "model", task_name=s.task, progress=False)
+    done.write_text(json.dumps({"model": str(res.model_dir), "accuracy": res.accuracy,
+                                "sft_steps": len(res.history), "seconds": res.seconds}))
+    return res.model_dir, res.accuracy
 
 
 def run_strategy(s: StudySettings, name: str, seed: int, model_dir: Path, out: Path) -> dict:
@@ -142,7 +127,8 @@ def run_strategy(s: StudySettings, name: str, seed: int, model_dir: Path, out: P
         f"model.name_or_path={model_dir}", f"data.train=task:{s.task}", f"data.eval=task:{s.task}:test",
         f"data.eval_size={s.eval_size}", f"rollout.num_generations={s.generations}",
         f"rollout.prompts_per_step={s.prompts}", f"rollout.max_new_tokens={s.max_new_tokens}",
-        "algorithm.preset=grpo", f"optim.lr={s.lr}", f"optim.warmup_steps={min(5, s.steps)}",
+        f"rollout.temperature={s.temperature}", "algorithm.preset=grpo", f"optim.lr={s.lr}",
+        f"optim.warmup_steps={min(s.warmup, s.steps)}", f"optim.schedule={s.schedule}",
         f"run.out={out}", f"run.steps={steps}", f"run.seed={seed}", f"run.threads={s.threads}",
         f"run.eval_every={eval_every}", "run.progress=false", "run.log_samples=2", "run.keep_checkpoints=1",
         *overrides, *s.extra])

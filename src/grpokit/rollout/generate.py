@@ -54,6 +54,11 @@ def generate(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
                              pad_id=pad_id, temperature=temperature, top_p=top_p, generator=generator,
                              stop_strings=stop_strings, tokenizer=tokenizer, return_embeddings=return_embeddings)
              for i in range(0, n, bs)]
+    return concat_outputs(parts)
+
+
+def concat_outputs(parts: Sequence[GenerationOutput]) -> GenerationOutput:
+    """The outputs of consecutive row chunks as one output, rows in order."""
     out = GenerationOutput([], [], [], [], None, 0)
     embs = []
     for p in parts:

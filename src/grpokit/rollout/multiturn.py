@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from grpokit.rollout.generate import GenerationOutput, _cache_kwarg, left_pad
+from grpokit.rollout.generate import GenerationOutput, _cache_kwarg, concat_outputs, left_pad
 from grpokit.rollout.sampler import sample_next
 from grpokit.tools import DEFAULT_MAX_QUERY_CHARS, ToolError
 from grpokit.tools.parsing import RESULT_CLOSE, RESULT_OPEN, closing_call, sanitize_result
@@ -241,21 +241,10 @@ def tool_metrics(metadata: dict, correct: torch.Tensor | None) -> dict[str, floa
 
 def _decode(model, contexts, budgets, *, batch_size: int, **kw) -> GenerationOutput:
     bs = batch_size if batch_size > 0 else len(contexts)
-    out = GenerationOutput([], [], [], [], None, 0)
-    embs = []
     on_stop = kw.pop("on_stop")
-    for s in range(0, len(contexts), bs):
-        part = _decode_chunk(model, contexts[s:s + bs], budgets[s:s + bs],
-                             on_stop=lambda i, r, t, _s=s: on_stop(_s + i, r, t), **kw)
-        out.completion_ids += part.completion_ids
-        out.logprobs += part.logprobs
-        out.finished += part.finished
-        out.stop_reason += part.stop_reason
-        out.forward_calls += part.forward_calls
-        if part.embeddings is not None:
-            embs.append(part.embeddings)
-    out.embeddings = torch.cat(embs) if embs else None
-    return out
+    return concat_outputs([_decode_chunk(model, contexts[s:s + bs], budgets[s:s + bs],
+                                         on_stop=lambda i, r, t, _s=s: on_stop(_s + i, r, t), **kw)
+                           for s in range(0, len(contexts), bs)])
 
 
 def _decode_chunk(model, contexts, budgets, *, eos_ids, pad_id, temperature, top_p, generator, stop_strings,

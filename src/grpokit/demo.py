@@ -94,18 +94,17 @@ def cold_start(s: DemoSettings, seed: int, out: Path, *, task_name: str = "arith
     return ColdStart(out, accuracy(heldout), history, time.perf_counter() - t0)
 
 
-def grpo_config(s: DemoSettings, seed: int, model_dir: Path, out: Path, *, task_name: str = "arithmetic",
-                eval_every: int | None = None) -> TrainConfig:
+def grpo_config(s: DemoSettings, seed: int, model_dir: Path, out: Path) -> TrainConfig:
     """Stage 2's recipe, as `grpokit train` would read it from a YAML file."""
     return TrainConfig(
         model=ModelConfig(name_or_path=str(model_dir)),
-        data=DataConfig(train=f"task:{task_name}", eval=f"task:{task_name}:test", eval_size=s.eval_size),
+        data=DataConfig(train="task:arithmetic", eval="task:arithmetic:test", eval_size=s.eval_size),
         rollout=RolloutConfig(num_generations=s.grpo_generations, prompts_per_step=s.grpo_prompts,
                               max_new_tokens=s.max_new_tokens, temperature=s.grpo_temperature),
         algorithm=AlgorithmConfig(preset="grpo"),
         optim=OptimConfig(lr=s.grpo_lr, warmup_steps=min(s.grpo_warmup, s.grpo_steps), schedule=s.grpo_schedule),
         run=RunConfig(out=str(out), steps=s.grpo_steps, seed=seed, threads=s.threads,
-                      eval_every=eval_every if eval_every is not None else max(1, s.grpo_steps // 4), log_samples=4),
+                      eval_every=max(1, s.grpo_steps // 4), log_samples=4),
     )
 
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from grpokit.demo import DemoSettings
+
 # name -> (config overrides, share of GRPO's completions sampled per step)
 STRATEGIES: dict[str, tuple[list[str], float]] = {
     "grpo": ([], 1.0),
@@ -63,11 +65,12 @@ class StudySettings:
     steps: int = 60  # GRPO steps of the baseline; the sample budget is steps x prompts x generations
     prompts: int = 32
     generations: int = 8
-    lr: float = 1e-4
-    temperature: float = 0.7
-    warmup: int = 10
-    schedule: str = "cosine"
-    max_new_tokens: int = 64
+    # GRPO as in the demo, whose recipe docs/demo.md measured
+    lr: float = DemoSettings.grpo_lr
+    temperature: float = DemoSettings.grpo_temperature
+    warmup: int = DemoSettings.grpo_warmup
+    schedule: str = DemoSettings.grpo_schedule
+    max_new_tokens: int = DemoSettings.max_new_tokens
     eval_every: int = 5  # baseline steps between held-out evaluations
     eval_size: int = 200
     threads: int = 2
@@ -83,9 +86,7 @@ class StudySettings:
     def budget(self) -> int:
         return self.steps * self.prompts * self.generations
 
-    def cold_settings(self):
-        from grpokit.demo import DemoSettings
-
+    def cold_settings(self) -> DemoSettings:
         base = DemoSettings.quick() if self.quick_cold_start else DemoSettings()
         return dataclasses.replace(base, model=self.model, max_new_tokens=self.max_new_tokens,
                                    eval_size=self.eval_size, threads=self.threads)

@@ -143,6 +143,37 @@ def test_cached_generation_dropping_finished_rows_equals_uncached_loop(vocab):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
 
 
+@pytest.mark.parametrize("lean", [True, False])
+def test_repeated_prompts_prefilled_once_sample_like_the_uncached_loop(lean):
+    """A GRPO batch: each prompt G times. The shared prefill must not change any row."""
+    vocab, eos = 61, 1
+    model = _qwen(vocab, seed=4)
+    head = torch.nn.Linear(32, vocab, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.zero_()
+        head.bias[eos] = float(torch.log(torch.tensor(0.2 * vocab)))
+    model.lm_head = head
+    g = torch.Generator().manual_seed(1)
+    distinct = [torch.randint(2, vocab, (k,), generator=g).tolist() for k in (3, 6, 4)]
+    prompts = [p for p in distinct for _ in range(4)]  # 3 prompts x G=4, grouped as GRPO lays them out
+    fed = []
+    hook = model.model.embed_tokens.register_forward_pre_hook(lambda m, args: fed.append(tuple(args[0].shape)))
+    out = generate(model, prompts, max_new_tokens=10, eos_ids={eos}, pad_id=0, temperature=1.0, lean=lean,
+                   generator=torch.Generator().manual_seed(5), return_embeddings=True)
+    hook.remove()
+    assert fed[0] == (3, 6)  # the prefill ran one row per distinct prompt
+    assert all(shape[1] == 1 for shape in fed[1:])
+    toks, lps = _uncached_generate(model, prompts, max_new_tokens=10, eos={eos}, pad_id=0,
+                                   generator=torch.Generator().manual_seed(5))
+    assert out.completion_ids == toks
+    assert len({tuple(c) for c in out.completion_ids}) > 3, "rows of one prompt should differ"
+    for a, b in zip(out.logprobs, lps):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-4)
+    assert out.forward_calls == 1 + max(len(c) for c in toks) - 1
+    assert torch.equal(out.embeddings[0], out.embeddings[3]) and not torch.equal(out.embeddings[0], out.embeddings[4])
+
+
 def test_generation_is_independent_of_chunking_into_generation_batches(tiny_model):
     model, tok = tiny_model
     ids = encode_prompts(tok, ["Compute 1+2.", "Hi", "Compute 33-4+5.", "ab"])

@@ -22,7 +22,7 @@ FLOPs: "simple" is BASELINE.md's estimate, computed from the shape of the step's
 exactly as trl_baseline.py counts TRL's forward positions: 2*N*positions for generation
 (prefill + one decode step per further token, padding and finished rows included) and
 for the reference pass, 6*N*positions for training, N = matmul parameters. "executed"
-counts what grpokit ran: decoder positions from forward hooks, the output layer only on
+counts what grpokit ran: positions from forward hooks on the input embedding, the output layer only on
 rows that produce a log-prob or a sampled token. Attention-score FLOPs are left out.
 
 --vs-trl runs ../shared/bench/trl_baseline.py with another Python (a venv that has TRL;
@@ -241,14 +241,12 @@ class _Recorder:
                        "tied": tied}
         self.info["tokenizer"] = self._check_tokenizer(comp.policy.tokenizer, comp.train_examples)
 
+        # Positions are counted where token ids enter the model, at the input embedding:
+        # both transformers' forward and grpokit's lean decode step go through it once per call.
         def hook(kind: str):
             def pre(module, args, kwargs):
-                ids = kwargs.get("input_ids", args[0] if args else None)
-                if ids is None:
-                    emb = kwargs["inputs_embeds"]
-                    bsz, n = emb.shape[0], emb.shape[0] * emb.shape[1]
-                else:
-                    bsz, n = ids.shape[0], ids.numel()
+                ids = args[0] if args else kwargs.get("input", kwargs.get("input_ids"))
+                bsz, n = ids.shape[0], ids.numel()
                 phase = kind if kind == "ref" else ("train" if torch.is_grad_enabled() else "gen")
                 self.count[f"{phase}_calls"] += 1
                 self.count[f"{phase}_positions"] += n
@@ -256,10 +254,10 @@ class _Recorder:
                     self.count["gen_head_rows"] += bsz
             return pre
 
-        self._handles = [policy.get_decoder().register_forward_pre_hook(hook("policy"), with_kwargs=True)]
+        self._handles = [policy.get_input_embeddings().register_forward_pre_hook(hook("policy"), with_kwargs=True)]
         if comp.reference is not None and comp.reference.model is not policy:
-            ref_dec = comp.reference.model.get_decoder()
-            self._handles.append(ref_dec.register_forward_pre_hook(hook("ref"), with_kwargs=True))
+            ref_emb = comp.reference.model.get_input_embeddings()
+            self._handles.append(ref_emb.register_forward_pre_hook(hook("ref"), with_kwargs=True))
         self.info["reference"] = "none" if comp.reference is None else (
             "adapter-disabled base" if comp.reference.model is policy else "frozen copy")
         self.cpu0 = cpu_snapshot()

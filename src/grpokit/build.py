@@ -1,11 +1,9 @@
 """Config -> components. The only place where names in a recipe become objects."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
-
-import torch
 
 from grpokit.config import AlgorithmConfig, TrainConfig
 from grpokit.rollout.generate import generate
@@ -83,9 +81,9 @@ def build_generate_fn(cfg: TrainConfig, tokenizer) -> Callable:
     """The rollout sampler: plain `generate`, or the multi-turn tool loop when
     `rollout.tools` names tools (same call signature either way)."""
     if not cfg.rollout.tools:
-        return generate
+        return generate if cfg.rollout.lean_decode else functools.partial(generate, lean=False)
     from grpokit.rollout.multiturn import MultiTurnGenerator
     from grpokit.tools import build_tools
 
     return MultiTurnGenerator(build_tools(cfg.rollout.tools), tokenizer, max_turns=cfg.rollout.max_turns,
-                              max_tool_tokens=cfg.rollout.max_tool_tokens)
+                              max_tool_tokens=cfg.rollout.max_tool_tokens, lean=cfg.rollout.lean_decode)

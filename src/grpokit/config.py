@@ -59,6 +59,8 @@ class RolloutConfig:
     stop: list = opt(help="stop strings; generation of a row ends after any of them", factory=list)
     backend: str = opt("transformers", "generation backend", choices=("transformers", "vllm"))
     batch_size: int = opt(0, "rows generated at once (0 = all of the step's rows)")
+    lean_decode: bool = opt(True, "sample with grpokit's own KV-cached decode step for Qwen2/Llama/Mistral "
+                                  "models (other models, and LoRA, use transformers' forward)")
     tools: list = opt(help="tools the model may call, as names or {name, kwargs} (see `grpokit list tools`); "
                            "empty = plain single-turn sampling", factory=list)
     max_turns: int = opt(4, "most tool calls per completion (with tools)")
@@ -136,6 +138,8 @@ class OptimConfig:
                         choices=("constant", "linear", "cosine"))
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0 = off)")
     micro_batch_size: int = opt(0, "rows per forward/backward (gradient accumulation); 0 = whole batch")
+    fused: bool = opt(True, "fused AdamW kernel (same update, one pass over all parameters); "
+                            "false = PyTorch's default implementation")
 
 
 @dataclass
@@ -149,6 +153,9 @@ class RunConfig:
     log_samples: int = opt(4, "sample completions written to samples.jsonl per step")
     resume: bool = opt(False, "continue from the newest checkpoint in `out`")
     threads: int = opt(0, "torch CPU threads (0 = leave torch's default)")
+    release_memory: bool = opt(False, "give freed heap memory back to the OS after generation, the reference pass "
+                                      "and the update when over 128 MiB of the heap is free (glibc malloc_trim): "
+                                      "lower peak RSS, slower steps (docs/performance.md)")
     progress: bool = opt(True, "show a progress bar")
 
 

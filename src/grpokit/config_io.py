@@ -1,5 +1,5 @@
 """Recipes in and out: YAML -> typed config dataclasses, `key.sub=value` overrides,
-semantic validation, and the `--help` listing of every key.
+the `--help` listing of every key; semantic checks live in `config_validate`.
 
     cfg = load_config(TrainConfig, "recipe.yaml", ["algorithm.beta=0.04", "run.steps=50"])
     problems = validate(cfg)          # [] when the config makes sense
@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
-import importlib.util
 import math
 import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Optional, TypeVar, Union
+from typing import Any, Iterable, TypeVar, Union
 
 import yaml
 
@@ -522,238 +520,11 @@ def from_dict_check(cls: type, raw: dict, where: str) -> dict:
     return raw
 
 
-# --------------------------------------------------------------------------- validate
-
-
 def validate(cfg: Any) -> list[str]:
-    """Semantic problems with a config ("key = value: why"), [] when it makes sense.
+    """Semantic problems with a config, [] when it makes sense (`grpokit.config_validate`)."""
+    from grpokit.config_validate import validate as _validate
 
-    Types and choices were already checked by `from_dict`; this checks ranges, that
-    names resolve in their registries, and that data files exist.
-    """
-    p: list[str] = []
-    if isinstance(cfg, TrainConfig):
-        _check_model(cfg.model, "model", p)
-        _check_train(cfg, p)
-        _check_rewards(cfg.rewards, "rewards", p)
-    elif isinstance(cfg, SFTConfig):
-        _check_model(cfg.model, "model", p)
-        _check_data(cfg.data, "data", p, required=True)
-        _check_data(cfg.eval_data, "eval_data", p)
-        _min(p, "steps", cfg.steps, 1)
-        _min(p, "batch_size", cfg.batch_size, 1)
-        _min(p, "max_seq_len", cfg.max_seq_len, 1)
-        _positive(p, "lr", cfg.lr)
-        _min(p, "warmup_steps", cfg.warmup_steps, 0)
-        _min(p, "weight_decay", cfg.weight_decay, 0)
-        _min(p, "max_grad_norm", cfg.max_grad_norm, 0)
-        _min(p, "threads", cfg.threads, 0)
-    elif isinstance(cfg, EvalConfig):
-        _check_model(cfg.model, "model", p)
-        _check_data(cfg.data, "data", p, required=True)
-        _min(p, "limit", cfg.limit, 0)
-        _min(p, "max_new_tokens", cfg.max_new_tokens, 1)
-        _min(p, "batch_size", cfg.batch_size, 1)
-        _min(p, "temperature", cfg.temperature, 0)
-        _min(p, "threads", cfg.threads, 0)
-        _check_rewards(cfg.rewards, "rewards", p)
-    else:
-        raise TypeError(f"validate() takes a TrainConfig, SFTConfig or EvalConfig, got {type(cfg).__name__}")
-    return p
-
-
-def _min(p: list[str], key: str, value: Any, low: float, why: str = "") -> None:
-    if value is None:
-        return
-    if not (value >= low):  # also catches nan
-        p.append(f"{key} = {_show(value)}: must be >= {low:g}" + (f" ({why})" if why else ""))
-
-
-def _positive(p: list[str], key: str, value: Any) -> None:
-    if value is not None and not (value > 0):
-        p.append(f"{key} = {_show(value)}: must be > 0")
-
-
-def _check_model(m: Any, prefix: str, p: list[str]) -> None:
-    name = m.name_or_path
-    if not name:
-        p.append(f"{prefix}.name_or_path: empty; give a model directory, a hub id, or tiny")
-    elif name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
-        p.append(f"{prefix}.name_or_path = {name!r}: no such directory")
-    if m.tokenizer and m.tokenizer.startswith(("/", "./", "../", "~")) and not Path(m.tokenizer).expanduser().exists():
-        p.append(f"{prefix}.tokenizer = {m.tokenizer!r}: no such directory")
-    lora = m.lora
-    _min(p, f"{prefix}.lora.r", lora.r, 0)
-    if lora.r > 0:
-        _positive(p, f"{prefix}.lora.alpha", lora.alpha)
-    if not (0 <= lora.dropout < 1):
-        p.append(f"{prefix}.lora.dropout = {lora.dropout!r}: must be in [0, 1)")
-
-
-def _check_train(cfg: TrainConfig, p: list[str]) -> None:
-    d, r, a, o, run = cfg.data, cfg.rollout, cfg.algorithm, cfg.optim, cfg.run
-    _check_data(d.train, "data.train", p, required=True)
-    _check_data(d.eval, "data.eval", p)
-    _min(p, "data.eval_size", d.eval_size, 0)
-    _min(p, "data.max_prompt_tokens", d.max_prompt_tokens, 1)
-    if not d.prompt_field:
-        p.append("data.prompt_field: empty; name the column holding the prompt")
-
-    _min(p, "rollout.num_generations", r.num_generations, 2,
-         "GRPO compares completions within a group of the same prompt")
-    _min(p, "rollout.prompts_per_step", r.prompts_per_step, 1)
-    _min(p, "rollout.max_new_tokens", r.max_new_tokens, 1)
-    _min(p, "rollout.temperature", r.temperature, 0)
-    if not (0 < r.top_p <= 1):
-        p.append(f"rollout.top_p = {r.top_p!r}: must be in (0, 1]")
-    _min(p, "rollout.batch_size", r.batch_size, 0)
-    if any(not isinstance(s, str) or not s for s in r.stop):
-        p.append(f"rollout.stop = {_show(r.stop)}: every stop string must be non-empty text")
-    if r.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        p.append("rollout.backend = 'vllm': vllm is not installed (pip install 'grpokit[vllm]')")
-
-    for key in ("clip_low", "clip_high"):
-        _min(p, f"algorithm.{key}", getattr(a, key), 0)
-    if a.clip_low is not None and a.clip_low >= 1:
-        p.append(f"algorithm.clip_low = {a.clip_low!r}: must be < 1 (the ratio's lower bound is 1 - clip_low)")
-    _min(p, "algorithm.beta", a.beta, 0)
-    _min(p, "algorithm.mu", a.mu, 1)
-    _min(p, "algorithm.eps", a.eps, 0)
-    _check_registry(p, "algorithm.preset", a.preset, "grpokit.presets", "PRESETS", "losses")
-    if a.advantage is not None:
-        _check_registry(p, "algorithm.advantage", a.advantage, "grpokit.algo.advantages", "ADVANTAGES",
-                        "advantages", allow_import=True)
-    _check_registry(p, "algorithm.grouping", a.grouping, "grpokit.grouping", "GROUPERS", "groupers",
-                    allow_import=True)
-    if not any(m.startswith("algorithm.grouping") for m in p):
-        _check_group_options(cfg, p)
-    _check_tools(r.tools, "rollout.tools", p)
-
-    _positive(p, "optim.lr", o.lr)
-    _min(p, "optim.weight_decay", o.weight_decay, 0)
-    _min(p, "optim.warmup_steps", o.warmup_steps, 0)
-    _min(p, "optim.max_grad_norm", o.max_grad_norm, 0)
-    _min(p, "optim.micro_batch_size", o.micro_batch_size, 0)
-    betas = o.betas
-    if (len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in betas)
-            or not all(0 <= b < 1 for b in betas)):
-        p.append(f"optim.betas = {_show(betas)}: must be two numbers in [0, 1), e.g. [0.9, 0.999]")
-
-    _min(p, "run.steps", run.steps, 1)
-    if not run.out:
-        p.append("run.out: empty; give a run directory")
-    _min(p, "run.save_every", run.save_every, 0)
-    _min(p, "run.keep_checkpoints", run.keep_checkpoints, 1)
-    _min(p, "run.eval_every", run.eval_every, 0)
-    _min(p, "run.log_samples", run.log_samples, 0)
-    _min(p, "run.threads", run.threads, 0)
-
-
-def _check_group_options(cfg: TrainConfig, p: list[str]) -> None:
-    """Build the grouper as training would, so a bad `algorithm.group.*` value is
-    reported now and not at step 1."""
-    grouping = importlib.import_module("grpokit.grouping")
-    options = dataclasses.asdict(cfg.algorithm.group)
-    for msg in grouping.check_options(cfg.algorithm.grouping, seed=cfg.run.seed,
-                                      num_generations=cfg.rollout.num_generations, **options):
-        p.append(msg if msg.startswith("algorithm.") else f"algorithm.group: {msg}")
-
-
-def _check_tools(specs: list, key: str, p: list[str]) -> None:
-    """Tool names against the registry; building them (a corpus index) waits for training."""
-    for i, spec in enumerate(specs):
-        name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, dict) else None
-        if not isinstance(name, str) or (isinstance(spec, dict) and set(spec) - {"name", "kwargs"}):
-            p.append(f"{key}[{i}] = {_show(spec)}: expected a tool name or {{name: ..., kwargs: {{...}}}}")
-            continue
-        _check_registry(p, f"{key}[{i}]", name, "grpokit.tools", "TOOLS", "tools")
-
-
-def _registry(module: str, attr: str) -> Any:
-    """The registry `module.attr`, or None when that module is not part of this install."""
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and (module == e.name or module.startswith(e.name + ".")):
-            return None
-        raise
-    return getattr(mod, attr, None)
-
-
-def _check_registry(p: list[str], key: str, name: str, module: str, attr: str, listing: str,
-                    allow_import: bool = False) -> None:
-    if allow_import and ":" in name:
-        _check_import(p, key, name)
-        return
-    reg = _registry(module, attr)
-    if reg is None:
-        return  # that part of grpokit is not installed; nothing to check against
-    if name not in reg:
-        names = reg.names()
-        p.append(f"{key} = {name!r}: unknown; valid: {', '.join(names)}" + _suggest(name, names)
-                 + f" (see `grpokit list {listing}`)")
-
-
-def _check_import(p: list[str], key: str, spec: str) -> None:
-    from grpokit.registry import load_object
-
-    try:
-        obj = load_object(spec)
-    except Exception as e:  # noqa: BLE001 - any failure to import is the user's to see
-        p.append(f"{key} = {spec!r}: cannot load it: {e}")
-        return
-    if not callable(obj):
-        p.append(f"{key} = {spec!r}: is a {type(obj).__name__}, not a function")
-
-
-def _check_rewards(specs: list, key: str, p: list[str]) -> None:
-    # An empty list is allowed: it means the built-in task's default rewards.
-    reg = _registry("grpokit.rewards", "REWARDS")
-    for i, spec in enumerate(specs):
-        k = f"{key}[{i}]"
-        if not math.isfinite(spec.weight):
-            p.append(f"{k}.weight = {spec.weight!r}: must be a finite number")
-        if ":" in spec.name and (reg is None or spec.name not in reg):
-            _check_import(p, f"{k}.name", spec.name)
-        elif reg is not None and spec.name not in reg:
-            names = reg.names()
-            p.append(f"{k}.name = {spec.name!r}: unknown reward; valid: {', '.join(names)}, "
-                     "or module:function / file.py:function" + _suggest(spec.name, names))
-
-
-def _is_hub_like(spec: str) -> bool:
-    """`hf:...`, `hub:...` or `owner/name` (no data-file suffix): not a local path to check."""
-    if spec.startswith(("hf:", "hub:", "hf://")):
-        return True
-    if spec.startswith(("/", "./", "../", "~")) or spec.lower().endswith(_DATA_SUFFIXES):
-        return False
-    parts = spec.split(":")[0].split("/")
-    return len(parts) == 2 and all(parts)
-
-
-def _check_data(spec: Optional[str], key: str, p: list[str], required: bool = False) -> None:
-    if spec is None or spec == "":
-        if required:
-            p.append(f"{key}: empty; give a data file (JSONL/JSON/CSV/Parquet) or task:NAME")
-        return
-    if spec.startswith("task:"):
-        name = spec.split(":")[1]
-        try:
-            from grpokit import tasks
-
-            tasks._load_builtins()
-            reg = tasks.TASKS
-        except ImportError:
-            return  # built-in tasks not installed yet; the loader will say more
-        if name not in reg:
-            p.append(f"{key} = {spec!r}: unknown task {name!r}; valid: "
-                     f"{', '.join('task:' + n for n in reg.names())}" + _suggest(name, reg.names()))
-        return
-    if Path(spec).expanduser().exists():
-        return
-    if _is_hub_like(spec):
-        return
-    p.append(f"{key} = {spec!r}: no such file")
+    return _validate(cfg)
 
 
 # --------------------------------------------------------------------------- --help

@@ -38,7 +38,7 @@ class DemoSettings:
     sft_lr: float = 2e-3
     sft_max_steps: int = 800
     sft_eval_every: int = 25
-    sft_probe_size: int = 100  # held-out questions checked for the stop rule (the report uses eval_size)
+    sft_probe_size: int = 100  # held-out questions for the stop rule, disjoint from the eval_size reported ones
     sft_stop_at: float = 0.25  # stop the cold start once held-out exact match reaches this
     grpo_steps: int = 150
     grpo_prompts: int = 16
@@ -114,7 +114,8 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
 
     task = get_task("search_qa")
     traces = task.traces(s.sft_traces, seed=seed)
-    heldout = task.prompts("test", s.eval_size)
+    test = task.prompts("test", s.eval_size + s.sft_probe_size)
+    heldout, probe = test[: s.eval_size], test[s.eval_size:]
     rewards = RewardSet([(n, w, {}) for n, w in task.default_rewards])
     tools = build_tools(search_tool_specs())
 
@@ -127,7 +128,6 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     def measure(examples=heldout) -> dict:
         return evaluate_search(model, tok, engine, examples, rewards, max_new_tokens=s.max_new_tokens, seed=seed)
 
-    probe = heldout[: s.sft_probe_size]
     # sft_loop masks the inserted <result>...</result> spans out of the loss by default
     history = sft_loop(model, tok, traces, steps=s.sft_max_steps, batch_size=s.sft_batch, lr=s.sft_lr,
                        warmup_steps=min(20, s.sft_max_steps // 10), schedule="constant", seed=seed,

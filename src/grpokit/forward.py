@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-CHUNK_ROWS = 1024
+CHUNK_ROWS = 512
 CHECKPOINT_MIN_VOCAB = 4096
 
 

@@ -7,11 +7,16 @@ import torch
 
 
 def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float = 0.0,
-                   betas=(0.9, 0.999)) -> torch.optim.Optimizer:
+                   betas=(0.9, 0.999), fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters. fused: one kernel over all tensors (same
+    update, different rounding), used where every parameter is a floating-point tensor
+    on one CPU or CUDA device; otherwise PyTorch's default implementation."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
+    devices = {p.device.type for p in params}
+    fused = fused and len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), fused=fused or None)
 
 
 def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:

@@ -73,6 +73,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     from grpokit.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model
     from grpokit.config_io import dump_yaml, to_dict
     from grpokit.logging import RunLogger, progress
+    from grpokit.memory import release_free_memory
     from grpokit.optim import make_optimizer, make_scheduler, set_threads
     from grpokit.plotting import plot_metrics
 
@@ -91,7 +92,8 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     model, tok = comp.policy.model, comp.policy.tokenizer
     dump_yaml(cfg, run_dir / "config.yaml")
 
-    optimizer = make_optimizer(model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas)
+    optimizer = make_optimizer(model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas,
+                               fused=cfg.optim.fused)
     scheduler = make_scheduler(optimizer, warmup=cfg.optim.warmup_steps, total=cfg.run.steps,
                                schedule=cfg.optim.schedule)
     sampler = PromptSampler(len(comp.train_examples), seed=cfg.run.seed, shuffle=cfg.data.shuffle)
@@ -132,10 +134,12 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     on_start, on_step = getattr(hooks, "on_start", None), getattr(hooks, "on_step", None)
     if on_start is not None:
         on_start(comp)
+    release = release_free_memory if cfg.run.release_memory else (lambda: False)
     for step in range(start_step + 1, cfg.run.steps + 1):
         t0 = time.perf_counter()
         indices = sampler.next(cfg.rollout.prompts_per_step)
         batch = collect(comp, cfg, indices, generator, step)  # Phase 1
+        release()
         t_gen = time.perf_counter()
         examples = [comp.train_examples[indices[i]] for i in batch.example_index.tolist()]
         scores = comp.rewards.score([e.prompt for e in examples], batch.completions, [e.fields for e in examples],
@@ -163,11 +167,13 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
             with comp.reference.active() as ref_model:
                 ref_logp = reference_logprobs(ref_model, train_batch, temperature=cfg.rollout.temperature,
                                               micro_batch_size=cfg.optim.micro_batch_size)
+            release()
         t_ref = time.perf_counter()
         stats = update_policy(model, optimizer, train_batch, advantages, settings, ref_logp=ref_logp,  # Phase 4
                               temperature=cfg.rollout.temperature, micro_batch_size=cfg.optim.micro_batch_size,
                               max_grad_norm=cfg.optim.max_grad_norm)
         scheduler.step()
+        release()
         t_end = time.perf_counter()
 
         n_tokens = float(batch.loss_mask.sum())

@@ -1,17 +1,21 @@
 """Batched sampling with a KV cache, written for speed on small batches and CPUs.
 
 Rows that finish are dropped from the cache, so a batch with a few long completions
-does not keep paying for the short ones.
+does not keep paying for the short ones. A prompt repeated G times (a GRPO group) is
+prefilled once. The model side is a `rollout.stepper`: grpokit's lean decode step for
+Llama-family models, transformers' forward for the rest.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 
 from grpokit.rollout.sampler import sample_next
+from grpokit.rollout.stepper import left_pad, start
+
+__all__ = ["GenerationOutput", "concat_outputs", "generate", "left_pad"]
 
 
 @dataclass
@@ -24,35 +28,24 @@ class GenerationOutput:
     forward_calls: int = 0
 
 
-def _cache_kwarg(model) -> str:
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # [B, P]
-    mask = torch.zeros((len(rows), width), dtype=torch.long)  # [B, P]
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
-    return ids, mask
-
-
 @torch.no_grad()
 def generate(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int, eos_ids: set[int],
              pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
              generator: torch.Generator | None = None, stop_strings: Sequence[str] = (), tokenizer=None,
-             batch_size: int = 0, return_embeddings: bool = False) -> GenerationOutput:
-    """Sample a completion for every prompt (ids already tokenized)."""
+             batch_size: int = 0, return_embeddings: bool = False, lean: bool = True) -> GenerationOutput:
+    """Sample a completion for every prompt (ids already tokenized).
+
+    lean: use grpokit's own decode step when the architecture allows it
+    (`rollout.lean`); False always runs the model's transformers forward.
+    """
     if stop_strings and tokenizer is None:
         raise ValueError("stop strings need the tokenizer to decode")
     n = len(prompt_ids)
     bs = batch_size if batch_size > 0 else n
     parts = [_generate_chunk(model, prompt_ids[i:i + bs], max_new_tokens=max_new_tokens, eos_ids=eos_ids,
                              pad_id=pad_id, temperature=temperature, top_p=top_p, generator=generator,
-                             stop_strings=stop_strings, tokenizer=tokenizer, return_embeddings=return_embeddings)
+                             stop_strings=stop_strings, tokenizer=tokenizer, return_embeddings=return_embeddings,
+                             lean=lean)
              for i in range(0, n, bs)]
     return concat_outputs(parts)
 
@@ -74,32 +67,20 @@ def concat_outputs(parts: Sequence[GenerationOutput]) -> GenerationOutput:
 
 
 def _generate_chunk(model, prompt_ids, *, max_new_tokens, eos_ids, pad_id, temperature, top_p, generator,
-                    stop_strings, tokenizer, return_embeddings) -> GenerationOutput:
-    from transformers import DynamicCache
-
+                    stop_strings, tokenizer, return_embeddings, lean) -> GenerationOutput:
     was_training = model.training
     model.eval()
     n = len(prompt_ids)
-    ids, mask = left_pad(prompt_ids, pad_id)  # [B, P]
-    pos = (mask.cumsum(dim=1) - 1).clamp_min(0)  # [B, P]
-    cache = DynamicCache(config=getattr(model, "config", None))
-    ck = _cache_kwarg(model)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                output_hidden_states=return_embeddings, **{ck: cache})
+    first = start(model, prompt_ids, pad_id=pad_id, new_tokens=max_new_tokens, return_embeddings=return_embeddings,
+                  lean=lean)
+    stepper, logits, embeddings, next_pos = first.stepper, first.logits, first.embeddings, first.next_pos
     calls = 1
-    embeddings = None
-    if return_embeddings:
-        h = out.hidden_states[-1].float()  # [B, P, H]
-        m = mask.unsqueeze(-1).float()
-        embeddings = (h * m).sum(1) / m.sum(1).clamp_min(1.0)  # [B, H]
-    logits = out.logits[:, -1, :]  # [B, V]
 
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long)
     tokens_out: list[list[int]] = [[] for _ in range(n)]
     logps_out: list[list[float]] = [[] for _ in range(n)]
     reason = ["length"] * n
     active = torch.arange(n)  # original row of each cache row
-    next_pos = pos[:, -1] + 1  # [B]
     max_stop = max((len(s) for s in stop_strings), default=0)
 
     for t in range(max_new_tokens):
@@ -126,14 +107,11 @@ def _generate_chunk(model, prompt_ids, *, max_new_tokens, eos_ids, pad_id, tempe
             break
         if len(keep) < len(done_l):
             keep_t = torch.tensor(keep, dtype=torch.long)
-            cache.batch_select_indices(keep_t)
-            active, mask, next_pos, tok = active[keep_t], mask[keep_t], next_pos[keep_t], tok[keep_t]
-        mask = torch.cat([mask, torch.ones(mask.shape[0], 1, dtype=mask.dtype)], dim=1)  # [B, P+t+1]
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                    use_cache=True, **{ck: cache})
+            stepper.select(keep_t)
+            active, next_pos, tok = active[keep_t], next_pos[keep_t], tok[keep_t]
+        logits = stepper.step(tok, next_pos)
         calls += 1
         next_pos = next_pos + 1
-        logits = out.logits[:, -1, :]
     if was_training:
         model.train()
     finished = [r != "length" for r in reason]

@@ -31,8 +31,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from grpokit.rollout.generate import GenerationOutput, _cache_kwarg, concat_outputs, left_pad
+from grpokit.rollout.generate import GenerationOutput, concat_outputs
 from grpokit.rollout.sampler import sample_next
+from grpokit.rollout.stepper import start
 from grpokit.tools import DEFAULT_MAX_QUERY_CHARS, ToolError
 from grpokit.tools.parsing import RESULT_CLOSE, RESULT_OPEN, closing_call, sanitize_result
 from grpokit.types import Tool
@@ -83,13 +84,14 @@ class MultiTurnGenerator:
     name is the tag); tokenizer: encodes results and decodes stop strings."""
 
     def __init__(self, tools: Sequence[Tool], tokenizer, *, max_turns: int = 4, max_tool_tokens: int = 256,
-                 workers: int = 4):
+                 workers: int = 4, lean: bool = True):
         if max_turns < 0 or max_tool_tokens < 1:
             raise ValueError(f"max_turns must be >= 0 and max_tool_tokens >= 1, got {max_turns}, {max_tool_tokens}")
         self.tools = {t.name: t for t in tools}
         self.tags = list(self.tools)
         self.tokenizer = tokenizer
         self.max_turns, self.max_tool_tokens, self.workers = max_turns, max_tool_tokens, workers
+        self.lean = lean  # grpokit's own decode step where the architecture allows (rollout.lean)
         self._open = self._encode(RESULT_OPEN)
         self._close = self._encode(RESULT_CLOSE)
 
@@ -124,7 +126,7 @@ class MultiTurnGenerator:
                 budgets = [max_new_tokens - len(rows[i].ids) for i in active]
                 res = _decode(model, contexts, budgets, eos_ids=eos_ids, pad_id=pad_id, temperature=temperature,
                               top_p=top_p, generator=generator, stop_strings=stops, tokenizer=tok,
-                              batch_size=batch_size, on_stop=on_stop,
+                              batch_size=batch_size, on_stop=on_stop, lean=self.lean,
                               return_embeddings=return_embeddings and turn == 0)
                 forward_calls += res.forward_calls
                 if turn == 0:
@@ -249,11 +251,9 @@ def _decode(model, contexts, budgets, *, batch_size: int, **kw) -> GenerationOut
 
 def _decode_chunk(model, contexts, budgets, *, eos_ids, pad_id, temperature, top_p, generator, stop_strings,
                   tokenizer, on_stop: Callable[[int, str, list[int]], None],
-                  return_embeddings: bool) -> GenerationOutput:
+                  return_embeddings: bool, lean: bool) -> GenerationOutput:
     """KV-cache sampling with a token budget per row; on_stop(row, reason, tokens) is
     called the moment a row stops (so its tool call can start while others go on)."""
-    from transformers import DynamicCache
-
     was_training = model.training
     model.eval()
     n = len(contexts)
@@ -266,23 +266,16 @@ def _decode_chunk(model, contexts, budgets, *, eos_ids, pad_id, temperature, top
             on_stop(j, "length", [])
     if not live:
         return GenerationOutput(tokens_out, logps_out, [False] * n, reason, None, 0)
-    ids, mask = left_pad([contexts[j] for j in live], pad_id)  # [B, P]
-    pos = (mask.cumsum(dim=1) - 1).clamp_min(0)  # [B, P]
-    cache = DynamicCache(config=getattr(model, "config", None))
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                output_hidden_states=return_embeddings, **{_cache_kwarg(model): cache})
+    first = start(model, [contexts[j] for j in live], pad_id=pad_id, new_tokens=max(budgets),
+                  return_embeddings=return_embeddings, lean=lean)
+    stepper, logits, next_pos = first.stepper, first.logits, first.next_pos  # [B, V], [B]
     calls = 1
     embeddings = None
-    if return_embeddings:
-        h = out.hidden_states[-1].float()  # [B, P, H]
-        m = mask.unsqueeze(-1).float()
-        emb = (h * m).sum(1) / m.sum(1).clamp_min(1.0)  # [B, H]
-        embeddings = torch.zeros(n, emb.shape[1])
-        embeddings[torch.tensor(live)] = emb
-    logits = out.logits[:, -1, :]  # [B, V]
+    if first.embeddings is not None:
+        embeddings = torch.zeros(n, first.embeddings.shape[1])
+        embeddings[torch.tensor(live)] = first.embeddings
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long)
     active = torch.tensor(live)  # original row of each cache row
-    next_pos = pos[:, -1] + 1  # [B]
     max_stop = max((len(s) for s in stop_strings), default=0)
     last_chars = {s[-1] for s in stop_strings}
     end_char: dict[int, str] = {}  # token id -> last character of its text (stop-string pre-check)
@@ -315,14 +308,11 @@ def _decode_chunk(model, contexts, budgets, *, eos_ids, pad_id, temperature, top
             break
         if len(keep) < len(done_l):
             keep_t = torch.tensor(keep, dtype=torch.long)
-            cache.batch_select_indices(keep_t)
-            active, mask, next_pos, tok = active[keep_t], mask[keep_t], next_pos[keep_t], tok[keep_t]
-        mask = torch.cat([mask, torch.ones(mask.shape[0], 1, dtype=mask.dtype)], dim=1)  # [B, P+t+1]
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None], use_cache=True,
-                    **{_cache_kwarg(model): cache})
+            stepper.select(keep_t)
+            active, next_pos, tok = active[keep_t], next_pos[keep_t], tok[keep_t]
+        logits = stepper.step(tok, next_pos)
         calls += 1
         next_pos = next_pos + 1
-        logits = out.logits[:, -1, :]
     if was_training:
         model.train()
     return GenerationOutput(tokens_out, logps_out, [r != "length" for r in reason], reason, embeddings, calls)

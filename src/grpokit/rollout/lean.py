@@ -1,0 +1,204 @@
+"""A lean decode step for Llama-family decoders (Qwen2, Llama, Mistral).
+
+Sampling spends most of its time outside the matmuls on a CPU: transformers' forward
+builds masks, grows `DynamicCache` with a `torch.cat` per layer per token and calls a
+dozen modules per layer. This module runs the same math with the model's own weights
+in fewer ops: q/k/v and gate/up as one matmul each (weights concatenated once per
+generation call), a preallocated KV cache written in place, rotary tables computed
+once, and grouped-query attention without repeating the cached keys. It is used only
+for sampling (no autograd); training passes keep transformers' forward.
+
+`unsupported_reason` says why a model must take the transformers path instead (other
+architectures, LoRA-wrapped layers, sliding-window attention, length-dependent RoPE).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+ARCHITECTURES = {"qwen2", "llama", "mistral"}
+STATIC_ROPE = {"default", "linear", "llama3", "yarn"}  # tables that do not depend on the sequence length
+
+
+def _base(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _linear_parts(mods) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """Concatenated (weight, bias) of plain nn.Linear modules; None when they cannot be fused."""
+    if any(type(m) is not torch.nn.Linear for m in mods):
+        return None
+    biases = [m.bias for m in mods]
+    if any(b is None for b in biases) and any(b is not None for b in biases):
+        return None
+    weight = torch.cat([m.weight.detach() for m in mods])
+    bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
+    return weight, bias
+
+
+def unsupported_reason(model) -> str | None:
+    """None when LeanDecoder reproduces this model's forward; else the reason it does not."""
+    base = _base(model)
+    cfg = getattr(base, "config", None)
+    kind = getattr(cfg, "model_type", None)
+    if kind not in ARCHITECTURES:
+        return f"model type {kind!r} (lean decoding covers {', '.join(sorted(ARCHITECTURES))})"
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"activation {cfg.hidden_act!r}"
+    if getattr(cfg, "use_sliding_window", False) or (kind == "mistral" and getattr(cfg, "sliding_window", None)):
+        return "sliding-window attention"
+    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1.0):
+        return "logit scaling"
+    dec = getattr(base, "model", None)
+    rope = getattr(dec, "rotary_emb", None)
+    if dec is None or rope is None or not hasattr(dec, "layers"):
+        return "unexpected module layout"
+    if getattr(rope, "rope_type", "default") not in STATIC_ROPE:
+        return f"RoPE type {rope.rope_type!r}"
+    head = base.get_output_embeddings()
+    mods = [head]
+    for layer in dec.layers:
+        a, m = layer.self_attn, layer.mlp
+        mods += [a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj]
+        if _linear_parts([a.q_proj, a.k_proj, a.v_proj]) is None or _linear_parts([m.gate_proj, m.up_proj]) is None:
+            return "adapter-wrapped or mixed-bias projections (e.g. LoRA)"
+    if any(type(m) is not torch.nn.Linear for m in mods):
+        return "adapter-wrapped projections (e.g. LoRA)"
+    return None
+
+
+class _Layer:
+    __slots__ = ("ln1", "ln1_eps", "w_qkv", "b_qkv", "w_o", "b_o", "ln2", "ln2_eps", "w_gu", "b_gu", "w_down",
+                 "b_down")
+
+
+def _norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # transformers' RMSNorm: statistics in float32, scale applied in the input dtype
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, weight.shape, weight, eps)
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rot = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rot * sin
+
+
+class LeanDecoder:
+    """KV-cached forward of one batch of left-padded prompts; rows can be dropped.
+
+    prefill(ids, mask, pos) -> logits at each row's last position [B, V];
+    step(tokens [B], pos [B]) -> logits for the next position [B, V];
+    select(keep) keeps the given cache rows.
+    """
+
+    @torch.no_grad()
+    def __init__(self, model, capacity: int):
+        base = _base(model)
+        dec = base.model
+        cfg = base.config
+        self.embed = dec.embed_tokens
+        self.rotary = dec.rotary_emb
+        self.final_w, self.final_eps = dec.norm.weight.detach(), dec.norm.variance_epsilon
+        head = base.get_output_embeddings()
+        self.head_w = head.weight.detach()
+        self.head_b = None if head.bias is None else head.bias.detach()
+        first = dec.layers[0].self_attn
+        self.head_dim = first.head_dim
+        self.scale = first.scaling
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.layers = []
+        for layer in dec.layers:
+            a, m = layer.self_attn, layer.mlp
+            t = _Layer()
+            t.ln1, t.ln1_eps = layer.input_layernorm.weight.detach(), layer.input_layernorm.variance_epsilon
+            t.ln2, t.ln2_eps = (layer.post_attention_layernorm.weight.detach(),
+                                layer.post_attention_layernorm.variance_epsilon)
+            t.w_qkv, t.b_qkv = _linear_parts([a.q_proj, a.k_proj, a.v_proj])
+            t.w_o, t.b_o = a.o_proj.weight.detach(), a.o_proj.bias
+            t.w_gu, t.b_gu = _linear_parts([m.gate_proj, m.up_proj])
+            t.w_down, t.b_down = m.down_proj.weight.detach(), m.down_proj.bias
+            self.layers.append(t)
+        self.capacity = capacity
+        self.dtype = self.head_w.dtype
+        self.k: list[torch.Tensor] = []
+        self.v: list[torch.Tensor] = []
+        self.valid: torch.Tensor | None = None  # [B, capacity] bool: cache columns a row may attend to
+        self.length = 0
+        # rotary tables for every position this call can reach, computed once
+        probe = torch.zeros(1, 1, dtype=self.dtype, device=self.head_w.device)
+        positions = torch.arange(capacity, device=self.head_w.device)[None]
+        cos, sin = self.rotary(probe, positions)  # [1, capacity, D]
+        self.cos, self.sin = cos[0], sin[0]  # [capacity, D]
+
+    def _layer(self, t: _Layer, kc: torch.Tensor, vc: torch.Tensor, x: torch.Tensor, cos, sin, mask, c0: int,
+               prefill: bool) -> torch.Tensor:
+        b, n, _ = x.shape
+        d, hq, hk = self.head_dim, self.n_heads, self.n_kv
+        qkv = F.linear(_norm(x, t.ln1, t.ln1_eps), t.w_qkv, t.b_qkv)  # [B, T, (Hq + 2 Hk) D]
+        qk = _rotate(qkv[..., :(hq + hk) * d].view(b, n, hq + hk, d), cos, sin)  # [B, T, Hq + Hk, D]
+        v = qkv[..., (hq + hk) * d:].view(b, n, hk, d)
+        kc[:, :, c0:c0 + n] = qk[:, :, hq:].transpose(1, 2)
+        vc[:, :, c0:c0 + n] = v.transpose(1, 2)
+        end = c0 + n
+        if prefill:
+            q = qk[:, :, :hq].transpose(1, 2)  # [B, Hq, T, D]
+            o = F.scaled_dot_product_attention(q, kc[:, :, :end], vc[:, :, :end], attn_mask=mask, scale=self.scale,
+                                               enable_gqa=hq != hk)
+            o = o.transpose(1, 2).reshape(b, n, hq * d)
+        else:
+            # One new token: the q heads that share a kv head become that head's query rows,
+            # so the cached keys are read once instead of repeated per q head.
+            q = qk[:, 0, :hq].reshape(b, hk, hq // hk, d)  # [B, Hk, rep, D]
+            o = F.scaled_dot_product_attention(q, kc[:, :, :end], vc[:, :, :end], attn_mask=mask, scale=self.scale)
+            o = o.reshape(b, 1, hq * d)
+        x = x + F.linear(o, t.w_o, t.b_o)
+        g, u = F.linear(_norm(x, t.ln2, t.ln2_eps), t.w_gu, t.b_gu).chunk(2, dim=-1)
+        return x + F.linear(F.silu(g) * u, t.w_down, t.b_down)
+
+    def _run(self, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, prefill: bool) -> torch.Tensor:
+        x = self.embed(ids)  # [B, T, H]
+        cos, sin = self.cos[pos][:, :, None], self.sin[pos][:, :, None]  # [B, T, 1, D]
+        c0 = self.length
+        for t, kc, vc in zip(self.layers, self.k, self.v):
+            x = self._layer(t, kc, vc, x, cos, sin, mask, c0, prefill)
+        self.length = c0 + ids.shape[1]
+        return _norm(x, self.final_w, self.final_eps)  # [B, T, H]
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.head_w, self.head_b)
+
+    @torch.no_grad()
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Hidden states after the final norm over the prompts [B, P, H] (cache filled)."""
+        b, p = ids.shape
+        if p > self.capacity:
+            raise ValueError(f"prompt of {p} tokens exceeds the cache capacity {self.capacity}")
+        shape = (b, self.n_kv, self.capacity, self.head_dim)
+        self.k = [torch.empty(shape, dtype=self.dtype, device=ids.device) for _ in self.layers]
+        self.v = [torch.empty(shape, dtype=self.dtype, device=ids.device) for _ in self.layers]
+        self.valid = torch.zeros(b, self.capacity, dtype=torch.bool, device=ids.device)
+        self.valid[:, :p] = mask.bool()
+        self.length = 0
+        causal = torch.ones(p, p, dtype=torch.bool, device=ids.device).tril()
+        # A padding position attends to itself only, so its row of the softmax is never empty.
+        attn = (causal & self.valid[:, None, :p]) | torch.eye(p, dtype=torch.bool, device=ids.device)
+        return self._run(ids, pos, attn[:, None], prefill=True)
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        if self.length >= self.capacity:
+            raise ValueError(f"the KV cache is full ({self.capacity} positions)")
+        self.valid[:, self.length] = True
+        mask = self.valid[:, None, None, :self.length + 1]  # [B, 1, 1, S]
+        hidden = self._run(tokens[:, None], pos[:, None], mask, prefill=False)
+        return self.logits(hidden[:, -1])
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.k = [k.index_select(0, keep) for k in self.k]
+        self.v = [v.index_select(0, keep) for v in self.v]
+        self.valid = self.valid.index_select(0, keep)

@@ -26,7 +26,7 @@ def test_summary_and_table_by_hand():
     assert rows["budget-0.6"]["share_of_grpo_budget"] == pytest.approx(25 / 64)
     assert rows["budget-0.6"]["final_mean"] == pytest.approx(0.475)
     table = markdown(list(rows.values()), s, cold, [0, 1])
-    assert "| budget-0.6 | 47.5% +- 3.5 | 25 | 39% | 2/2 |" in table
+    assert "| budget-0.6 | 2 | 47.5% +- 3.5 | 25 | 39% | 2/2 |" in table
     assert "Met by: budget-0.6." in table
 
 
@@ -42,3 +42,29 @@ def test_study_cli_rejects_unknown_strategy(capsys):
         main(["grouping", "--strategies", "grpo,semantik"])
     assert "valid:" in capsys.readouterr().err
     assert "grpo" in STRATEGIES and "budget-0.6" in STRATEGIES
+
+
+def test_report_only_summarises_finished_runs_without_training(tmp_path, capsys):
+    import json
+
+    from grpokit.study import StudySettings, study_grouping
+
+    s = StudySettings()
+    for seed, cold in ((0, 0.2), (1, 0.3)):
+        base = tmp_path / s.task / f"seed{seed}"
+        (base / "cold_start").mkdir(parents=True)
+        (base / "cold_start" / "cold_start.json").write_text(json.dumps({"model": "x", "accuracy": cold}))
+        for name, final in (("grpo", cold + 0.1), ("shrink", cold + 0.12)):
+            if seed == 1 and name == "shrink":
+                continue  # not finished: left out, not trained
+            (base / name).mkdir()
+            curve = [[s.budget // 2, cold + 0.05], [s.budget, final]]
+            (base / name / "result.json").write_text(json.dumps({"strategy": name, "seed": seed, "curve": curve,
+                                                                  "seconds": 1.0, "steps": s.steps}))
+    res = study_grouping(s, [0, 1, 2], ["grpo", "shrink"], tmp_path, report_only=True)
+    out = capsys.readouterr().out
+    assert "seed 2: no finished cold start, left out" in out and "shrink                 not run" in out
+    rows = {r["strategy"]: r for r in res["rows"]}
+    assert rows["grpo"]["seeds"] == 2 and rows["shrink"]["seeds"] == 1
+    assert rows["shrink"]["samples_to_grpo_final"] == s.budget  # reaches 0.3 only at its last evaluation
+    assert (tmp_path / "study.md").is_file() and (tmp_path / "study.png").is_file()

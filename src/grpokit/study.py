@@ -201,14 +201,15 @@ def markdown(rows: list[dict], s: StudySettings, cold: dict[int, float], seeds: 
         f"prompts x {s.generations}); greedy accuracy on {s.eval_size} held-out problems every "
         f"{s.eval_every * s.prompts * s.generations:,} completions.",
         "",
-        "| strategy | final accuracy (mean +- sd) | completions to reach GRPO's final accuracy | "
+        "| strategy | seeds run | final accuracy (mean +- sd) | completions to reach GRPO's final accuracy | "
         "share of GRPO's budget | seeds reaching it |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         reach = "not reached" if r["samples_to_grpo_final"] is None else f"{r['samples_to_grpo_final']:,.0f}"
         share = "-" if r["share_of_grpo_budget"] is None else f"{100 * r['share_of_grpo_budget']:.0f}%"
-        lines.append(f"| {r['strategy']} | {100 * r['final_mean']:.1f}% +- {100 * r['final_sd']:.1f} | {reach} | "
+        lines.append(f"| {r['strategy']} | {r['seeds']} | {100 * r['final_mean']:.1f}% +- {100 * r['final_sd']:.1f} | "
+                     f"{reach} | "
                      f"{share} | {r['reached']}/{r['compared']} |")
     winners = [r["strategy"] for r in rows if r["strategy"] != BASELINE and r["share_of_grpo_budget"] is not None
                and r["share_of_grpo_budget"] <= TARGET_SHARE and r["reached"] == r["compared"] > 0]
@@ -255,16 +256,30 @@ def plot(results: list[dict], path: Path, budget: int, cold: dict[int, float]) -
     return path
 
 
-def study_grouping(s: StudySettings, seeds: Sequence[int], strategies: Sequence[str], out: Path) -> dict:
+def study_grouping(s: StudySettings, seeds: Sequence[int], strategies: Sequence[str], out: Path, *,
+                   report_only: bool = False) -> dict:
+    """Run what is missing (or, with report_only, only gather the finished runs) and
+    write the table, the plot and the JSON."""
     import torch
 
     torch.set_num_threads(s.threads)
     results, cold = [], {}
     for seed in seeds:
         base = out / s.task / f"seed{seed}"
-        model_dir, cold[seed] = cold_start(s, seed, base / "cold_start")
+        if report_only:
+            done = base / "cold_start" / "cold_start.json"
+            if not done.is_file():
+                print(f"seed {seed}: no finished cold start, left out", flush=True)
+                continue
+            model_dir, cold[seed] = None, float(json.loads(done.read_text())["accuracy"])
+        else:
+            model_dir, cold[seed] = cold_start(s, seed, base / "cold_start")
         print(f"seed {seed}: cold start accuracy {100 * cold[seed]:.1f}%", flush=True)
         for name in strategies:
+            if report_only:
+                if not (base / name / "result.json").is_file():
+                    print(f"  {name:<22} not run", flush=True)
+                    continue
             r = run_strategy(s, name, seed, model_dir, base / name)
             last = r["curve"][-1] if r["curve"] else (0, float("nan"))
             print(f"  {name:<22} final accuracy {100 * last[1]:5.1f}% after {last[0]:,} completions "
@@ -272,7 +287,7 @@ def study_grouping(s: StudySettings, seeds: Sequence[int], strategies: Sequence[
             results.append(r)
     rows = summarise(results, cold, s.budget)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study.md").write_text(markdown(rows, s, cold, seeds))
+    (out / "study.md").write_text(markdown(rows, s, cold, list(cold)))
     plot(results, out / "study.png", s.budget, cold)
     (out / "study.json").write_text(json.dumps({"settings": s.__dict__, "cold_start": cold, "rows": rows,
                                                 "runs": results}, indent=1))
@@ -290,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="runs/study-grouping")
     p.add_argument("--task", default="arithmetic")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (the numbers mean nothing)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: summarise the runs already finished under --out")
     for name, typ in (("steps", int), ("prompts", int), ("generations", int), ("eval_every", int),
                       ("eval_size", int), ("threads", int), ("model", str), ("lr", float)):
         p.add_argument(f"--{name.replace('_', '-')}", type=typ, help=f"default: {getattr(StudySettings(), name)}")
@@ -309,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         names.insert(0, BASELINE)
     if len(args.seeds) < 3 and not args.quick:
         print("note: fewer than 3 seeds; the table will not say much about noise", flush=True)
-    study_grouping(s, args.seeds, names, Path(args.out))
+    study_grouping(s, args.seeds, names, Path(args.out), report_only=args.report_only)
     return 0
 
 

@@ -47,6 +47,7 @@ class DemoSettings:
     # (25.5% -> 32.0%); 1e-3 collapsed exact match to 0 (see docs/demo.md for why).
     grpo_lr: float = 1e-4
     grpo_warmup: int = 5
+    grpo_schedule: str = "cosine"  # as the arithmetic demo: decaying to 0 keeps what was gained
     grpo_temperature: float = 0.7
     max_new_tokens: int = 160
     max_tool_tokens: int = 80
@@ -151,7 +152,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
                               max_new_tokens=s.max_new_tokens, temperature=s.grpo_temperature, stop=["</answer>"],
                               tools=search_tool_specs(), max_turns=s.max_turns, max_tool_tokens=s.max_tool_tokens),
         algorithm=AlgorithmConfig(preset="grpo"),
-        optim=OptimConfig(lr=s.grpo_lr, warmup_steps=min(s.grpo_warmup, s.grpo_steps), schedule="constant"),
+        optim=OptimConfig(lr=s.grpo_lr, warmup_steps=min(s.grpo_warmup, s.grpo_steps), schedule=s.grpo_schedule),
         run=RunConfig(out=str(run_dir / "grpo"), steps=s.grpo_steps, seed=seed, threads=s.threads,
                       eval_every=max(1, s.grpo_steps // 3), log_samples=4),
     )

@@ -35,7 +35,8 @@ def _logits(hidden: torch.Tensor, weight: torch.Tensor, bias, temperature: float
 
 def _entropy(logp: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return -(logp.exp() * logp).sum(-1)  # [c]
+        p_logp = logp.exp().mul_(logp)  # one [c, V] temporary, not two
+        return -p_logp.sum(-1)  # [c]
 
 
 def _chunk_logp(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias, temperature: float,

@@ -72,6 +72,10 @@ class _Layer:
                  "b_down")
 
 
+def _detached(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach()
+
+
 def _norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     # transformers' RMSNorm: statistics in float32, scale applied in the input dtype
     if x.dtype == torch.float32:
@@ -105,7 +109,7 @@ class LeanDecoder:
         self.final_w, self.final_eps = dec.norm.weight.detach(), dec.norm.variance_epsilon
         head = base.get_output_embeddings()
         self.head_w = head.weight.detach()
-        self.head_b = None if head.bias is None else head.bias.detach()
+        self.head_b = _detached(head.bias)
         first = dec.layers[0].self_attn
         self.head_dim = first.head_dim
         self.scale = first.scaling
@@ -119,9 +123,9 @@ class LeanDecoder:
             t.ln2, t.ln2_eps = (layer.post_attention_layernorm.weight.detach(),
                                 layer.post_attention_layernorm.variance_epsilon)
             t.w_qkv, t.b_qkv = _linear_parts([a.q_proj, a.k_proj, a.v_proj])
-            t.w_o, t.b_o = a.o_proj.weight.detach(), a.o_proj.bias
+            t.w_o, t.b_o = a.o_proj.weight.detach(), _detached(a.o_proj.bias)
             t.w_gu, t.b_gu = _linear_parts([m.gate_proj, m.up_proj])
-            t.w_down, t.b_down = m.down_proj.weight.detach(), m.down_proj.bias
+            t.w_down, t.b_down = m.down_proj.weight.detach(), _detached(m.down_proj.bias)
             self.layers.append(t)
         self.capacity = capacity
         self.dtype = self.head_w.dtype
@@ -169,6 +173,7 @@ class LeanDecoder:
         self.length = c0 + ids.shape[1]
         return _norm(x, self.final_w, self.final_eps)  # [B, T, H]
 
+    @torch.no_grad()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.head_w, self.head_b)
 

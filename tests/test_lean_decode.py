@@ -114,3 +114,19 @@ def test_lean_decoding_of_a_bfloat16_model_stays_close():
     # bf16 rounding differs with the op order, so compare the first greedy tokens and the prompt embeddings
     assert [c[:2] for c in lean.completion_ids] == [c[:2] for c in plain.completion_ids]
     assert torch.allclose(lean.embeddings, plain.embeddings, atol=0.05)
+
+
+def test_unfused_projections_for_large_models_sample_the_same(monkeypatch):
+    import grpokit.rollout.lean as lean
+
+    model = _model("qwen2")
+    prompts = _prompts(53)
+    fused = _sample(model, prompts, lean=True)
+    assert all(len(t.qkv.parts) == 1 and len(t.gate_up.parts) == 1 for t in LeanDecoder(model, capacity=8).layers)
+    monkeypatch.setattr(lean, "FUSE_MAX_BYTES", 0)  # as if the concatenated copies were too large
+    dec = LeanDecoder(model, capacity=8)
+    assert all(len(t.qkv.parts) == 3 and len(t.gate_up.parts) == 2 for t in dec.layers)
+    unfused = _sample(model, prompts, lean=True)
+    assert unfused.completion_ids == fused.completion_ids
+    for a, b in zip(unfused.logprobs, fused.logprobs):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)

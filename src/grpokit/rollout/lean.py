@@ -4,7 +4,7 @@ Sampling spends most of its time outside the matmuls on a CPU: transformers' for
 builds masks, grows `DynamicCache` with a `torch.cat` per layer per token and calls a
 dozen modules per layer. This module runs the same math with the model's own weights
 in fewer ops: q/k/v and gate/up as one matmul each (weights concatenated once per
-generation call), a preallocated KV cache written in place, rotary tables computed
+generation call, for models where that copy stays under FUSE_MAX_BYTES), a preallocated KV cache written in place, rotary tables computed
 once, and grouped-query attention without repeating the cached keys. It is used only
 for sampling (no autograd); training passes keep transformers' forward.
 
@@ -18,22 +18,42 @@ import torch.nn.functional as F
 
 ARCHITECTURES = {"qwen2", "llama", "mistral"}
 STATIC_ROPE = {"default", "linear", "llama3", "yarn"}  # tables that do not depend on the sequence length
+FUSE_MAX_BYTES = 512 * 2**20  # larger models skip the concatenated weight copies
 
 
 def _base(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _linear_parts(mods) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """Concatenated (weight, bias) of plain nn.Linear modules; None when they cannot be fused."""
+def _fusable(mods) -> bool:
+    """Plain nn.Linear modules whose biases are all present or all absent."""
     if any(type(m) is not torch.nn.Linear for m in mods):
-        return None
-    biases = [m.bias for m in mods]
-    if any(b is None for b in biases) and any(b is not None for b in biases):
-        return None
-    weight = torch.cat([m.weight.detach() for m in mods])
-    bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
-    return weight, bias
+        return False
+    return len({m.bias is None for m in mods}) == 1
+
+
+def _detached(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach()
+
+
+class _Proj:
+    """Linear maps of one input, outputs concatenated: one matmul over concatenated
+    weights (a copy made per generate call), or one matmul each when that copy would
+    be too large."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, mods, fuse: bool):
+        parts = [(m.weight.detach(), _detached(m.bias)) for m in mods]
+        if fuse and len(parts) > 1:
+            bias = None if parts[0][1] is None else torch.cat([b for _, b in parts])
+            parts = [(torch.cat([w for w, _ in parts]), bias)]
+        self.parts = parts
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.parts) == 1:
+            return F.linear(x, *self.parts[0])
+        return torch.cat([F.linear(x, w, b) for w, b in self.parts], dim=-1)
 
 
 def unsupported_reason(model) -> str | None:
@@ -60,7 +80,7 @@ def unsupported_reason(model) -> str | None:
     for layer in dec.layers:
         a, m = layer.self_attn, layer.mlp
         mods += [a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj]
-        if _linear_parts([a.q_proj, a.k_proj, a.v_proj]) is None or _linear_parts([m.gate_proj, m.up_proj]) is None:
+        if not _fusable([a.q_proj, a.k_proj, a.v_proj]) or not _fusable([m.gate_proj, m.up_proj]):
             return "adapter-wrapped or mixed-bias projections (e.g. LoRA)"
     if any(type(m) is not torch.nn.Linear for m in mods):
         return "adapter-wrapped projections (e.g. LoRA)"
@@ -68,12 +88,7 @@ def unsupported_reason(model) -> str | None:
 
 
 class _Layer:
-    __slots__ = ("ln1", "ln1_eps", "w_qkv", "b_qkv", "w_o", "b_o", "ln2", "ln2_eps", "w_gu", "b_gu", "w_down",
-                 "b_down")
-
-
-def _detached(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.detach()
+    __slots__ = ("ln1", "ln1_eps", "qkv", "w_o", "b_o", "ln2", "ln2_eps", "gate_up", "w_down", "b_down")
 
 
 def _norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -115,6 +130,10 @@ class LeanDecoder:
         self.scale = first.scaling
         self.n_heads = cfg.num_attention_heads
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        fused_bytes = sum(p.numel() * p.element_size() for layer in dec.layers
+                          for mod in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                                      layer.mlp.gate_proj, layer.mlp.up_proj) for p in mod.parameters())
+        fuse = fused_bytes <= FUSE_MAX_BYTES
         self.layers = []
         for layer in dec.layers:
             a, m = layer.self_attn, layer.mlp
@@ -122,9 +141,9 @@ class LeanDecoder:
             t.ln1, t.ln1_eps = layer.input_layernorm.weight.detach(), layer.input_layernorm.variance_epsilon
             t.ln2, t.ln2_eps = (layer.post_attention_layernorm.weight.detach(),
                                 layer.post_attention_layernorm.variance_epsilon)
-            t.w_qkv, t.b_qkv = _linear_parts([a.q_proj, a.k_proj, a.v_proj])
+            t.qkv = _Proj([a.q_proj, a.k_proj, a.v_proj], fuse)
             t.w_o, t.b_o = a.o_proj.weight.detach(), _detached(a.o_proj.bias)
-            t.w_gu, t.b_gu = _linear_parts([m.gate_proj, m.up_proj])
+            t.gate_up = _Proj([m.gate_proj, m.up_proj], fuse)
             t.w_down, t.b_down = m.down_proj.weight.detach(), _detached(m.down_proj.bias)
             self.layers.append(t)
         self.capacity = capacity
@@ -143,7 +162,7 @@ class LeanDecoder:
                prefill: bool) -> torch.Tensor:
         b, n, _ = x.shape
         d, hq, hk = self.head_dim, self.n_heads, self.n_kv
-        qkv = F.linear(_norm(x, t.ln1, t.ln1_eps), t.w_qkv, t.b_qkv)  # [B, T, (Hq + 2 Hk) D]
+        qkv = t.qkv(_norm(x, t.ln1, t.ln1_eps))  # [B, T, (Hq + 2 Hk) D]
         qk = _rotate(qkv[..., :(hq + hk) * d].view(b, n, hq + hk, d), cos, sin)  # [B, T, Hq + Hk, D]
         v = qkv[..., (hq + hk) * d:].view(b, n, hk, d)
         kc[:, :, c0:c0 + n] = qk[:, :, hq:].transpose(1, 2)
@@ -161,7 +180,7 @@ class LeanDecoder:
             o = F.scaled_dot_product_attention(q, kc[:, :, :end], vc[:, :, :end], attn_mask=mask, scale=self.scale)
             o = o.reshape(b, 1, hq * d)
         x = x + F.linear(o, t.w_o, t.b_o)
-        g, u = F.linear(_norm(x, t.ln2, t.ln2_eps), t.w_gu, t.b_gu).chunk(2, dim=-1)
+        g, u = t.gate_up(_norm(x, t.ln2, t.ln2_eps)).chunk(2, dim=-1)
         return x + F.linear(F.silu(g) * u, t.w_down, t.b_down)
 
     def _run(self, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, prefill: bool) -> torch.Tensor:

@@ -15,14 +15,15 @@ CHUNK_ROWS = 512
 CHECKPOINT_MIN_VOCAB = 4096
 
 
-def _unwrap(model):
+def base_model(model):
+    """The transformers model under a peft wrapper (the model itself otherwise)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _needs_full_logits(model) -> bool:
+def transforms_logits(model) -> bool:
     # Models that transform logits after the output layer (soft-capping, scaling) take
     # the plain path so their forward stays the single source of truth.
-    cfg = getattr(_unwrap(model), "config", None)
+    cfg = getattr(base_model(model), "config", None)
     return bool(getattr(cfg, "final_logit_softcapping", None)) or getattr(cfg, "logit_scale", None) not in (None, 1.0)
 
 
@@ -102,7 +103,7 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     if rows.numel() == 0:
         return logp, ent
 
-    if _needs_full_logits(model):
+    if transforms_logits(model):
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos).logits  # [N, L, V]
         picked = logits[:, :-1][rows, cols].float()  # [M, V]
         if temperature not in (0.0, 1.0):
@@ -114,7 +115,7 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
                 ent[rows, cols + 1] = -(lp_all.exp() * lp_all).sum(-1)
         return logp.index_put((rows, cols + 1), token_lp), ent
 
-    base = _unwrap(model)
+    base = base_model(model)
     decoder = base.get_decoder()
     head = base.get_output_embeddings()
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos).last_hidden_state  # [N, L, H]

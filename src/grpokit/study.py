@@ -209,8 +209,7 @@ def markdown(rows: list[dict], s: StudySettings, cold: dict[int, float], seeds: 
         reach = "not reached" if r["samples_to_grpo_final"] is None else f"{r['samples_to_grpo_final']:,.0f}"
         share = "-" if r["share_of_grpo_budget"] is None else f"{100 * r['share_of_grpo_budget']:.0f}%"
         lines.append(f"| {r['strategy']} | {r['seeds']} | {100 * r['final_mean']:.1f}% +- {100 * r['final_sd']:.1f} | "
-                     f"{reach} | "
-                     f"{share} | {r['reached']}/{r['compared']} |")
+                     f"{reach} | {share} | {r['reached']}/{r['compared']} |")
     winners = [r["strategy"] for r in rows if r["strategy"] != BASELINE and r["share_of_grpo_budget"] is not None
                and r["share_of_grpo_budget"] <= TARGET_SHARE and r["reached"] == r["compared"] > 0]
     compared = max((r["compared"] for r in rows), default=0)

@@ -4,9 +4,10 @@ Sampling spends most of its time outside the matmuls on a CPU: transformers' for
 builds masks, grows `DynamicCache` with a `torch.cat` per layer per token and calls a
 dozen modules per layer. This module runs the same math with the model's own weights
 in fewer ops: q/k/v and gate/up as one matmul each (weights concatenated once per
-generation call, for models where that copy stays under FUSE_MAX_BYTES), a preallocated KV cache written in place, rotary tables computed
-once, and grouped-query attention without repeating the cached keys. It is used only
-for sampling (no autograd); training passes keep transformers' forward.
+generation call, for models where that copy stays under FUSE_MAX_BYTES), a
+preallocated KV cache written in place, rotary tables computed once, and grouped-query
+attention without repeating the cached keys. It is used only for sampling (no
+autograd); training passes keep transformers' forward.
 
 `unsupported_reason` says why a model must take the transformers path instead (other
 architectures, LoRA-wrapped layers, sliding-window attention, length-dependent RoPE).
@@ -16,13 +17,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from grpokit.forward import base_model, transforms_logits
+
 ARCHITECTURES = {"qwen2", "llama", "mistral"}
 STATIC_ROPE = {"default", "linear", "llama3", "yarn"}  # tables that do not depend on the sequence length
 FUSE_MAX_BYTES = 512 * 2**20  # larger models skip the concatenated weight copies
-
-
-def _base(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _fusable(mods) -> bool:
@@ -58,7 +57,7 @@ class _Proj:
 
 def unsupported_reason(model) -> str | None:
     """None when LeanDecoder reproduces this model's forward; else the reason it does not."""
-    base = _base(model)
+    base = base_model(model)
     cfg = getattr(base, "config", None)
     kind = getattr(cfg, "model_type", None)
     if kind not in ARCHITECTURES:
@@ -67,7 +66,7 @@ def unsupported_reason(model) -> str | None:
         return f"activation {cfg.hidden_act!r}"
     if getattr(cfg, "use_sliding_window", False) or (kind == "mistral" and getattr(cfg, "sliding_window", None)):
         return "sliding-window attention"
-    if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1.0):
+    if transforms_logits(model):
         return "logit scaling"
     dec = getattr(base, "model", None)
     rope = getattr(dec, "rotary_emb", None)
@@ -116,7 +115,7 @@ class LeanDecoder:
 
     @torch.no_grad()
     def __init__(self, model, capacity: int):
-        base = _base(model)
+        base = base_model(model)
         dec = base.model
         cfg = base.config
         self.embed = dec.embed_tokens

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from grpokit.forward import base_model
 from grpokit.rollout.lean import LeanDecoder, unsupported_reason
 
 log = logging.getLogger("grpokit")
@@ -77,8 +78,7 @@ class _TransformersStepper:
     def __init__(self, model):
         self.model = model
         # peft wrappers pass keyword arguments through; the wrapped model's signature decides
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        params = inspect.signature(base.forward).parameters
+        params = inspect.signature(base_model(model).forward).parameters
         self.cache_kw = "cache" if "cache" in params else "past_key_values"
         self.mask: torch.Tensor | None = None
         self.cache = None

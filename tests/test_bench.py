@@ -87,3 +87,34 @@ def test_comparison_ratios_and_targets():
     best = r["grpokit(best: tunables) / trl/tunables"]
     assert best["step_time"] == pytest.approx(5 / 9.4) and best["target"] == 0.9 and best["meets"] is True
     assert best["peak_rss"] == pytest.approx(2000 / 4600)
+
+
+def test_gpu_workload_assets_and_harness_run_on_cpu(tmp_path):
+    """The GPU workload's assets at a toy shape, loaded and trained through the same
+    in-process harness (on the CPU here; `benchmarks/gpu_check.sh` runs it on a GPU)."""
+    from grpokit import bench_gpu
+    from grpokit.policy import load_tokenizer
+
+    shape = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=64, vocab_size=300, tie_word_embeddings=True, max_position_embeddings=512)
+    model_dir = bench_gpu.make_assets(tmp_path, shape=shape, prompts=8, device="cpu")
+    tok = load_tokenizer(str(model_dir))
+    assert tok("w5 w7 w299")["input_ids"] == [5, 7, 299]
+    assert tok.decode([5, 7, 0, 9], skip_special_tokens=True) == "w5 w7 w9"
+    rows = [json.loads(line) for line in (tmp_path / "data" / "prompts.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(len(r["prompt"].split()) == 64 for r in rows)
+    out = tmp_path / "r.json"
+    assert bench.main(["--in-process", "--workload", "qwen2-0.5b", "--assets", str(tmp_path), "--steps", "2",
+                       "--warmup", "1", "--threads", "1", "--json-out", str(out), "model.device=cpu",
+                       "model.dtype=float32", "rollout.max_new_tokens=4", "rollout.prompts_per_step=2"]) == 0
+    r = json.loads(out.read_text())
+    assert r["info"]["tokenizer"]["prompt_tokens"] == 64 and r["params"]["tied"]
+    assert r["median_components_s"]["completion_tokens"] <= 2 * 8 * 4
+
+
+def test_hash_reward_is_a_fixed_function_of_the_text():
+    from grpokit.bench_gpu import hash_reward
+
+    assert hash_reward("w5 w7") == hash_reward("w5 w7")
+    assert hash_reward("") == int("1271cf25", 16) / 2 ** 32  # blake2b-32 of the empty string
+    assert len({hash_reward(f"w{i}") for i in range(100)}) == 100

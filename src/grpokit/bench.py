@@ -65,10 +65,26 @@ TRL_REFERENCE = {"tiny": "0.256-0.329 s/step, 616 MiB", "small": "14.18-14.55 s/
 class Workload:
     name: str
     max_new_tokens: int
-    prompt_tokens: int  # every prompt of arith_512.jsonl has this many tokens (BASELINE.md)
+    prompt_tokens: int  # every prompt of the data file has this many tokens (BASELINE.md)
+    prompts_per_step: int = 4
+    num_generations: int = 8
+    data_file: str = "arith_512.jsonl"
+    reward: str = "grpokit.bench:any_integer_reward"
+    dtype: str = "float32"
+    micro_batch_size: int = 0
+    device: str = "cpu"
 
 
-WORKLOADS = {"tiny": Workload("tiny", 32, 22), "small": Workload("small", 64, 7)}
+# W1 and W2 of BASELINE.md (CPU), and a GPU workload whose assets `grpokit.bench_gpu` builds:
+# a randomly initialised Qwen2 of Qwen2.5-0.5B's shape in bf16, 16 prompts x 8 completions
+# of 256 tokens per step.
+WORKLOADS = {
+    "tiny": Workload("tiny", 32, 22),
+    "small": Workload("small", 64, 7),
+    "qwen2-0.5b": Workload("qwen2-0.5b", 256, 64, prompts_per_step=16, data_file="prompts.jsonl",
+                           reward="grpokit.bench_gpu:hash_reward", dtype="bfloat16", micro_batch_size=32,
+                           device="cuda"),
+}
 
 _INT_RE = re.compile(r"-?\d+")
 
@@ -94,11 +110,12 @@ def workload_config(workload: Workload, assets: Path, *, steps: int, seed: int, 
 
     data = {
         "model.name_or_path": str(assets / "models" / workload.name),
-        "model.dtype": "float32",
-        "data.train": str(assets / "data" / "arith_512.jsonl"),
-        "rewards": [{"name": REWARD_SPEC, "weight": 1.0}],
-        "rollout.num_generations": 8,
-        "rollout.prompts_per_step": 4,
+        "model.dtype": workload.dtype,
+        "model.device": workload.device,
+        "data.train": str(assets / "data" / workload.data_file),
+        "rewards": [{"name": workload.reward, "weight": 1.0}],
+        "rollout.num_generations": workload.num_generations,
+        "rollout.prompts_per_step": workload.prompts_per_step,
         "rollout.max_new_tokens": workload.max_new_tokens,
         "rollout.temperature": 1.0,
         "rollout.top_p": 1.0,
@@ -116,6 +133,7 @@ def workload_config(workload: Workload, assets: Path, *, steps: int, seed: int, 
         "optim.warmup_steps": 0,
         "optim.weight_decay": 0.0,
         "optim.max_grad_norm": 1.0,
+        "optim.micro_batch_size": workload.micro_batch_size,
         "run.steps": steps,
         "run.seed": seed,
         "run.threads": threads,
@@ -319,6 +337,10 @@ def run_grpokit(args: argparse.Namespace) -> dict[str, Any]:
         "machine_load": machine_load(rec.cpu0, rec.cpu1, loop_seconds),
         "per_step": rec.steps,
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        result["gpu"] = {"name": torch.cuda.get_device_name(),
+                         "peak_allocated_mib": torch.cuda.max_memory_allocated() / 2 ** 20,
+                         "peak_reserved_mib": torch.cuda.max_memory_reserved() / 2 ** 20}
     result["achieved_flops_per_s"] = {"simple": comp["flops_simple"] / wall["median"],
                                       "executed": comp["flops_executed"] / wall["median"]}
     ceiling = _read_ceiling(args.ceiling_json)
@@ -381,7 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="grpokit bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", choices=sorted(WORKLOADS), default="tiny",
-                   help="tiny (W1: 1M params, char vocab, 32 tokens) or small (W2: 56M params, 32k vocab, 64 tokens)")
+                   help="tiny (W1: 1M params, char vocab, 32 tokens), small (W2: 56M params, 32k vocab, 64 tokens), "
+                        "or qwen2-0.5b (GPU: random Qwen2.5-0.5B shape, bf16, 16x8 completions of 256 tokens; "
+                        "see grpokit.bench_gpu)")
     p.add_argument("--assets", default=DEFAULT_ASSETS, help="output folder of shared/bench/make_assets.py")
     p.add_argument("--steps", type=int, default=10, help="optimizer steps per run (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="steps left out of the statistics (default 2)")
@@ -430,6 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.in_process:
         run_grpokit(args)
         return 0
+    if WORKLOADS[args.workload].device != "cpu":
+        from grpokit.bench_gpu import orchestrate as orchestrate_gpu  # builds its own assets
+
+        return orchestrate_gpu(args)
     if args.allocator is None:
         args.allocator = "both" if args.vs_trl else "default"
     from grpokit.bench_orchestrate import orchestrate  # imports this module: loaded on use

@@ -31,6 +31,7 @@ class ModelConfig:
     name_or_path: str = opt("tiny", "a local Hugging Face causal-LM directory, a hub id, or tiny[:SIZE] "
                                     "(a fresh small Qwen2/Llama-style model with a character tokenizer)")
     dtype: str = opt("float32", "weight dtype", choices=("float32", "bfloat16", "float16"))
+    device: str = opt("auto", "where the model runs: auto (CUDA when available, else CPU), cpu, cuda, or cuda:N")
     tokenizer: Optional[str] = opt(None, "tokenizer directory, when it differs from the model's")
     trust_remote_code: bool = opt(False, "allow custom model code from the model directory")
     attn_implementation: Optional[str] = opt(None, "attention kernel passed to transformers (sdpa, eager, ...)")
@@ -57,7 +58,8 @@ class RolloutConfig:
     temperature: float = opt(1.0, "sampling temperature (0 = greedy)")
     top_p: float = opt(1.0, "nucleus sampling threshold")
     stop: list = opt(help="stop strings; generation of a row ends after any of them", factory=list)
-    backend: str = opt("transformers", "generation backend", choices=("transformers", "vllm"))
+    backend: str = opt("transformers", "generation backend (vllm is reserved: not built yet, "
+                                                    "and `validate` says so)", choices=("transformers", "vllm"))
     batch_size: int = opt(0, "rows generated at once (0 = all of the step's rows)")
     lean_decode: bool = opt(True, "sample with grpokit's own KV-cached decode step for Qwen2/Llama/Mistral "
                                   "models (other models, and LoRA, use transformers' forward)")

@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import importlib.util
 import math
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -67,6 +68,9 @@ def _positive(p: list[str], key: str, value: Any) -> None:
         p.append(f"{key} = {_show(value)}: must be > 0")
 
 
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
 def _check_model(m: Any, prefix: str, p: list[str]) -> None:
     name = m.name_or_path
     if not name:
@@ -75,6 +79,8 @@ def _check_model(m: Any, prefix: str, p: list[str]) -> None:
         p.append(f"{prefix}.name_or_path = {name!r}: no such directory")
     if m.tokenizer and m.tokenizer.startswith(("/", "./", "../", "~")) and not Path(m.tokenizer).expanduser().exists():
         p.append(f"{prefix}.tokenizer = {m.tokenizer!r}: no such directory")
+    if not _DEVICE_RE.fullmatch(str(m.device).strip().lower()):
+        p.append(f"{prefix}.device = {m.device!r}: expected auto, cpu, cuda or cuda:N")
     lora = m.lora
     _min(p, f"{prefix}.lora.r", lora.r, 0)
     if lora.r > 0:
@@ -102,8 +108,10 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     _min(p, "rollout.batch_size", r.batch_size, 0)
     if any(not isinstance(s, str) or not s for s in r.stop):
         p.append(f"rollout.stop = {_show(r.stop)}: every stop string must be non-empty text")
-    if r.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        p.append("rollout.backend = 'vllm': vllm is not installed (pip install 'grpokit[vllm]')")
+    if r.backend == "vllm":
+        # Named in the config so recipes can say what they want; sampling through vLLM
+        # (with weight sync from the trained policy) is not built yet.
+        p.append("rollout.backend = 'vllm': grpokit has no vLLM sampler yet; use 'transformers'")
 
     for key in ("clip_low", "clip_high"):
         _min(p, f"algorithm.{key}", getattr(a, key), 0)

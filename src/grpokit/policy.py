@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 import torch
 
 from grpokit.config import ModelConfig
+from grpokit.device import resolve_device
 
 log = logging.getLogger("grpokit")
 
@@ -150,6 +151,7 @@ def load_policy(cfg: ModelConfig, *, fit_texts: Iterable[str] = (), seed: int = 
         model = get_peft_model(model, PeftLoraConfig(
             r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
             target_modules=targets, task_type="CAUSAL_LM"))
+    model.to(resolve_device(cfg.device))
     model.config.use_cache = True
     return Policy(model=model, tokenizer=tokenizer, is_lora=is_lora)
 

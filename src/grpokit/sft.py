@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from grpokit.config import SFTConfig
+from grpokit.device import model_device
 from grpokit.forward import sequence_logprobs
 from grpokit.optim import make_optimizer, make_scheduler, set_threads
 from grpokit.policy import encode_prompts
@@ -109,13 +110,14 @@ def sft_loop(model, tokenizer, traces: Sequence[SFTExample], *, steps: int, batc
     bar = progress_bar(steps, desc, enabled=progress)
     shown: dict[str, str] = {}
     start = time.perf_counter()
+    device = model_device(model)
     for step in range(1, steps + 1):
         if len(order) < batch_size:
             fresh = list(range(len(data)))
             rng.shuffle(fresh)
             order += fresh
         idx, order = order[:batch_size], order[batch_size:]
-        ids, attn, mask = collate([data[i] for i in idx], tokenizer.pad_token_id)
+        ids, attn, mask = (t.to(device) for t in collate([data[i] for i in idx], tokenizer.pad_token_id))
         logp, _ = sequence_logprobs(model, ids, attn, mask)  # [B, L]
         loss = -(logp * mask).sum() / mask.sum()
         opt.zero_grad(set_to_none=True)

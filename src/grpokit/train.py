@@ -23,6 +23,7 @@ import torch
 
 from grpokit.build import Components, build
 from grpokit.config import TrainConfig
+from grpokit.device import model_device, synchronize
 from grpokit.evaluate import accuracy_key, evaluate_examples
 from grpokit.grouping import stateful
 from grpokit.policy import encode_prompts
@@ -90,6 +91,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         _load_adapter(comp.policy.model, ckpt)
     algo = comp.algorithm
     model, tok = comp.policy.model, comp.policy.tokenizer
+    device = model_device(model)
     dump_yaml(cfg, run_dir / "config.yaml")
 
     optimizer = make_optimizer(model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas,
@@ -158,7 +160,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
             # Replayed rows (temporal) are reweighted by pi_now / pi_then: one no-grad forward over them.
             logp_now = None if grouping.replay is None else reference_logprobs(
                 model, grouping.replay, temperature=cfg.rollout.temperature,
-                micro_batch_size=cfg.optim.micro_batch_size)
+                micro_batch_size=cfg.optim.micro_batch_size).cpu()
             advantages = grouping.advantages(scores.total, comp.advantage_fn, scale=algo.scale_rewards,  # Phase 3
                                              eps=algo.eps, logp_now=logp_now)
         t_adv = time.perf_counter()
@@ -168,12 +170,14 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
                 ref_logp = reference_logprobs(ref_model, train_batch, temperature=cfg.rollout.temperature,
                                               micro_batch_size=cfg.optim.micro_batch_size)
             release()
+        synchronize(device)
         t_ref = time.perf_counter()
         stats = update_policy(model, optimizer, train_batch, advantages, settings, ref_logp=ref_logp,  # Phase 4
                               temperature=cfg.rollout.temperature, micro_batch_size=cfg.optim.micro_batch_size,
                               max_grad_norm=cfg.optim.max_grad_norm)
         scheduler.step()
         release()
+        synchronize(device)
         t_end = time.perf_counter()
 
         n_tokens = float(batch.loss_mask.sum())

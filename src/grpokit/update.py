@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from grpokit.algo.losses import policy_loss
+from grpokit.device import batch_to, model_device, synchronize
 from grpokit.forward import sequence_logprobs
 from grpokit.types import RolloutBatch
 
@@ -40,7 +41,13 @@ def _micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
 def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tensor, settings: LossSettings, *,
                   ref_logp: torch.Tensor | None, temperature: float, micro_batch_size: int = 0,
                   max_grad_norm: float = 1.0) -> dict[str, float]:
-    """Run settings.mu optimizer steps on the batch; return averaged metrics."""
+    """Run settings.mu optimizer steps on the batch; return averaged metrics.
+
+    The batch, advantages and reference log-probs may live on the CPU: they are moved
+    to the model's device here, once per call."""
+    device = model_device(model)
+    batch, advantages = batch_to(batch, device), advantages.to(device)
+    ref_logp = ref_logp.to(device) if ref_logp is not None else None
     n = batch.size
     mask = batch.loss_mask  # [N, L]
     # Global normalisers so micro-batches sum to the full-batch loss.
@@ -50,7 +57,7 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
     if settings.beta == 0:
         rows = (advantages != 0).nonzero(as_tuple=True)[0]  # [n_active]
     else:
-        rows = torch.arange(n)
+        rows = torch.arange(n, device=device)
     temp = temperature if temperature > 0 else 1.0
     old_logp = torch.zeros_like(batch.logprobs)  # [N, L], filled in pass 1
     sums: dict[str, float] = {}
@@ -84,8 +91,10 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
                                       kl_estimator=settings.kl_estimator, clip_low=settings.clip_low,
                                       clip_high=settings.clip_high, ratio=settings.ratio, agg=settings.loss_agg,
                                       **norms)
+            synchronize(device)
             t1 = time.perf_counter()
             loss.backward()
+            synchronize(device)
             t_fwd, t_bwd = t_fwd + (t1 - t0), t_bwd + (time.perf_counter() - t1)
             total_loss += float(loss.detach())
             for k, v in stats.items():
@@ -93,12 +102,15 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
         add("loss", total_loss)
         if rows.numel() == 0:
             continue  # nothing to learn from this batch; keep the optimizer state untouched
+        synchronize(device)
         t0 = time.perf_counter()
         if max_grad_norm > 0:
             gn = torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], max_grad_norm)
             add("grad_norm", float(gn))
+        synchronize(device)
         t1 = time.perf_counter()
         optimizer.step()
+        synchronize(device)
         t_bwd, t_opt = t_bwd + (t1 - t0), t_opt + (time.perf_counter() - t1)
     model.eval()
     out = {k: sums[k] / counts[k] for k in sums}
@@ -116,9 +128,12 @@ def _trim(ids, attn, mask):
 
 @torch.no_grad()
 def reference_logprobs(ref_model, batch: RolloutBatch, *, temperature: float, micro_batch_size: int = 0) -> torch.Tensor:
+    """Per-token log-probs of the batch under `ref_model` [N, L], on the model's device."""
     temp = temperature if temperature > 0 else 1.0
+    device = model_device(ref_model)
+    batch = batch_to(batch, device)
     out = torch.zeros_like(batch.logprobs)  # [N, L]
-    for mb in _micro_batches(torch.arange(batch.size), micro_batch_size):
+    for mb in _micro_batches(torch.arange(batch.size, device=device), micro_batch_size):
         ids, attn, m = _trim(batch.input_ids[mb], batch.attention_mask[mb], batch.loss_mask[mb])
         lp, _ = sequence_logprobs(ref_model, ids, attn, m, temperature=temp)
         out[mb, : lp.shape[1]] = lp

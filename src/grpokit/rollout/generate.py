@@ -76,7 +76,7 @@ def _generate_chunk(model, prompt_ids, *, max_new_tokens, eos_ids, pad_id, tempe
     stepper, logits, embeddings, next_pos = first.stepper, first.logits, first.embeddings, first.next_pos
     calls = 1
 
-    eos = torch.tensor(sorted(eos_ids), dtype=torch.long)
+    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=logits.device)
     tokens_out: list[list[int]] = [[] for _ in range(n)]
     logps_out: list[list[float]] = [[] for _ in range(n)]
     reason = ["length"] * n
@@ -107,12 +107,15 @@ def _generate_chunk(model, prompt_ids, *, max_new_tokens, eos_ids, pad_id, tempe
             break
         if len(keep) < len(done_l):
             keep_t = torch.tensor(keep, dtype=torch.long)
+            active = active[keep_t]
+            keep_t = keep_t.to(tok.device)
             stepper.select(keep_t)
-            active, next_pos, tok = active[keep_t], next_pos[keep_t], tok[keep_t]
+            next_pos, tok = next_pos[keep_t], tok[keep_t]
         logits = stepper.step(tok, next_pos)
         calls += 1
         next_pos = next_pos + 1
     if was_training:
         model.train()
     finished = [r != "length" for r in reason]
+    embeddings = embeddings.cpu() if embeddings is not None else None  # the grouping phase works on the CPU
     return GenerationOutput(tokens_out, logps_out, finished, reason, embeddings, calls)

@@ -273,8 +273,8 @@ def _decode_chunk(model, contexts, budgets, *, eos_ids, pad_id, temperature, top
     embeddings = None
     if first.embeddings is not None:
         embeddings = torch.zeros(n, first.embeddings.shape[1])
-        embeddings[torch.tensor(live)] = first.embeddings
-    eos = torch.tensor(sorted(eos_ids), dtype=torch.long)
+        embeddings[torch.tensor(live)] = first.embeddings.cpu()  # the grouping phase works on the CPU
+    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=logits.device)
     active = torch.tensor(live)  # original row of each cache row
     max_stop = max((len(s) for s in stop_strings), default=0)
     last_chars = {s[-1] for s in stop_strings}
@@ -308,8 +308,10 @@ def _decode_chunk(model, contexts, budgets, *, eos_ids, pad_id, temperature, top
             break
         if len(keep) < len(done_l):
             keep_t = torch.tensor(keep, dtype=torch.long)
+            active = active[keep_t]
+            keep_t = keep_t.to(tok.device)
             stepper.select(keep_t)
-            active, next_pos, tok = active[keep_t], next_pos[keep_t], tok[keep_t]
+            next_pos, tok = next_pos[keep_t], tok[keep_t]
         logits = stepper.step(tok, next_pos)
         calls += 1
         next_pos = next_pos + 1

@@ -28,12 +28,21 @@ def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_p: float 
         # keep the smallest prefix whose mass reaches top_p (always at least one token)
         drop = (sorted_p.cumsum(dim=-1) - sorted_p) >= top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
-        u = torch.rand(probs.shape[0], 1, generator=generator)  # [B, 1]
+        u = _uniform(probs, generator)  # [B, 1]
         cdf = sorted_p.cumsum(dim=-1)
         pick = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_max(probs.shape[1] - 1)  # [B, 1]
         tokens = order.gather(1, pick).squeeze(1)
     else:
-        u = torch.rand(probs.shape[0], 1, generator=generator)  # [B, 1]
+        u = _uniform(probs, generator)  # [B, 1]
         cdf = probs.cumsum(dim=-1)  # [B, V]
         tokens = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_max(probs.shape[1] - 1).squeeze(1)
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1)
+
+
+def _uniform(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One uniform per row, drawn from `generator` on its own device (the CPU generator
+    of the training loop, so a run's random stream is the same on any device) and then
+    moved to the logits' device."""
+    if generator is None:
+        return torch.rand(probs.shape[0], 1, device=probs.device)
+    return torch.rand(probs.shape[0], 1, generator=generator, device=generator.device).to(probs.device)

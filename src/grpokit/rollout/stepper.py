@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from grpokit.device import model_device
 from grpokit.forward import base_model
 from grpokit.rollout.lean import LeanDecoder, unsupported_reason
 
@@ -56,13 +57,14 @@ def start(model, contexts: Sequence[Sequence[int]], *, pad_id: int, new_tokens: 
     index: dict[tuple, int] = {}
     rows = [index.setdefault(tuple(c), len(index)) for c in contexts]
     unique = [list(c) for c in index]
-    ids, mask = left_pad(unique, pad_id)  # [U, P]
+    device = model_device(model)
+    ids, mask = (t.to(device) for t in left_pad(unique, pad_id))  # [U, P]
     pos = (mask.cumsum(dim=1) - 1).clamp_min(0)  # [U, P]
     stepper = make_stepper(model, capacity=ids.shape[1] + new_tokens, lean=lean)
     first = stepper.prefill(ids, mask, pos, return_embeddings)
     logits, emb, next_pos = first.logits, first.embeddings, pos[:, -1] + 1
     if len(unique) < len(rows):
-        expand = torch.tensor(rows, dtype=torch.long)
+        expand = torch.tensor(rows, dtype=torch.long, device=device)
         stepper.select(expand)
         logits, next_pos = logits[expand], next_pos[expand]
         emb = emb[expand] if emb is not None else None

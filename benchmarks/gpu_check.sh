@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check of docs/performance.md, in one call of under ten minutes on one GPU:
 #   1. tests/test_device.py (the same functions on CUDA as on the CPU; a short training run + resume),
-#   2. `grpokit bench --workload qwen2-0.5b` (grpokit with its lean decode step, and with
-#      transformers' forward for sampling),
+#   2. `grpokit bench --workload qwen2-0.5b` (grpokit's lean decode step from a CUDA graph, the
+#      same step op by op, and transformers' forward for sampling),
 #   3. TRL's GRPOTrainer on the same workload (benchmarks/trl_gpu.py), when TRL is importable.
 # Run from the repository root with a Python that has torch (CUDA) and grpokit's dependencies:
 #   bash benchmarks/gpu_check.sh            # logs under runs/gpu-check (GPU_CHECK_OUT=DIR to change)
@@ -10,6 +10,7 @@ set -u
 OUT_DIR=${GPU_CHECK_OUT:-runs/gpu-check}
 ASSETS=${ASSETS:-/tmp/grpo_assets}
 STEPS=${STEPS:-8}
+VARIANTS=${VARIANTS:-graphs,lean,transformers}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT_DIR/bench"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -24,7 +25,7 @@ echo "tests exit $?"; tail -4 "$OUT_DIR/tests.log"
 
 echo "== 2. grpokit bench"
 timeout 480 $PY -m grpokit.bench --workload qwen2-0.5b --assets "$ASSETS" --steps "$STEPS" --warmup 2 --threads 4 \
-  --log-dir "$OUT_DIR/bench" > "$OUT_DIR/bench.log" 2>&1
+  --variants "$VARIANTS" --log-dir "$OUT_DIR/bench" > "$OUT_DIR/bench.log" 2>&1
 echo "bench exit $?"; grep -v "^step " "$OUT_DIR/bench.log" | tail -20
 
 if $PY -c "import trl" > /dev/null 2>&1; then

@@ -104,6 +104,38 @@ def test_generation_on_cuda_matches_cpu(lean):
 
 
 @cuda
+def test_cuda_graph_decoding_samples_what_eager_decoding_samples(monkeypatch):
+    """Groups (repeated prompts), rows ending at different steps (EOS made likely), and
+    the graph captured again after the cache is compacted."""
+    import grpokit.rollout.stepper as stepper_mod
+    from grpokit.rollout.generate import generate
+
+    model = _tiny_model()
+    head = torch.nn.Linear(64, 97, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(model.lm_head.weight)
+        head.bias.zero_()
+        head.bias[1] = 3.0  # p(EOS) of a few percent per step
+    model.lm_head = head
+    model = model.to("cuda")
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(2, 97, (k,), generator=g).tolist() for k in (3, 7, 5, 4)] * 4
+    captures = []
+    real_capture = stepper_mod._StaticLeanStepper._capture
+    monkeypatch.setattr(stepper_mod._StaticLeanStepper, "_capture",
+                        lambda self: captures.append(self.tok.shape[0]) or real_capture(self))
+    kw = dict(max_new_tokens=40, eos_ids={1}, pad_id=0, temperature=1.0)
+    eager = generate(model, prompts, generator=torch.Generator().manual_seed(1), cuda_graphs=False, **kw)
+    assert not captures
+    graphed = generate(model, prompts, generator=torch.Generator().manual_seed(1), **kw)
+    assert captures[0] == 16 and len(captures) >= 2, captures  # compacted and captured again
+    assert len({len(c) for c in eager.completion_ids}) > 3
+    assert graphed.completion_ids == eager.completion_ids
+    for a, b in zip(graphed.logprobs, eager.logprobs):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
+@cuda
 def test_sampler_on_cuda_uses_the_cpu_generator():
     logits = torch.randn(4, 50)
     a = sample_next(logits, generator=torch.Generator().manual_seed(5))

@@ -130,3 +130,29 @@ def test_unfused_projections_for_large_models_sample_the_same(monkeypatch):
     assert unfused.completion_ids == fused.completion_ids
     for a, b in zip(unfused.logprobs, fused.logprobs):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+
+
+@pytest.mark.parametrize("arch,heads,kv", [("qwen2", 4, 2), ("llama", 4, 4)])
+def test_static_step_samples_what_the_lean_step_samples(arch, heads, kv, monkeypatch):
+    """The fixed-shape step behind CUDA graphs (whole-cache attention under a mask, rows
+    kept until half have finished, then compacted), run eagerly on the CPU."""
+    import grpokit.rollout.stepper as stepper_mod
+
+    model = _model(arch, heads=heads, kv=kv)
+    prompts = _prompts(53)[:4] * 3  # groups: each prompt prefilled once, then copied to its rows
+    lean = _sample(model, prompts, lean=True)
+    created = []
+
+    def static_stepper(model, *, capacity, lean=True, cuda_graphs=True):
+        created.append(stepper_mod._StaticLeanStepper(model, capacity, use_graph=False))
+        return created[-1]
+
+    monkeypatch.setattr(stepper_mod, "make_stepper", static_stepper)
+    static = _sample(model, prompts, lean=True)
+    assert created and created[-1].dec.static
+    assert len({len(c) for c in lean.completion_ids}) > 2, "rows should finish at several different steps"
+    assert static.completion_ids == lean.completion_ids
+    for a, b in zip(static.logprobs, lean.logprobs):
+        assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+    # the cache was compacted once fewer than half of the 12 rows were left
+    assert created[-1].tok.shape[0] < len(prompts)

@@ -430,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a run during which other processes used more cores than this is repeated")
     p.add_argument("--retries", type=int, default=2, help="repeats of a disturbed run")
     p.add_argument("--keep-run-dir", action="store_true", help="keep grpokit's run directory (metrics.jsonl)")
+    p.add_argument("--variants", default="graphs,lean,transformers",
+                   help="GPU workloads: comma-separated sampling variants of grpokit.bench_gpu "
+                        "(graphs, lean, transformers)")
     p.add_argument("--in-process", action="store_true",
                    help="run one grpokit measurement in this process (what each child run does)")
     p.add_argument("--measure-ceiling", action="store_true", help=argparse.SUPPRESS)

@@ -81,9 +81,12 @@ def build_generate_fn(cfg: TrainConfig, tokenizer) -> Callable:
     """The rollout sampler: plain `generate`, or the multi-turn tool loop when
     `rollout.tools` names tools (same call signature either way)."""
     if not cfg.rollout.tools:
-        return generate if cfg.rollout.lean_decode else functools.partial(generate, lean=False)
+        r = cfg.rollout
+        return generate if (r.lean_decode and r.cuda_graphs) else functools.partial(
+            generate, lean=r.lean_decode, cuda_graphs=r.cuda_graphs)
     from grpokit.rollout.multiturn import MultiTurnGenerator
     from grpokit.tools import build_tools
 
     return MultiTurnGenerator(build_tools(cfg.rollout.tools), tokenizer, max_turns=cfg.rollout.max_turns,
-                              max_tool_tokens=cfg.rollout.max_tool_tokens, lean=cfg.rollout.lean_decode)
+                              max_tool_tokens=cfg.rollout.max_tool_tokens, lean=cfg.rollout.lean_decode,
+                              cuda_graphs=cfg.rollout.cuda_graphs)

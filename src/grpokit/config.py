@@ -63,6 +63,8 @@ class RolloutConfig:
     batch_size: int = opt(0, "rows generated at once (0 = all of the step's rows)")
     lean_decode: bool = opt(True, "sample with grpokit's own KV-cached decode step for Qwen2/Llama/Mistral "
                                   "models (other models, and LoRA, use transformers' forward)")
+    cuda_graphs: bool = opt(True, "on a CUDA GPU, replay the lean decode step from a CUDA graph (one launch per "
+                                  "token instead of hundreds); false = launch its kernels one by one")
     tools: list = opt(help="tools the model may call, as names or {name, kwargs} (see `grpokit list tools`); "
                            "empty = plain single-turn sampling", factory=list)
     max_turns: int = opt(4, "most tool calls per completion (with tools)")

@@ -32,11 +32,13 @@ class GenerationOutput:
 def generate(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int, eos_ids: set[int],
              pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
              generator: torch.Generator | None = None, stop_strings: Sequence[str] = (), tokenizer=None,
-             batch_size: int = 0, return_embeddings: bool = False, lean: bool = True) -> GenerationOutput:
+             batch_size: int = 0, return_embeddings: bool = False, lean: bool = True,
+             cuda_graphs: bool = True) -> GenerationOutput:
     """Sample a completion for every prompt (ids already tokenized).
 
     lean: use grpokit's own decode step when the architecture allows it
     (`rollout.lean`); False always runs the model's transformers forward.
+    cuda_graphs: on a CUDA device, replay the lean step from a CUDA graph.
     """
     if stop_strings and tokenizer is None:
         raise ValueError("stop strings need the tokenizer to decode")
@@ -45,7 +47,7 @@ def generate(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
     parts = [_generate_chunk(model, prompt_ids[i:i + bs], max_new_tokens=max_new_tokens, eos_ids=eos_ids,
                              pad_id=pad_id, temperature=temperature, top_p=top_p, generator=generator,
                              stop_strings=stop_strings, tokenizer=tokenizer, return_embeddings=return_embeddings,
-                             lean=lean)
+                             lean=lean, cuda_graphs=cuda_graphs)
              for i in range(0, n, bs)]
     return concat_outputs(parts)
 
@@ -67,12 +69,12 @@ def concat_outputs(parts: Sequence[GenerationOutput]) -> GenerationOutput:
 
 
 def _generate_chunk(model, prompt_ids, *, max_new_tokens, eos_ids, pad_id, temperature, top_p, generator,
-                    stop_strings, tokenizer, return_embeddings, lean) -> GenerationOutput:
+                    stop_strings, tokenizer, return_embeddings, lean, cuda_graphs) -> GenerationOutput:
     was_training = model.training
     model.eval()
     n = len(prompt_ids)
     first = start(model, prompt_ids, pad_id=pad_id, new_tokens=max_new_tokens, return_embeddings=return_embeddings,
-                  lean=lean)
+                  lean=lean, cuda_graphs=cuda_graphs)
     stepper, logits, embeddings, next_pos = first.stepper, first.logits, first.embeddings, first.next_pos
     calls = 1
 

@@ -114,7 +114,8 @@ class LeanDecoder:
     """
 
     @torch.no_grad()
-    def __init__(self, model, capacity: int):
+    def __init__(self, model, capacity: int, *, static: bool = False):
+        self.static = static  # the cache will be read by static_step
         base = base_model(model)
         dec = base.model
         cfg = base.config
@@ -191,6 +192,35 @@ class LeanDecoder:
         self.length = c0 + ids.shape[1]
         return _norm(x, self.final_w, self.final_eps)  # [B, T, H]
 
+    def _static_layer(self, t: _Layer, kc, vc, x, cos, sin, mask, col: torch.Tensor) -> torch.Tensor:
+        """One new token with every shape fixed: the cache column comes from the device
+        tensor `col` [1] and attention spans the whole capacity under the validity mask,
+        so one CUDA graph replays every decode step."""
+        b = x.shape[0]
+        d, hq, hk = self.head_dim, self.n_heads, self.n_kv
+        qkv = t.qkv(_norm(x, t.ln1, t.ln1_eps))  # [B, 1, (Hq + 2 Hk) D]
+        qk = _rotate(qkv[..., :(hq + hk) * d].view(b, 1, hq + hk, d), cos, sin)  # [B, 1, Hq + Hk, D]
+        v = qkv[..., (hq + hk) * d:].view(b, 1, hk, d)
+        kc.index_copy_(2, col, qk[:, :, hq:].transpose(1, 2))
+        vc.index_copy_(2, col, v.transpose(1, 2))
+        q = qk[:, 0, :hq].reshape(b, hk, hq // hk, d)  # [B, Hk, rep, D]
+        o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, scale=self.scale).reshape(b, 1, hq * d)
+        x = x + F.linear(o, t.w_o, t.b_o)
+        g, u = t.gate_up(_norm(x, t.ln2, t.ln2_eps)).chunk(2, dim=-1)
+        return x + F.linear(F.silu(g) * u, t.w_down, t.b_down)
+
+    @torch.no_grad()
+    def static_step(self, tokens: torch.Tensor, pos: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        """`step` with fixed shapes, for graph capture: writes cache column col[0] (the
+        caller sets it and marks it valid) and returns logits [B, V]. Same values as
+        `step` up to the order of additions inside attention."""
+        x = self.embed(tokens[:, None])  # [B, 1, H]
+        cos, sin = self.cos[pos[:, None]][:, :, None], self.sin[pos[:, None]][:, :, None]  # [B, 1, 1, D]
+        mask = self.valid[:, None, None, :]  # [B, 1, 1, capacity]
+        for t, kc, vc in zip(self.layers, self.k, self.v):
+            x = self._static_layer(t, kc, vc, x, cos, sin, mask, col)
+        return self.logits(_norm(x, self.final_w, self.final_eps)[:, -1])
+
     @torch.no_grad()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.head_w, self.head_b)
@@ -202,8 +232,10 @@ class LeanDecoder:
         if p > self.capacity:
             raise ValueError(f"prompt of {p} tokens exceeds the cache capacity {self.capacity}")
         shape = (b, self.n_kv, self.capacity, self.head_dim)
-        self.k = [torch.empty(shape, dtype=self.dtype, device=ids.device) for _ in self.layers]
-        self.v = [torch.empty(shape, dtype=self.dtype, device=ids.device) for _ in self.layers]
+        # Zeros, not empty: the static step reads every column, and a masked NaN still poisons a softmax sum.
+        alloc = torch.zeros if self.static else torch.empty
+        self.k = [alloc(shape, dtype=self.dtype, device=ids.device) for _ in self.layers]
+        self.v = [alloc(shape, dtype=self.dtype, device=ids.device) for _ in self.layers]
         self.valid = torch.zeros(b, self.capacity, dtype=torch.bool, device=ids.device)
         self.valid[:, :p] = mask.bool()
         self.length = 0

@@ -84,7 +84,7 @@ class MultiTurnGenerator:
     name is the tag); tokenizer: encodes results and decodes stop strings."""
 
     def __init__(self, tools: Sequence[Tool], tokenizer, *, max_turns: int = 4, max_tool_tokens: int = 256,
-                 workers: int = 4, lean: bool = True):
+                 workers: int = 4, lean: bool = True, cuda_graphs: bool = True):
         if max_turns < 0 or max_tool_tokens < 1:
             raise ValueError(f"max_turns must be >= 0 and max_tool_tokens >= 1, got {max_turns}, {max_tool_tokens}")
         self.tools = {t.name: t for t in tools}
@@ -92,6 +92,7 @@ class MultiTurnGenerator:
         self.tokenizer = tokenizer
         self.max_turns, self.max_tool_tokens, self.workers = max_turns, max_tool_tokens, workers
         self.lean = lean  # grpokit's own decode step where the architecture allows (rollout.lean)
+        self.cuda_graphs = cuda_graphs
         self._open = self._encode(RESULT_OPEN)
         self._close = self._encode(RESULT_CLOSE)
 
@@ -127,6 +128,7 @@ class MultiTurnGenerator:
                 res = _decode(model, contexts, budgets, eos_ids=eos_ids, pad_id=pad_id, temperature=temperature,
                               top_p=top_p, generator=generator, stop_strings=stops, tokenizer=tok,
                               batch_size=batch_size, on_stop=on_stop, lean=self.lean,
+                              cuda_graphs=self.cuda_graphs,
                               return_embeddings=return_embeddings and turn == 0)
                 forward_calls += res.forward_calls
                 if turn == 0:
@@ -251,7 +253,7 @@ def _decode(model, contexts, budgets, *, batch_size: int, **kw) -> GenerationOut
 
 def _decode_chunk(model, contexts, budgets, *, eos_ids, pad_id, temperature, top_p, generator, stop_strings,
                   tokenizer, on_stop: Callable[[int, str, list[int]], None],
-                  return_embeddings: bool, lean: bool) -> GenerationOutput:
+                  return_embeddings: bool, lean: bool, cuda_graphs: bool = True) -> GenerationOutput:
     """KV-cache sampling with a token budget per row; on_stop(row, reason, tokens) is
     called the moment a row stops (so its tool call can start while others go on)."""
     was_training = model.training
@@ -267,7 +269,7 @@ def _decode_chunk(model, contexts, budgets, *, eos_ids, pad_id, temperature, top
     if not live:
         return GenerationOutput(tokens_out, logps_out, [False] * n, reason, None, 0)
     first = start(model, [contexts[j] for j in live], pad_id=pad_id, new_tokens=max(budgets),
-                  return_embeddings=return_embeddings, lean=lean)
+                  return_embeddings=return_embeddings, lean=lean, cuda_graphs=cuda_graphs)
     stepper, logits, next_pos = first.stepper, first.logits, first.next_pos  # [B, V], [B]
     calls = 1
     embeddings = None

@@ -30,7 +30,7 @@ class Prefill:
 
 @dataclass
 class Started:
-    stepper: "_LeanStepper | _TransformersStepper"
+    stepper: "_LeanStepper | _StaticLeanStepper | _TransformersStepper"
     logits: torch.Tensor  # [B, V] for the first new token of every row
     embeddings: torch.Tensor | None  # [B, H]
     next_pos: torch.Tensor  # [B] position id of each row's first new token
@@ -48,7 +48,7 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 
 def start(model, contexts: Sequence[Sequence[int]], *, pad_id: int, new_tokens: int, return_embeddings: bool,
-          lean: bool = True) -> Started:
+          lean: bool = True, cuda_graphs: bool = True) -> Started:
     """Prefill every context and return a stepper ready for the first new token.
 
     A GRPO batch holds each prompt G times; each distinct context is prefilled once and
@@ -60,7 +60,7 @@ def start(model, contexts: Sequence[Sequence[int]], *, pad_id: int, new_tokens: 
     device = model_device(model)
     ids, mask = (t.to(device) for t in left_pad(unique, pad_id))  # [U, P]
     pos = (mask.cumsum(dim=1) - 1).clamp_min(0)  # [U, P]
-    stepper = make_stepper(model, capacity=ids.shape[1] + new_tokens, lean=lean)
+    stepper = make_stepper(model, capacity=ids.shape[1] + new_tokens, lean=lean, cuda_graphs=cuda_graphs)
     first = stepper.prefill(ids, mask, pos, return_embeddings)
     logits, emb, next_pos = first.logits, first.embeddings, pos[:, -1] + 1
     if len(unique) < len(rows):
@@ -122,14 +122,92 @@ class _LeanStepper:
         self.dec.select(keep)
 
 
-def make_stepper(model, *, capacity: int, lean: bool = True):
+class _StaticLeanStepper:
+    """The lean decode step at fixed shapes, replayed from a CUDA graph on a GPU.
+
+    A decode step of a small model on a GPU is hundreds of tiny kernel launches; a graph
+    replays them for the cost of one. Graphs need fixed shapes and addresses, so the
+    step attends over the whole cache under a mask (`LeanDecoder.static_step`) and rows
+    that finish stay in the cache, their outputs ignored, until half of them are gone;
+    then the cache is compacted and the graph captured again at the smaller size.
+    use_graph=False runs the same static step eagerly (how the CPU tests check it).
+    """
+
+    def __init__(self, model, capacity: int, use_graph: bool):
+        self.dec = LeanDecoder(model, capacity, static=True)
+        self.use_graph = use_graph
+        self.graph = None
+        self.rows: torch.Tensor | None = None  # [B_live] cache row of each live row
+
+    def prefill(self, ids, mask, pos, return_embeddings: bool) -> Prefill:
+        hidden = self.dec.prefill(ids, mask, pos)  # [B, P, H]
+        self._reset_rows(ids.shape[0], ids.device)
+        emb = _mean_over_prompt(hidden, mask) if return_embeddings else None
+        return Prefill(self.dec.logits(hidden[:, -1]), emb)
+
+    def _reset_rows(self, n: int, device) -> None:
+        self.rows = torch.arange(n, device=device)
+        self.tok = torch.zeros(n, dtype=torch.long, device=device)  # inputs of every cache row
+        self.pos = torch.zeros(n, dtype=torch.long, device=device)
+        self.col = torch.zeros(1, dtype=torch.long, device=device)  # the cache column being written
+        self.graph = None
+
+    def select(self, keep) -> None:
+        rows = self.rows[keep]
+        # Dropping rows is deferred; copying a prefilled prompt to its group's rows (start())
+        # is not, since every row needs its own cache row.
+        if rows.numel() < self.rows.numel() and 2 * rows.numel() > self.tok.shape[0]:
+            self.rows = rows
+            return
+        self.dec.select(rows)
+        self._reset_rows(rows.numel(), rows.device)
+
+    def step(self, tokens, pos) -> torch.Tensor:
+        dec = self.dec
+        if dec.length >= dec.capacity:
+            raise ValueError(f"the KV cache is full ({dec.capacity} positions)")
+        self.tok[self.rows] = tokens
+        self.pos[self.rows] = pos
+        self.col.fill_(dec.length)
+        dec.valid[:, dec.length] = True
+        if not self.use_graph:
+            out = dec.static_step(self.tok, self.pos, self.col)
+        elif self.graph is None:
+            out = self._capture()
+        else:
+            self.graph.replay()
+            out = self.out
+        dec.length += 1
+        return out[self.rows]  # a copy: the graph's output buffer is rewritten by the next replay
+
+    def _capture(self) -> torch.Tensor:
+        dec = self.dec
+        # Warm-up on a side stream, as graph capture requires. It performs this step's
+        # cache writes; the capture records them and the replay repeats them (same values).
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                dec.static_step(self.tok, self.pos, self.col)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = dec.static_step(self.tok, self.pos, self.col)
+        self.graph.replay()
+        return self.out
+
+
+def make_stepper(model, *, capacity: int, lean: bool = True, cuda_graphs: bool = True):
     """The lean stepper when asked for and the model is supported, else transformers' forward.
+    On a CUDA device the lean step is replayed from a CUDA graph unless cuda_graphs=False.
 
     capacity: prompt width + new tokens, the most positions the cache will hold.
     """
     if lean:
         reason = unsupported_reason(model)
         if reason is None:
+            if cuda_graphs and model_device(model).type == "cuda":
+                return _StaticLeanStepper(model, capacity, use_graph=True)
             return _LeanStepper(model, capacity)
         if reason not in _reported:
             _reported.add(reason)

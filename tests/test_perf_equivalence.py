@@ -215,3 +215,103 @@ def test_update_skipping_and_micro_batches_give_the_full_gradient(beta):
     assert stats["trained_rows"] == (6.0 if beta else 3.0) and stats_all["trained_rows"] == 6.0
     assert torch.allclose(g_fast, g_all, atol=1e-7)
     assert torch.allclose(g_fast, g_micro, atol=1e-6)
+
+
+def _group_batch(vocab: int, groups: int = 3, g: int = 4, seed: int = 0):
+    """GRPO layout: each of `groups` left-padded prompts (different lengths) repeated g
+    times, completions of different lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(2, vocab, (int(k),), generator=gen).tolist() for k in (3, 6, 1)[:groups]]
+    rows = [p for p in prompts for _ in range(g)]
+    comps = [torch.randint(2, vocab, (int(k),), generator=gen).tolist()
+             for k in torch.randint(1, 9, (len(rows),), generator=gen)]
+    return build_rollout_batch(rows, comps, [[0.0] * len(c) for c in comps], pad_id=0,
+                               example_index=list(range(len(rows))), finished=[True] * len(rows),
+                               completions=[""] * len(rows))
+
+
+def _arch_model(arch: str, vocab: int):
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+    if arch == "qwen2":
+        return _qwen(vocab)
+    cls = {"llama": (LlamaConfig, LlamaForCausalLM), "mistral": (MistralConfig, MistralForCausalLM)}[arch]
+    kw = {"sliding_window": None} if arch == "mistral" else {}
+    cfg = cls[0](vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=64, max_position_embeddings=128, tie_word_embeddings=False, pad_token_id=0,
+                 eos_token_id=1, bos_token_id=1, **kw)
+    torch.manual_seed(0)
+    return cls[1](cfg).eval()
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "mistral"])
+@pytest.mark.parametrize("vocab", [61, CHECKPOINT_MIN_VOCAB + 37])
+def test_shared_prompt_pass_equals_one_pass_per_row(arch, vocab, monkeypatch):
+    """Each distinct prompt run once, its keys and values shared by its group: the same
+    log-probs, entropy and parameter gradients as the plain pass, and fewer positions."""
+    import grpokit.forward as fwd
+
+    model = _arch_model(arch, vocab)
+    batch = _group_batch(vocab)
+    weights = torch.randn(batch.input_ids.shape, generator=torch.Generator().manual_seed(1))
+    positions = []
+    calls = []
+    real = fwd._shared_prompt_hidden
+    monkeypatch.setattr(fwd, "_shared_prompt_hidden", lambda *a: calls.append(1) or real(*a))
+
+    a = copy.deepcopy(model)
+    a.get_input_embeddings().register_forward_pre_hook(lambda m, x: positions.append(x[0].numel()))
+    lp, ent = sequence_logprobs(a, batch.input_ids, batch.attention_mask, batch.loss_mask, with_entropy=True,
+                                prompt_len=batch.prompt_len)
+    (lp * weights).sum().backward()
+    assert calls, "the shared pass was not taken"
+    n, length = batch.input_ids.shape
+    p = batch.prompt_len
+    assert sum(positions) == 3 * p + n * (length - p)  # 3 prompts once, then every row's completion part
+
+    b = copy.deepcopy(model)
+    lp_ref, ent_ref = _plain(b, batch)
+    (lp_ref * weights).sum().backward()
+    assert torch.allclose(lp, lp_ref, atol=1e-5)
+    assert torch.allclose(ent, ent_ref, atol=1e-4)
+    assert torch.allclose(_grads(a), _grads(b), atol=1e-5, rtol=1e-4)
+
+
+def test_shared_prompt_pass_falls_back_when_no_prompt_repeats_or_a_prompt_token_is_trained():
+    import grpokit.forward as fwd
+
+    model = _qwen(61)
+    distinct = _random_batch(61)  # every prompt differs
+    lp, _ = sequence_logprobs(model, distinct.input_ids, distinct.attention_mask, distinct.loss_mask,
+                              prompt_len=distinct.prompt_len)
+    with torch.no_grad():
+        want, _ = _plain(model, distinct)
+    assert torch.allclose(lp.detach(), want, atol=1e-5)
+    batch = _group_batch(61)
+    mask = batch.loss_mask.clone()
+    mask[:, batch.prompt_len - 1] = 1.0  # a "trained" prompt token: the shared pass cannot serve it
+    with torch.no_grad():
+        lp, _ = sequence_logprobs(model, batch.input_ids, batch.attention_mask, mask, prompt_len=batch.prompt_len)
+    assert fwd._can_share_prompts(model)
+    assert lp[:, batch.prompt_len - 1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("micro", [0, 5])
+def test_update_with_shared_prompts_equals_the_plain_update(micro):
+    """A whole update (KL term, micro-batches that split groups) with and without sharing."""
+    model = _qwen(CHECKPOINT_MIN_VOCAB + 37)
+    batch = _group_batch(CHECKPOINT_MIN_VOCAB + 37)
+    adv = torch.randn(batch.size, generator=torch.Generator().manual_seed(4))
+    settings = LossSettings(clip_low=0.2, clip_high=0.28, ratio="token", loss_agg="token_mean", beta=0.04,
+                            kl_estimator="k3", mu=1)
+    ref = reference_logprobs(model, batch, temperature=1.0, share_prompt=False)
+    assert torch.allclose(reference_logprobs(model, batch, temperature=1.0, micro_batch_size=micro), ref, atol=1e-5)
+    out = []
+    for share in (True, False):
+        m = copy.deepcopy(model)
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        stats = update_policy(m, opt, batch, adv, settings, ref_logp=ref, temperature=1.0, micro_batch_size=micro,
+                              share_prompt=share)
+        out.append((stats["loss"], torch.cat([p.detach().flatten() for p in m.parameters()])))
+    assert out[0][0] == pytest.approx(out[1][0], abs=1e-6)
+    assert torch.allclose(out[0][1], out[1][1], atol=1e-6)

@@ -1,7 +1,8 @@
 """Per-token log-probs of given sequences under a model, without [N, L, V] logits.
 
-The decoder runs once over the batch; the output layer is applied only at the
-positions that predict a trained token, in chunks, so the vocabulary-wide tensor
+The decoder runs once over the batch (once per distinct prompt for a rollout batch
+whose groups share prompts); the output layer is applied only at the positions that
+predict a trained token, in chunks, so the vocabulary-wide tensor
 never exists for the whole batch. The entropy (a logged metric) comes from the same
 chunk of log-probs, not from a second output-layer pass. When the vocabulary is large
 the chunk's logits are not kept for backward: `_HeadLogProb` recomputes them there
@@ -9,10 +10,15 @@ the chunk's logits are not kept for backward: `_HeadLogProb` recomputes them the
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 CHUNK_ROWS = 512
 CHECKPOINT_MIN_VOCAB = 4096
+# Decoders whose cached forward is the plain forward split in two (full attention,
+# DynamicCache); the prompt-sharing pass is used only for these, and is tested on each.
+SHARED_PROMPT_ARCHITECTURES = {"qwen2", "llama", "mistral"}
 
 
 def base_model(model):
@@ -84,14 +90,53 @@ class _HeadLogProb(torch.autograd.Function):
         return g_hidden, g_weight, g_bias, None, None, None
 
 
+def _can_share_prompts(base) -> bool:
+    cfg = getattr(base, "config", None)
+    kind = getattr(cfg, "model_type", None)
+    sliding = getattr(cfg, "use_sliding_window", False) or (kind == "mistral" and getattr(cfg, "sliding_window", None))
+    return kind in SHARED_PROMPT_ARCHITECTURES and not sliding
+
+
+def _shared_prompt_hidden(base, input_ids, attention_mask, pos, p: int) -> torch.Tensor | None:
+    """Final hidden states at positions p-1 .. L-1 [N, L-p+1, H], each distinct prompt
+    (columns :p) run once: the prompts' keys and values are copied to the rows that share
+    them and the completions attend to them through the cache, so gradients reach the
+    prompt computation from every row. The same values as one pass over [N, L] (the
+    attention sums run in another order). None when no two rows share a prompt.
+    """
+    from transformers import DynamicCache
+
+    key = torch.cat([input_ids[:, :p], attention_mask[:, :p]], dim=1)  # [N, 2p]
+    uniq, inverse = torch.unique(key, dim=0, return_inverse=True)  # [U, 2p], [N]
+    n = input_ids.shape[0]
+    if uniq.shape[0] == n:
+        return None
+    first = torch.empty(uniq.shape[0], dtype=torch.long, device=input_ids.device)
+    first.scatter_(0, inverse, torch.arange(n, device=input_ids.device))  # a row of each prompt
+    decoder = base.get_decoder()
+    params = inspect.signature(decoder.forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    cache = DynamicCache(config=base.config)
+    h_prompt = decoder(input_ids=input_ids[first, :p], attention_mask=attention_mask[first, :p],
+                       position_ids=pos[first, :p], use_cache=True, **{cache_kw: cache}).last_hidden_state  # [U, p, H]
+    cache.batch_select_indices(inverse)  # [N] rows; indexing keeps the autograd graph
+    h_rest = decoder(input_ids=input_ids[:, p:], attention_mask=attention_mask, position_ids=pos[:, p:],
+                     use_cache=True, **{cache_kw: cache}).last_hidden_state  # [N, L-p, H]
+    return torch.cat([h_prompt[inverse, -1:], h_rest], dim=1)
+
+
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, *,
-                      temperature: float = 1.0, with_entropy: bool = False,
-                      chunk_rows: int = CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor | None]:
+                      temperature: float = 1.0, with_entropy: bool = False, chunk_rows: int = CHUNK_ROWS,
+                      prompt_len: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(input_ids[n, t] | input_ids[n, :t]) at every t where loss_mask > 0.
 
     Returns (logp [N, L], entropy [N, L] or None), zero where loss_mask == 0.
     Gradients flow when grad is enabled. temperature divides the logits, matching
     the distribution the completions were sampled from.
+
+    prompt_len > 0 says the first prompt_len columns are left-padded prompts and no
+    trained token lies in them (a rollout batch): rows with the same prompt then share
+    one forward pass over it (`_shared_prompt_hidden`), as a GRPO group's rows do.
     """
     n, length = input_ids.shape
     pos = (attention_mask.cumsum(dim=1) - 1).clamp_min(0)  # [N, L]
@@ -118,8 +163,14 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     base = base_model(model)
     decoder = base.get_decoder()
     head = base.get_output_embeddings()
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos).last_hidden_state  # [N, L, H]
-    h_sel = hidden[:, :-1][rows, cols]  # [M, H]
+    tail = None
+    if 0 < prompt_len < length and _can_share_prompts(base) and int(cols.min()) >= prompt_len - 1:
+        tail = _shared_prompt_hidden(base, input_ids, attention_mask, pos, prompt_len)  # [N, L - P + 1, H]
+    if tail is not None:
+        h_sel = tail[:, :-1][rows, cols - (prompt_len - 1)]  # [M, H]
+    else:
+        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos).last_hidden_state
+        h_sel = hidden[:, :-1][rows, cols]  # [M, H]
     weight, bias = head.weight, getattr(head, "bias", None)
     recompute = torch.is_grad_enabled() and weight.shape[0] >= CHECKPOINT_MIN_VOCAB
     pieces = []

@@ -40,7 +40,7 @@ def _micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
 
 def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tensor, settings: LossSettings, *,
                   ref_logp: torch.Tensor | None, temperature: float, micro_batch_size: int = 0,
-                  max_grad_norm: float = 1.0) -> dict[str, float]:
+                  max_grad_norm: float = 1.0, share_prompt: bool = True) -> dict[str, float]:
     """Run settings.mu optimizer steps on the batch; return averaged metrics.
 
     The batch, advantages and reference log-probs may live on the CPU: they are moved
@@ -80,7 +80,8 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
             t0 = time.perf_counter()
             ids, attn, m = batch.input_ids[mb], batch.attention_mask[mb], mask[mb]
             ids, attn, m = _trim(ids, attn, m)
-            logp, ent = sequence_logprobs(model, ids, attn, m, temperature=temp, with_entropy=(p == 0))
+            logp, ent = sequence_logprobs(model, ids, attn, m, temperature=temp, with_entropy=(p == 0),
+                                          prompt_len=batch.prompt_len if share_prompt else 0)
             width = logp.shape[1]
             if p == 0:
                 old_logp[mb, :width] = logp.detach()
@@ -127,7 +128,8 @@ def _trim(ids, attn, mask):
 
 
 @torch.no_grad()
-def reference_logprobs(ref_model, batch: RolloutBatch, *, temperature: float, micro_batch_size: int = 0) -> torch.Tensor:
+def reference_logprobs(ref_model, batch: RolloutBatch, *, temperature: float, micro_batch_size: int = 0,
+                       share_prompt: bool = True) -> torch.Tensor:
     """Per-token log-probs of the batch under `ref_model` [N, L], on the model's device."""
     temp = temperature if temperature > 0 else 1.0
     device = model_device(ref_model)
@@ -135,6 +137,7 @@ def reference_logprobs(ref_model, batch: RolloutBatch, *, temperature: float, mi
     out = torch.zeros_like(batch.logprobs)  # [N, L]
     for mb in _micro_batches(torch.arange(batch.size, device=device), micro_batch_size):
         ids, attn, m = _trim(batch.input_ids[mb], batch.attention_mask[mb], batch.loss_mask[mb])
-        lp, _ = sequence_logprobs(ref_model, ids, attn, m, temperature=temp)
+        lp, _ = sequence_logprobs(ref_model, ids, attn, m, temperature=temp,
+                                  prompt_len=batch.prompt_len if share_prompt else 0)
         out[mb, : lp.shape[1]] = lp
     return out

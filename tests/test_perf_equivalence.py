@@ -315,3 +315,30 @@ def test_update_with_shared_prompts_equals_the_plain_update(micro):
         out.append((stats["loss"], torch.cat([p.detach().flatten() for p in m.parameters()])))
     assert out[0][0] == pytest.approx(out[1][0], abs=1e-6)
     assert torch.allclose(out[0][1], out[1][1], atol=1e-6)
+
+
+def test_gradient_checkpointing_update_equals_the_plain_update():
+    """optim.gradient_checkpointing: the same loss and the same updated weights; the
+    policy pass then runs every row (transformers drops the cache), the reference pass
+    (no grad) still shares prompts."""
+    import grpokit.forward as fwd
+
+    model = _qwen(CHECKPOINT_MIN_VOCAB + 37)
+    batch = _group_batch(CHECKPOINT_MIN_VOCAB + 37)
+    adv = torch.randn(batch.size, generator=torch.Generator().manual_seed(4))
+    settings = LossSettings(clip_low=0.2, clip_high=0.2, ratio="token", loss_agg="token_mean", beta=0.0,
+                            kl_estimator="k3", mu=2)
+    out = []
+    for ckpt in (True, False):
+        m = copy.deepcopy(model)
+        if ckpt:
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            m.train()
+            with torch.no_grad():
+                assert fwd._can_share_prompts(m)
+            assert not fwd._can_share_prompts(m)
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+        stats = update_policy(m, opt, batch, adv, settings, ref_logp=None, temperature=1.0)
+        out.append((stats["loss"], torch.cat([p.detach().flatten() for p in m.parameters()])))
+    assert out[0][0] == pytest.approx(out[1][0], abs=1e-6)
+    assert torch.allclose(out[0][1], out[1][1], atol=1e-6)

@@ -68,6 +68,8 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
     fit = [e.prompt if isinstance(e.prompt, str) else str(e.prompt) for e in train[:5000]]
     policy = load_policy(model_cfg, fit_texts=fit, seed=cfg.run.seed)
     reference = Reference(policy) if algo.beta > 0 else None
+    if cfg.optim.gradient_checkpointing:  # after the reference copy, which never trains
+        policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return Components(
         policy=policy, reference=reference, rewards=RewardSet(reward_specs(cfg)),
         grouper=make_grouper(algo.grouping, seed=cfg.run.seed, num_generations=cfg.rollout.num_generations,

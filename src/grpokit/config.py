@@ -144,6 +144,9 @@ class OptimConfig:
     micro_batch_size: int = opt(0, "rows per forward/backward (gradient accumulation); 0 = whole batch")
     fused: bool = opt(True, "fused AdamW kernel (same update, one pass over all parameters); "
                             "false = PyTorch's default implementation")
+    gradient_checkpointing: bool = opt(False, "recompute each decoder layer's activations in backward instead of "
+                                              "keeping them: less memory for one more forward pass (the policy pass "
+                                              "then runs every row's prompt; the reference pass still shares)")
     share_prompt: bool = opt(True, "policy and reference passes run each distinct prompt once and let the rows "
                                    "that share it (a group) attend to it: the same log-probs and gradients with "
                                    "less compute (Qwen2/Llama/Mistral); false = every row separately")

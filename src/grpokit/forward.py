@@ -94,7 +94,11 @@ def _can_share_prompts(base) -> bool:
     cfg = getattr(base, "config", None)
     kind = getattr(cfg, "model_type", None)
     sliding = getattr(cfg, "use_sliding_window", False) or (kind == "mistral" and getattr(cfg, "sliding_window", None))
-    return kind in SHARED_PROMPT_ARCHITECTURES and not sliding
+    # transformers turns the cache off in a checkpointed training forward, so the
+    # completions could not see the prompt: take the plain pass there.
+    checkpointed = torch.is_grad_enabled() and base.training and getattr(base.get_decoder(), "gradient_checkpointing",
+                                                                          False)
+    return kind in SHARED_PROMPT_ARCHITECTURES and not sliding and not checkpointed
 
 
 def _shared_prompt_hidden(base, input_ids, attention_mask, pos, p: int) -> torch.Tensor | None:

@@ -192,3 +192,25 @@ def test_training_runs_on_cuda_and_resumes(tmp_path, extra):
     # Step 3 starts from the step-2 checkpoint with the same sampling stream; later steps
     # may drift by GPU reduction order, so only the first resumed step is compared.
     assert again[2]["reward"] == pytest.approx(rows[2]["reward"], abs=1e-6)
+
+
+@cuda
+def test_shared_prompt_pass_on_cuda_matches_one_pass_per_row():
+    from grpokit.forward import sequence_logprobs
+    from grpokit.rollout.batch import build_rollout_batch
+
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(2, 97, (k,), generator=g).tolist() for k in (4, 9, 2)]
+    rows = [p for p in prompts for _ in range(4)]
+    comps = [torch.randint(2, 97, (int(k),), generator=g).tolist() for k in torch.randint(1, 12, (12,), generator=g)]
+    b = build_rollout_batch(rows, comps, [[0.0] * len(c) for c in comps], pad_id=0, example_index=list(range(12)),
+                            finished=[True] * 12, completions=[""] * 12)
+    ids, attn, mask = (t.cuda() for t in (b.input_ids, b.attention_mask, b.loss_mask))
+    out = []
+    for p in (b.prompt_len, 0):
+        model = _tiny_model().cuda().train()
+        lp, _ = sequence_logprobs(model, ids, attn, mask, prompt_len=p)
+        lp.sum().backward()
+        out.append((lp.detach().cpu(), model.model.layers[0].self_attn.q_proj.weight.grad.cpu()))
+    torch.testing.assert_close(out[0][0], out[1][0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out[0][1], out[1][1], atol=1e-4, rtol=1e-3)

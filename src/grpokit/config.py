@@ -147,9 +147,11 @@ class OptimConfig:
     gradient_checkpointing: bool = opt(False, "recompute each decoder layer's activations in backward instead of "
                                               "keeping them: less memory for one more forward pass (the policy pass "
                                               "then runs every row's prompt; the reference pass still shares)")
-    share_prompt: bool = opt(True, "policy and reference passes run each distinct prompt once and let the rows "
-                                   "that share it (a group) attend to it: the same log-probs and gradients with "
-                                   "less compute (Qwen2/Llama/Mistral); false = every row separately")
+    share_prompt: Optional[bool] = opt(None, "policy and reference passes run each distinct prompt once and let "
+                                             "the rows that share it (a group) attend to it: the same log-probs "
+                                             "and gradients (Qwen2/Llama/Mistral). Unset = on for CPU models "
+                                             "(faster there), off on GPUs (slower in the one measurement, "
+                                             "docs/performance.md); true/false force it")
 
 
 @dataclass

@@ -92,6 +92,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     algo = comp.algorithm
     model, tok = comp.policy.model, comp.policy.tokenizer
     device = model_device(model)
+    share_prompt = cfg.optim.share_prompt if cfg.optim.share_prompt is not None else device.type == "cpu"
     dump_yaml(cfg, run_dir / "config.yaml")
 
     optimizer = make_optimizer(model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas,
@@ -160,7 +161,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
             # Replayed rows (temporal) are reweighted by pi_now / pi_then: one no-grad forward over them.
             logp_now = None if grouping.replay is None else reference_logprobs(
                 model, grouping.replay, temperature=cfg.rollout.temperature,
-                micro_batch_size=cfg.optim.micro_batch_size, share_prompt=cfg.optim.share_prompt).cpu()
+                micro_batch_size=cfg.optim.micro_batch_size, share_prompt=share_prompt).cpu()
             advantages = grouping.advantages(scores.total, comp.advantage_fn, scale=algo.scale_rewards,  # Phase 3
                                              eps=algo.eps, logp_now=logp_now)
         t_adv = time.perf_counter()
@@ -169,13 +170,13 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
             with comp.reference.active() as ref_model:
                 ref_logp = reference_logprobs(ref_model, train_batch, temperature=cfg.rollout.temperature,
                                               micro_batch_size=cfg.optim.micro_batch_size,
-                                              share_prompt=cfg.optim.share_prompt)
+                                              share_prompt=share_prompt)
             release()
         synchronize(device)
         t_ref = time.perf_counter()
         stats = update_policy(model, optimizer, train_batch, advantages, settings, ref_logp=ref_logp,  # Phase 4
                               temperature=cfg.rollout.temperature, micro_batch_size=cfg.optim.micro_batch_size,
-                              max_grad_norm=cfg.optim.max_grad_norm, share_prompt=cfg.optim.share_prompt)
+                              max_grad_norm=cfg.optim.max_grad_norm, share_prompt=share_prompt)
         scheduler.step()
         release()
         synchronize(device)

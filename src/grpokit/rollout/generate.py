@@ -8,14 +8,14 @@ Llama-family models, transformers' forward for the rest.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from grpokit.rollout.sampler import sample_next
 from grpokit.rollout.stepper import left_pad, start
 
-__all__ = ["GenerationOutput", "concat_outputs", "generate", "left_pad"]
+__all__ = ["GenerationOutput", "concat_outputs", "decode_chunk", "generate", "left_pad"]
 
 
 @dataclass
@@ -44,10 +44,10 @@ def generate(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
         raise ValueError("stop strings need the tokenizer to decode")
     n = len(prompt_ids)
     bs = batch_size if batch_size > 0 else n
-    parts = [_generate_chunk(model, prompt_ids[i:i + bs], max_new_tokens=max_new_tokens, eos_ids=eos_ids,
-                             pad_id=pad_id, temperature=temperature, top_p=top_p, generator=generator,
-                             stop_strings=stop_strings, tokenizer=tokenizer, return_embeddings=return_embeddings,
-                             lean=lean, cuda_graphs=cuda_graphs)
+    parts = [decode_chunk(model, prompt_ids[i:i + bs], [max_new_tokens] * len(prompt_ids[i:i + bs]),
+                          eos_ids=eos_ids, pad_id=pad_id, temperature=temperature, top_p=top_p, generator=generator,
+                          stop_strings=stop_strings, tokenizer=tokenizer, return_embeddings=return_embeddings,
+                          lean=lean, cuda_graphs=cuda_graphs)
              for i in range(0, n, bs)]
     return concat_outputs(parts)
 
@@ -68,42 +68,64 @@ def concat_outputs(parts: Sequence[GenerationOutput]) -> GenerationOutput:
     return out
 
 
-def _generate_chunk(model, prompt_ids, *, max_new_tokens, eos_ids, pad_id, temperature, top_p, generator,
-                    stop_strings, tokenizer, return_embeddings, lean, cuda_graphs) -> GenerationOutput:
+def decode_chunk(model, contexts: Sequence[Sequence[int]], budgets: Sequence[int], *, eos_ids, pad_id, temperature,
+                 top_p, generator, stop_strings, tokenizer, return_embeddings: bool, lean: bool, cuda_graphs: bool,
+                 on_stop: Callable[[int, str, list[int]], None] | None = None) -> GenerationOutput:
+    """The sampling loop behind `generate` and the multi-turn tool loop: KV-cached
+    sampling of up to budgets[i] new tokens after contexts[i]. A row stops at EOS, a stop
+    string or its budget; on_stop(row, reason, tokens) is called the moment it does (so a
+    tool call can start while the other rows go on), and the row leaves the cache."""
     was_training = model.training
     model.eval()
-    n = len(prompt_ids)
-    first = start(model, prompt_ids, pad_id=pad_id, new_tokens=max_new_tokens, return_embeddings=return_embeddings,
-                  lean=lean, cuda_graphs=cuda_graphs)
-    stepper, logits, embeddings, next_pos = first.stepper, first.logits, first.embeddings, first.next_pos
-    calls = 1
-
-    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=logits.device)
+    n = len(contexts)
     tokens_out: list[list[int]] = [[] for _ in range(n)]
     logps_out: list[list[float]] = [[] for _ in range(n)]
     reason = ["length"] * n
-    active = torch.arange(n)  # original row of each cache row
+    live = [j for j in range(n) if budgets[j] > 0]
+    for j in range(n):
+        if budgets[j] <= 0 and on_stop is not None:
+            on_stop(j, "length", [])
+    if not live:
+        return GenerationOutput(tokens_out, logps_out, [False] * n, reason, None, 0)
+    first = start(model, [contexts[j] for j in live], pad_id=pad_id, new_tokens=max(budgets),
+                  return_embeddings=return_embeddings, lean=lean, cuda_graphs=cuda_graphs)
+    stepper, logits, next_pos = first.stepper, first.logits, first.next_pos  # [B, V], [B]
+    calls = 1
+    embeddings = None
+    if first.embeddings is not None:  # the grouping phase works on the CPU
+        embeddings = torch.zeros(n, first.embeddings.shape[1])
+        embeddings[torch.tensor(live)] = first.embeddings.cpu()
+    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=logits.device)
+    active = torch.tensor(live)  # original row of each cache row
     max_stop = max((len(s) for s in stop_strings), default=0)
+    last_chars = {s[-1] for s in stop_strings}
+    end_char: dict[int, str] = {}  # token id -> last character of its text (stop-string pre-check)
 
-    for t in range(max_new_tokens):
+    for _ in range(max(budgets)):
         tok, lp = sample_next(logits, temperature=temperature, top_p=top_p, generator=generator)  # [B], [B]
         tok_l, lp_l = tok.tolist(), lp.tolist()
-        done = torch.isin(tok, eos) if len(eos) else torch.zeros_like(tok, dtype=torch.bool)  # [B]
-        done_l = done.tolist()
+        done_l = (torch.isin(tok, eos) if len(eos) else torch.zeros_like(tok, dtype=torch.bool)).tolist()  # [B]
         for j, row in enumerate(active.tolist()):
             tokens_out[row].append(tok_l[j])
             logps_out[row].append(lp_l[j])
             if done_l[j]:
                 reason[row] = "eos"
             elif stop_strings:
-                # Decode only a short tail: stop strings are matched on the text end.
-                tail = tokenizer.decode(tokens_out[row][-(max_stop + 8):], skip_special_tokens=False)
-                hit = next((s for s in stop_strings if tail.endswith(s)), None)
-                if hit is not None:
-                    reason[row] = f"stop:{hit}"
-                    done_l[j] = True
-        if t == max_new_tokens - 1:
-            break
+                # Stop strings are matched on the end of the text: only when this token's text
+                # ends with a stop string's last character, and then on a short decoded tail.
+                t = tok_l[j]
+                if t not in end_char:
+                    end_char[t] = tokenizer.decode([t], skip_special_tokens=False)[-1:]
+                if end_char[t] in last_chars:
+                    tail = tokenizer.decode(tokens_out[row][-(max_stop + 8):], skip_special_tokens=False)
+                    hit = next((s for s in stop_strings if tail.endswith(s)), None)
+                    if hit is not None:
+                        reason[row] = f"stop:{hit}"
+                        done_l[j] = True
+            if not done_l[j] and len(tokens_out[row]) >= budgets[row]:
+                done_l[j] = True  # reason stays "length"
+            if done_l[j] and on_stop is not None:
+                on_stop(row, reason[row], tokens_out[row])
         keep = [j for j, d in enumerate(done_l) if not d]
         if not keep:
             break
@@ -118,6 +140,4 @@ def _generate_chunk(model, prompt_ids, *, max_new_tokens, eos_ids, pad_id, tempe
         next_pos = next_pos + 1
     if was_training:
         model.train()
-    finished = [r != "length" for r in reason]
-    embeddings = embeddings.cpu() if embeddings is not None else None  # the grouping phase works on the CPU
-    return GenerationOutput(tokens_out, logps_out, finished, reason, embeddings, calls)
+    return GenerationOutput(tokens_out, logps_out, [r != "length" for r in reason], reason, embeddings, calls)

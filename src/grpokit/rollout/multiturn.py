@@ -27,13 +27,11 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from grpokit.rollout.generate import GenerationOutput, concat_outputs
-from grpokit.rollout.sampler import sample_next
-from grpokit.rollout.stepper import start
+from grpokit.rollout.generate import GenerationOutput, concat_outputs, decode_chunk
 from grpokit.tools import DEFAULT_MAX_QUERY_CHARS, ToolError
 from grpokit.tools.parsing import RESULT_CLOSE, RESULT_OPEN, closing_call, sanitize_result
 from grpokit.types import Tool
@@ -246,77 +244,6 @@ def tool_metrics(metadata: dict, correct: torch.Tensor | None) -> dict[str, floa
 def _decode(model, contexts, budgets, *, batch_size: int, **kw) -> GenerationOutput:
     bs = batch_size if batch_size > 0 else len(contexts)
     on_stop = kw.pop("on_stop")
-    return concat_outputs([_decode_chunk(model, contexts[s:s + bs], budgets[s:s + bs],
-                                         on_stop=lambda i, r, t, _s=s: on_stop(_s + i, r, t), **kw)
+    return concat_outputs([decode_chunk(model, contexts[s:s + bs], budgets[s:s + bs],
+                                        on_stop=lambda i, r, t, _s=s: on_stop(_s + i, r, t), **kw)
                            for s in range(0, len(contexts), bs)])
-
-
-def _decode_chunk(model, contexts, budgets, *, eos_ids, pad_id, temperature, top_p, generator, stop_strings,
-                  tokenizer, on_stop: Callable[[int, str, list[int]], None],
-                  return_embeddings: bool, lean: bool, cuda_graphs: bool = True) -> GenerationOutput:
-    """KV-cache sampling with a token budget per row; on_stop(row, reason, tokens) is
-    called the moment a row stops (so its tool call can start while others go on)."""
-    was_training = model.training
-    model.eval()
-    n = len(contexts)
-    tokens_out: list[list[int]] = [[] for _ in range(n)]
-    logps_out: list[list[float]] = [[] for _ in range(n)]
-    reason = ["length"] * n
-    live = [j for j in range(n) if budgets[j] > 0]
-    for j in range(n):
-        if budgets[j] <= 0:
-            on_stop(j, "length", [])
-    if not live:
-        return GenerationOutput(tokens_out, logps_out, [False] * n, reason, None, 0)
-    first = start(model, [contexts[j] for j in live], pad_id=pad_id, new_tokens=max(budgets),
-                  return_embeddings=return_embeddings, lean=lean, cuda_graphs=cuda_graphs)
-    stepper, logits, next_pos = first.stepper, first.logits, first.next_pos  # [B, V], [B]
-    calls = 1
-    embeddings = None
-    if first.embeddings is not None:
-        embeddings = torch.zeros(n, first.embeddings.shape[1])
-        embeddings[torch.tensor(live)] = first.embeddings.cpu()  # the grouping phase works on the CPU
-    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=logits.device)
-    active = torch.tensor(live)  # original row of each cache row
-    max_stop = max((len(s) for s in stop_strings), default=0)
-    last_chars = {s[-1] for s in stop_strings}
-    end_char: dict[int, str] = {}  # token id -> last character of its text (stop-string pre-check)
-
-    for _ in range(max(budgets)):
-        tok, lp = sample_next(logits, temperature=temperature, top_p=top_p, generator=generator)  # [B], [B]
-        tok_l, lp_l = tok.tolist(), lp.tolist()
-        done_l = (torch.isin(tok, eos) if len(eos) else torch.zeros_like(tok, dtype=torch.bool)).tolist()  # [B]
-        for j, row in enumerate(active.tolist()):
-            tokens_out[row].append(tok_l[j])
-            logps_out[row].append(lp_l[j])
-            if done_l[j]:
-                reason[row] = "eos"
-            elif stop_strings:
-                t = tok_l[j]
-                if t not in end_char:
-                    end_char[t] = tokenizer.decode([t], skip_special_tokens=False)[-1:]
-                if end_char[t] in last_chars:
-                    tail = tokenizer.decode(tokens_out[row][-(max_stop + 8):], skip_special_tokens=False)
-                    hit = next((s for s in stop_strings if tail.endswith(s)), None)
-                    if hit is not None:
-                        reason[row] = f"stop:{hit}"
-                        done_l[j] = True
-            if not done_l[j] and len(tokens_out[row]) >= budgets[row]:
-                done_l[j] = True  # reason stays "length"
-            if done_l[j]:
-                on_stop(row, reason[row], tokens_out[row])
-        keep = [j for j, d in enumerate(done_l) if not d]
-        if not keep:
-            break
-        if len(keep) < len(done_l):
-            keep_t = torch.tensor(keep, dtype=torch.long)
-            active = active[keep_t]
-            keep_t = keep_t.to(tok.device)
-            stepper.select(keep_t)
-            next_pos, tok = next_pos[keep_t], tok[keep_t]
-        logits = stepper.step(tok, next_pos)
-        calls += 1
-        next_pos = next_pos + 1
-    if was_training:
-        model.train()
-    return GenerationOutput(tokens_out, logps_out, [r != "length" for r in reason], reason, embeddings, calls)

@@ -31,7 +31,6 @@ import hashlib
 import importlib.util
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from grpokit.bench import WORKLOADS
+from grpokit.bench_orchestrate import _child, _env_for, _grpokit_cmd
 
 # Qwen2.5-0.5B's shape (its config.json), without its weights.
 QWEN2_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
@@ -150,14 +150,10 @@ def orchestrate(args: argparse.Namespace) -> int:
     for slug in args.variants.split(","):
         label, overrides = VARIANTS[slug]
         out = log_dir / f"{slug}.json"
-        cmd = [sys.executable, "-m", "grpokit.bench", "--in-process", "--workload", args.workload, "--assets",
-               str(assets), "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
-               "--seed", str(args.seed), "--json-out", str(out), "--ceiling-json", str(log_dir / "ceiling.json"),
-               *args.overrides, *overrides]
+        cmd = _grpokit_cmd(args, out, str(log_dir / "ceiling.json")) + overrides
         print(f"[bench] {label}: {' '.join(cmd[2:])}", flush=True)
         t = time.perf_counter()
-        with open(log_dir / f"{slug}.log", "w") as f:
-            rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
+        rc = _child(cmd, _env_for("default", args.threads), log_dir / f"{slug}.log")
         if rc != 0 or not out.is_file():
             tail = (log_dir / f"{slug}.log").read_text()[-3000:]
             print(f"[bench] {label} FAILED (exit {rc}) after {time.perf_counter() - t:.0f} s:\n{tail}", flush=True)

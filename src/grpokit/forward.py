@@ -90,10 +90,23 @@ class _HeadLogProb(torch.autograd.Function):
         return g_hidden, g_weight, g_bias, None, None, None
 
 
+def uses_sliding_window(cfg) -> bool:
+    """Sliding-window attention in a Qwen2 (use_sliding_window) or Mistral (sliding_window) config."""
+    kind = getattr(cfg, "model_type", None)
+    return bool(getattr(cfg, "use_sliding_window", False) or (kind == "mistral" and getattr(cfg, "sliding_window", None)))
+
+
+def cache_kwarg(module) -> str:
+    """The name under which `module.forward` takes a KV cache: `cache` in newer
+    transformers, `past_key_values` before (peft wrappers pass it through unchanged)."""
+    params = inspect.signature(base_model(module).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def _can_share_prompts(base) -> bool:
     cfg = getattr(base, "config", None)
     kind = getattr(cfg, "model_type", None)
-    sliding = getattr(cfg, "use_sliding_window", False) or (kind == "mistral" and getattr(cfg, "sliding_window", None))
+    sliding = uses_sliding_window(cfg)
     # transformers turns the cache off in a checkpointed training forward, so the
     # completions could not see the prompt: take the plain pass there.
     checkpointed = torch.is_grad_enabled() and base.training and getattr(base.get_decoder(), "gradient_checkpointing",
@@ -118,8 +131,7 @@ def _shared_prompt_hidden(base, input_ids, attention_mask, pos, p: int) -> torch
     first = torch.empty(uniq.shape[0], dtype=torch.long, device=input_ids.device)
     first.scatter_(0, inverse, torch.arange(n, device=input_ids.device))  # a row of each prompt
     decoder = base.get_decoder()
-    params = inspect.signature(decoder.forward).parameters
-    cache_kw = "cache" if "cache" in params else "past_key_values"
+    cache_kw = cache_kwarg(decoder)
     cache = DynamicCache(config=base.config)
     h_prompt = decoder(input_ids=input_ids[first, :p], attention_mask=attention_mask[first, :p],
                        position_ids=pos[first, :p], use_cache=True, **{cache_kw: cache}).last_hidden_state  # [U, p, H]

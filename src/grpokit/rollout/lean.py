@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from grpokit.forward import base_model, transforms_logits
+from grpokit.forward import base_model, transforms_logits, uses_sliding_window
 
 ARCHITECTURES = {"qwen2", "llama", "mistral"}
 STATIC_ROPE = {"default", "linear", "llama3", "yarn"}  # tables that do not depend on the sequence length
@@ -64,7 +64,7 @@ def unsupported_reason(model) -> str | None:
         return f"model type {kind!r} (lean decoding covers {', '.join(sorted(ARCHITECTURES))})"
     if getattr(cfg, "hidden_act", "silu") != "silu":
         return f"activation {cfg.hidden_act!r}"
-    if getattr(cfg, "use_sliding_window", False) or (kind == "mistral" and getattr(cfg, "sliding_window", None)):
+    if uses_sliding_window(cfg):
         return "sliding-window attention"
     if transforms_logits(model):
         return "logit scaling"
@@ -159,25 +159,32 @@ class LeanDecoder:
         self.cos, self.sin = cos[0], sin[0]  # [capacity, D]
 
     def _layer(self, t: _Layer, kc: torch.Tensor, vc: torch.Tensor, x: torch.Tensor, cos, sin, mask, c0: int,
-               prefill: bool) -> torch.Tensor:
+               prefill: bool, col: torch.Tensor | None = None) -> torch.Tensor:
         b, n, _ = x.shape
         d, hq, hk = self.head_dim, self.n_heads, self.n_kv
         qkv = t.qkv(_norm(x, t.ln1, t.ln1_eps))  # [B, T, (Hq + 2 Hk) D]
         qk = _rotate(qkv[..., :(hq + hk) * d].view(b, n, hq + hk, d), cos, sin)  # [B, T, Hq + Hk, D]
         v = qkv[..., (hq + hk) * d:].view(b, n, hk, d)
-        kc[:, :, c0:c0 + n] = qk[:, :, hq:].transpose(1, 2)
-        vc[:, :, c0:c0 + n] = v.transpose(1, 2)
-        end = c0 + n
+        k_new, v_new = qk[:, :, hq:].transpose(1, 2), v.transpose(1, 2)  # [B, Hk, T, D]
+        if col is None:  # write at column c0, attend to the columns filled so far
+            kc[:, :, c0:c0 + n] = k_new
+            vc[:, :, c0:c0 + n] = v_new
+            keys, values = kc[:, :, :c0 + n], vc[:, :, :c0 + n]
+        else:
+            # Fixed shapes for a CUDA graph: the column comes from the device tensor col [1],
+            # and attention spans the whole capacity under the validity mask.
+            kc.index_copy_(2, col, k_new)
+            vc.index_copy_(2, col, v_new)
+            keys, values = kc, vc
         if prefill:
             q = qk[:, :, :hq].transpose(1, 2)  # [B, Hq, T, D]
-            o = F.scaled_dot_product_attention(q, kc[:, :, :end], vc[:, :, :end], attn_mask=mask, scale=self.scale,
-                                               enable_gqa=hq != hk)
+            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=hq != hk)
             o = o.transpose(1, 2).reshape(b, n, hq * d)
         else:
             # One new token: the q heads that share a kv head become that head's query rows,
             # so the cached keys are read once instead of repeated per q head.
             q = qk[:, 0, :hq].reshape(b, hk, hq // hk, d)  # [B, Hk, rep, D]
-            o = F.scaled_dot_product_attention(q, kc[:, :, :end], vc[:, :, :end], attn_mask=mask, scale=self.scale)
+            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
             o = o.reshape(b, 1, hq * d)
         x = x + F.linear(o, t.w_o, t.b_o)
         g, u = t.gate_up(_norm(x, t.ln2, t.ln2_eps)).chunk(2, dim=-1)
@@ -192,23 +199,6 @@ class LeanDecoder:
         self.length = c0 + ids.shape[1]
         return _norm(x, self.final_w, self.final_eps)  # [B, T, H]
 
-    def _static_layer(self, t: _Layer, kc, vc, x, cos, sin, mask, col: torch.Tensor) -> torch.Tensor:
-        """One new token with every shape fixed: the cache column comes from the device
-        tensor `col` [1] and attention spans the whole capacity under the validity mask,
-        so one CUDA graph replays every decode step."""
-        b = x.shape[0]
-        d, hq, hk = self.head_dim, self.n_heads, self.n_kv
-        qkv = t.qkv(_norm(x, t.ln1, t.ln1_eps))  # [B, 1, (Hq + 2 Hk) D]
-        qk = _rotate(qkv[..., :(hq + hk) * d].view(b, 1, hq + hk, d), cos, sin)  # [B, 1, Hq + Hk, D]
-        v = qkv[..., (hq + hk) * d:].view(b, 1, hk, d)
-        kc.index_copy_(2, col, qk[:, :, hq:].transpose(1, 2))
-        vc.index_copy_(2, col, v.transpose(1, 2))
-        q = qk[:, 0, :hq].reshape(b, hk, hq // hk, d)  # [B, Hk, rep, D]
-        o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask, scale=self.scale).reshape(b, 1, hq * d)
-        x = x + F.linear(o, t.w_o, t.b_o)
-        g, u = t.gate_up(_norm(x, t.ln2, t.ln2_eps)).chunk(2, dim=-1)
-        return x + F.linear(F.silu(g) * u, t.w_down, t.b_down)
-
     @torch.no_grad()
     def static_step(self, tokens: torch.Tensor, pos: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
         """`step` with fixed shapes, for graph capture: writes cache column col[0] (the
@@ -218,7 +208,7 @@ class LeanDecoder:
         cos, sin = self.cos[pos[:, None]][:, :, None], self.sin[pos[:, None]][:, :, None]  # [B, 1, 1, D]
         mask = self.valid[:, None, None, :]  # [B, 1, 1, capacity]
         for t, kc, vc in zip(self.layers, self.k, self.v):
-            x = self._static_layer(t, kc, vc, x, cos, sin, mask, col)
+            x = self._layer(t, kc, vc, x, cos, sin, mask, 0, False, col)
         return self.logits(_norm(x, self.final_w, self.final_eps)[:, -1])
 
     @torch.no_grad()

@@ -7,7 +7,6 @@ only see `Stepper`.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -15,7 +14,7 @@ from typing import Sequence
 import torch
 
 from grpokit.device import model_device
-from grpokit.forward import base_model
+from grpokit.forward import cache_kwarg
 from grpokit.rollout.lean import LeanDecoder, unsupported_reason
 
 log = logging.getLogger("grpokit")
@@ -79,9 +78,7 @@ def _mean_over_prompt(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class _TransformersStepper:
     def __init__(self, model):
         self.model = model
-        # peft wrappers pass keyword arguments through; the wrapped model's signature decides
-        params = inspect.signature(base_model(model).forward).parameters
-        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.cache_kw = cache_kwarg(model)
         self.mask: torch.Tensor | None = None
         self.cache = None
 
@@ -106,14 +103,18 @@ class _TransformersStepper:
         self.mask = self.mask[keep]
 
 
+def _lean_prefill(dec: LeanDecoder, ids, mask, pos, return_embeddings: bool) -> Prefill:
+    hidden = dec.prefill(ids, mask, pos)  # [B, P, H]
+    emb = _mean_over_prompt(hidden, mask) if return_embeddings else None
+    return Prefill(dec.logits(hidden[:, -1]), emb)
+
+
 class _LeanStepper:
     def __init__(self, model, capacity: int):
         self.dec = LeanDecoder(model, capacity)
 
     def prefill(self, ids, mask, pos, return_embeddings: bool) -> Prefill:
-        hidden = self.dec.prefill(ids, mask, pos)  # [B, P, H]
-        emb = _mean_over_prompt(hidden, mask) if return_embeddings else None
-        return Prefill(self.dec.logits(hidden[:, -1]), emb)
+        return _lean_prefill(self.dec, ids, mask, pos, return_embeddings)
 
     def step(self, tokens, pos) -> torch.Tensor:
         return self.dec.step(tokens, pos)
@@ -140,10 +141,9 @@ class _StaticLeanStepper:
         self.rows: torch.Tensor | None = None  # [B_live] cache row of each live row
 
     def prefill(self, ids, mask, pos, return_embeddings: bool) -> Prefill:
-        hidden = self.dec.prefill(ids, mask, pos)  # [B, P, H]
+        first = _lean_prefill(self.dec, ids, mask, pos, return_embeddings)
         self._reset_rows(ids.shape[0], ids.device)
-        emb = _mean_over_prompt(hidden, mask) if return_embeddings else None
-        return Prefill(self.dec.logits(hidden[:, -1]), emb)
+        return first
 
     def _reset_rows(self, n: int, device) -> None:
         self.rows = torch.arange(n, device=device)

@@ -1,4 +1,5 @@
 """Groupers on hand-made experience: known clusters, known difficulty, shuffled order."""
+import math
 import sys
 import types
 
@@ -289,8 +290,28 @@ def test_temporal_replay_appends_rows_for_training():
     logp_now = out.replay.logprobs.clone()
     a = out.advantages(torch.tensor([0.0, 1.0, 1.0, 1.0]), group_advantages, scale="none", eps=0.0,
                        logp_now=logp_now)
-    assert a.shape == (6,)  # replayed rows have advantages too (weight 1: the policy did not move)
-    assert a[4:].tolist() == pytest.approx([0.25, -0.75])
+    assert a.shape == (6,)  # replayed rows have advantages too (IS weight 1: the policy did not move)
+    assert a[4:].tolist() == pytest.approx([0.25 / 2, -0.75 / 2])  # replay_weight defaults to 1/window
+
+
+def test_temporal_replay_weight_and_cap_options():
+    b1 = _rollout([[4, 5], [4, 5]], [[7, 8], [9]], [[-1.0, -1.0], [-0.5]])
+    b2 = _rollout([[4, 5], [4, 5]], [[7], [8]], [[-2.0], [-2.0]])
+    outs = []
+    for kw in ({"replay_weight": 1.0, "is_cap": 3.0}, {"replay_weight": 0.5}):
+        g = make_grouper("temporal", window=4, replay=True, **kw)
+        g(exp_of([0, 0], [1, 0], step=1, rollout=b1))
+        out = g(exp_of([0, 0], [1, 1], step=2, rollout=b2))
+        # every replayed token twice as likely now: IS weight 2, capped at 3 or at the default 1
+        logp_now = out.replay.logprobs + math.log(2.0) * out.replay.loss_mask
+        outs.append(out.advantages(torch.tensor([1.0, 1.0]), group_advantages, scale="none", eps=0.0,
+                                   logp_now=logp_now))
+    # pooled mean 0.75: fresh rows 0.25 each; past rows 0.25 and -0.75 times weight x IS weight
+    assert outs[0].tolist() == pytest.approx([0.25, 0.25, 0.5, -1.5])
+    assert outs[1].tolist() == pytest.approx([0.25, 0.25, 0.125, -0.375])
+    for bad in ({"replay_weight": 0.0}, {"replay_weight": 1.5}, {"is_cap": 0.0}):
+        with pytest.raises(ValueError, match="algorithm.group." + next(iter(bad))):
+            make_grouper("temporal", replay=True, **bad)
 
 
 def test_concat_batches_keeps_every_row():

@@ -95,7 +95,10 @@ class GroupConfig:
     base: str = opt("prompt", "temporal: how past rows are matched with current ones",
                     choices=("prompt", "semantic", "complexity", "batch"))
     replay: bool = opt(False, "temporal: also train on the pooled past rows (importance-weighted, truncated)")
-    is_cap: float = opt(2.0, "temporal: cap c of a replayed row's importance weight min(c, pi_now / pi_then)")
+    is_cap: float = opt(1.0, "temporal: cap c of a replayed row's importance weight min(c, pi_now / pi_then); "
+                             "1 never weights a stale row above a fresh one")
+    replay_weight: Optional[float] = opt(None, "temporal: factor on a replayed row's advantage (default 1/window: "
+                                               "over its stay in the window a row is trained about once more)")
     scales: list = opt(help="multiscale: groupers from the finest scale to the coarsest",
                        factory=lambda: ["prompt", "semantic", "batch"])
     weights: list = opt(help="multiscale: weight of each scale's advantage; empty = tuned every step from which "

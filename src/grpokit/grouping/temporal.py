@@ -12,6 +12,10 @@ Window rows that land in a group with at least one current completion are pooled
   on its advantage, and the clipped surrogate runs with pi_now as its proximal policy
   (`grpokit.algo.offpolicy.truncated_importance_weights`). The loop computes log pi_now
   of the replayed rows with one no-grad forward and appends them to the batch.
+  A row stays in the window for `window` steps and is replayed at each of them, so its
+  advantage is also scaled by `replay_weight` (default 1/window). At weight 1 (and cap
+  2) the replayed rows made up ~80% of every update, each completion was trained five
+  times over, and in the grouping study held-out accuracy fell from 27% to under 10%.
 
 The window is part of the grouper's state, saved in checkpoints.
 """
@@ -31,15 +35,20 @@ STATELESS_BASES = ("prompt", "semantic", "complexity", "batch")
 class TemporalGrouper:
     """Pools completions of the same (or similar) contexts across the last `window` steps."""
 
-    def __init__(self, *, window: int = 4, base: str = "prompt", replay: bool = False, is_cap: float = 2.0,
-                 shrink: bool = False, prior_dof: float = 2.0, **options: Any):
+    def __init__(self, *, window: int = 4, base: str = "prompt", replay: bool = False, is_cap: float = 1.0,
+                 replay_weight: float | None = None, shrink: bool = False, prior_dof: float = 2.0, **options: Any):
         if window < 1:
             raise ValueError(f"algorithm.group.window: must be >= 1 step, got {window}")
+        if is_cap <= 0:
+            raise ValueError(f"algorithm.group.is_cap: must be > 0, got {is_cap}")
+        if replay_weight is not None and not 0 < replay_weight <= 1:
+            raise ValueError(f"algorithm.group.replay_weight: must be in (0, 1], got {replay_weight}")
         if base not in STATELESS_BASES:
             raise ValueError(f"algorithm.group.base: {base!r} is not supported; valid: {', '.join(STATELESS_BASES)}")
         from grpokit.grouping import make_grouper  # the registry imports this module
 
         self.window, self.base_name, self.replay, self.is_cap = window, base, replay, is_cap
+        self.replay_weight = 1.0 / window if replay_weight is None else replay_weight
         self.shrink, self.prior_dof = shrink, prior_dof
         self.base = make_grouper(base, **{k: v for k, v in options.items() if k != "budget"})
         self.needs_embeddings = getattr(self.base, "needs_embeddings", True)
@@ -88,7 +97,8 @@ class TemporalGrouper:
             past_rewards, replay = exp.rewards.new_zeros(0), None
         self._steps.appendleft((self._light(exp), _cpu_rows(exp.rollout) if self.replay else None))
         groups = Groups(ids=[ids], names=[f"temporal({self.base_name})"], past_rewards=past_rewards,
-                        replay=replay, replay_cap=self.is_cap, shrink=self.shrink, prior_dof=self.prior_dof)
+                        replay=replay, replay_cap=self.is_cap, replay_weight=self.replay_weight,
+                        shrink=self.shrink, prior_dof=self.prior_dof)
         groups.metrics["grouping/past_rows"] = float(past_rewards.numel())
         return groups
 

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
+from grpokit import lean_train
 from grpokit.config import AlgorithmConfig, TrainConfig
 from grpokit.rollout.generate import generate
 from grpokit.types import Example
+
+log = logging.getLogger("grpokit")
 
 
 @dataclass
@@ -68,7 +72,10 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
     fit = [e.prompt if isinstance(e.prompt, str) else str(e.prompt) for e in train[:5000]]
     policy = load_policy(model_cfg, fit_texts=fit, seed=cfg.run.seed)
     reference = Reference(policy) if algo.beta > 0 else None
-    if cfg.optim.gradient_checkpointing:  # after the reference copy, which never trains
+    # both after the reference copy, which never trains
+    if cfg.optim.lean_activations and not lean_train.install(policy.model):
+        log.info("lean activations not used: %s", lean_train.unsupported_reason(policy.model))
+    if cfg.optim.gradient_checkpointing:
         policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return Components(
         policy=policy, reference=reference, rewards=RewardSet(reward_specs(cfg)),

@@ -56,10 +56,17 @@ def _grads(model):
 
 
 @pytest.mark.parametrize("vocab", [61, CHECKPOINT_MIN_VOCAB + 37])  # plain chunks / checkpointed chunks
-@pytest.mark.parametrize("chunk_rows", [3, 1024])
+@pytest.mark.parametrize("chunk_rows", [3, 0, 1024])  # 0: sized from the vocabulary
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_chunked_logprobs_entropy_and_gradients_equal_full_logits(vocab, chunk_rows, temperature):
+@pytest.mark.parametrize("head_bias", [False, True])
+def test_chunked_logprobs_entropy_and_gradients_equal_full_logits(vocab, chunk_rows, temperature, head_bias):
     model = _qwen(vocab)
+    if head_bias:
+        head = torch.nn.Linear(model.lm_head.in_features, vocab, bias=True)
+        with torch.no_grad():
+            head.weight.copy_(model.lm_head.weight)
+            head.bias.normal_(generator=torch.Generator().manual_seed(2))
+        model.lm_head = head
     batch = _random_batch(vocab)
     weights = torch.randn(batch.input_ids.shape, generator=torch.Generator().manual_seed(1))
 

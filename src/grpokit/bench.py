@@ -50,11 +50,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from grpokit.allocator import TUNABLES as GRPOKIT_TUNABLES
 from grpokit.bench_machine import (  # noqa: F401 - cpu_snapshot etc. are part of this module's API
     cpu_name, cpu_snapshot, machine_load, measure_ceiling, summarize, wait_idle)
 
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
-ALLOCATORS = {"default": None, "tunables": TUNABLES}
+# default: no GLIBC_TUNABLES from the bench (TRL then runs on glibc's defaults; grpokit
+# applies its own, grpokit.allocator, as the `grpokit` command does); tunables:
+# BASELINE.md's setting for both; grpokit: grpokit's setting for both.
+ALLOCATORS = {"default": None, "tunables": TUNABLES, "grpokit": GRPOKIT_TUNABLES}
 DEFAULT_ASSETS = "/tmp/grpo_assets"
 DEFAULT_TRL_PYTHON = "/tmp/grpo-bench-venv/bin/python"
 # BASELINE.md's TRL 1.16 medians (s/step, clean runs) and prompt lengths, shown for context.
@@ -410,9 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="optimizer steps per run (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="steps left out of the statistics (default 2)")
     p.add_argument("--repeats", type=int, default=1, help="runs per implementation and allocator, alternating")
-    p.add_argument("--allocator", choices=("default", "tunables", "both"), default=None,
-                   help=f"glibc malloc settings of the runs: default, tunables (GLIBC_TUNABLES={TUNABLES}), "
-                        "or both (default: both with --vs-trl, else default)")
+    p.add_argument("--allocator", choices=("default", "tunables", "grpokit", "both", "all"), default=None,
+                   help=f"glibc malloc settings of the runs: default (none set; grpokit sets its own, "
+                        f"GLIBC_TUNABLES={GRPOKIT_TUNABLES}, as the grpokit command does), tunables "
+                        f"(GLIBC_TUNABLES={TUNABLES} for both), grpokit (grpokit's setting for both, TRL too), "
+                        "both (default and tunables) or all three (default: both with --vs-trl, else default)")
     p.add_argument("--vs-trl", action="store_true", help="also run TRL (trl_baseline.py), alternating, and print ratios")
     p.add_argument("--trl-python", default=DEFAULT_TRL_PYTHON, help="Python of a venv with TRL (BASELINE.md)")
     p.add_argument("--trl-script", default=None, help="path of trl_baseline.py (default: shared/bench/ near the repo)")
@@ -476,4 +482,8 @@ def compare(results, workload: str):
 
 
 if __name__ == "__main__":
+    if "--in-process" in sys.argv:  # a measured run: under the allocator `grpokit train` uses
+        from grpokit.allocator import reexec_tuned
+
+        reexec_tuned(["-m", "grpokit.bench", *sys.argv[1:]])
     sys.exit(main())

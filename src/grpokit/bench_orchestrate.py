@@ -85,7 +85,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         print(f"grpokit bench: no model at {assets / 'models' / workload.name}; build the assets first:\n  {make}",
               file=sys.stderr)
         return 2
-    allocs = ["default", "tunables"] if args.allocator == "both" else [args.allocator]
+    allocs = {"both": ["default", "tunables"], "all": list(ALLOCATORS)}.get(args.allocator, [args.allocator])
     impls = ["grpokit"]
     script = None
     if args.vs_trl:

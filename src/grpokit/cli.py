@@ -360,8 +360,17 @@ def _is_user_error(exc: BaseException) -> bool:
     return any(cls.__name__ == "RewardError" for cls in type(exc).__mro__)
 
 
+def console_main() -> int:
+    """The `grpokit` console script: re-executed once under grpokit's malloc settings
+    (`grpokit.allocator`), then `main`."""
+    from grpokit.allocator import reexec_tuned
+
+    reexec_tuned([sys.argv[0], *sys.argv[1:]])
+    return main()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `grpokit` command; returns the exit code."""
+    """The `grpokit` command's work; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # transformers' own per-file bars ("Loading weights", "Writing model shards") would
     # interleave with ours; set before transformers is first imported.

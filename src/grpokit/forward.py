@@ -14,7 +14,8 @@ import inspect
 
 import torch
 
-CHUNK_ROWS = 512
+CHUNK_BYTES = 32 * 2**20  # float32 [rows, V] logits per chunk of the output layer
+CHUNK_ROWS_MIN, CHUNK_ROWS_MAX = 64, 4096
 CHECKPOINT_MIN_VOCAB = 4096
 # Decoders whose cached forward is the plain forward split in two (full attention,
 # DynamicCache); the prompt-sharing pass is used only for these, and is tested on each.
@@ -55,20 +56,29 @@ def _chunk_logp(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
 
 
 class _HeadLogProb(torch.autograd.Function):
-    """_chunk_logp with the [c, V] tensors recomputed in backward instead of kept.
+    """Token log-probs (and entropy) of all selected positions through the output layer,
+    chunk by chunk, with the [c, V] tensors recomputed in backward instead of kept.
 
-    Forward values are computed exactly as in _chunk_logp. Backward uses
-    d log_softmax(z)[t] / dz = onehot(t) - softmax(z), with softmax(z) = exp(log_softmax(z))
-    from recomputed logits: the formula autograd applies to log_softmax + gather.
+    Forward values are computed exactly as in _chunk_logp, one chunk of chunk_rows at a
+    time. Backward uses d log_softmax(z)[t] / dz = onehot(t) - softmax(z), with
+    softmax(z) = exp(log_softmax(z)) from recomputed logits: the formula autograd applies
+    to log_softmax + gather. The weight gradient of every chunk is added in place into
+    one [V, H] buffer, so a step allocates it once and not once per chunk.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, temperature, with_entropy):
-        logp = torch.log_softmax(_logits(hidden, weight, bias, temperature), dim=-1)  # [c, V]
-        token_lp = logp.gather(1, targets[:, None]).squeeze(1)  # [c]
-        ent = _entropy(logp) if with_entropy else token_lp.new_empty(0)
+    def forward(ctx, hidden, weight, bias, targets, temperature, with_entropy, chunk_rows):
+        lps, ents = [], []
+        for s in range(0, hidden.shape[0], chunk_rows):
+            logp = torch.log_softmax(_logits(hidden[s:s + chunk_rows], weight, bias, temperature), dim=-1)  # [c, V]
+            lps.append(logp.gather(1, targets[s:s + chunk_rows, None]).squeeze(1))  # [c]
+            if with_entropy:
+                ents.append(_entropy(logp))
+            del logp
+        token_lp = torch.cat(lps)  # [M]
+        ent = torch.cat(ents) if with_entropy else token_lp.new_empty(0)
         ctx.save_for_backward(hidden, weight, bias, targets)
-        ctx.temperature = temperature
+        ctx.temperature, ctx.chunk_rows = temperature, chunk_rows
         ctx.mark_non_differentiable(ent)
         return token_lp, ent
 
@@ -76,18 +86,29 @@ class _HeadLogProb(torch.autograd.Function):
     def backward(ctx, grad_lp, grad_ent):
         hidden, weight, bias, targets = ctx.saved_tensors
         if grad_lp is None:
-            return None, None, None, None, None, None
-        temperature = ctx.temperature
-        logp = torch.log_softmax(_logits(hidden, weight, bias, temperature), dim=-1)  # [c, V], recomputed
-        grad = logp.exp_().mul_(-grad_lp[:, None])  # -g * softmax
-        grad.scatter_add_(1, targets[:, None], grad_lp[:, None].to(grad.dtype))  # + g at the target
-        if temperature not in (0.0, 1.0):
-            grad.div_(temperature)
-        grad = grad.to(weight.dtype)
-        g_hidden = grad @ weight if ctx.needs_input_grad[0] else None
-        g_weight = grad.t() @ hidden if ctx.needs_input_grad[1] else None
-        g_bias = grad.sum(0) if bias is not None and ctx.needs_input_grad[2] else None
-        return g_hidden, g_weight, g_bias, None, None, None
+            return None, None, None, None, None, None, None
+        temperature, rows = ctx.temperature, ctx.chunk_rows
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = bias is not None and ctx.needs_input_grad[2]
+        g_hidden = torch.empty_like(hidden) if need_h else None
+        g_weight = torch.zeros_like(weight) if need_w else None
+        g_bias = torch.zeros_like(bias) if need_b else None
+        for s in range(0, hidden.shape[0], rows):
+            h_c, t_c, g_c = hidden[s:s + rows], targets[s:s + rows], grad_lp[s:s + rows]
+            logp = torch.log_softmax(_logits(h_c, weight, bias, temperature), dim=-1)  # [c, V], recomputed
+            grad = logp.exp_().mul_(-g_c[:, None])  # -g * softmax
+            grad.scatter_add_(1, t_c[:, None], g_c[:, None].to(grad.dtype))  # + g at the target
+            if temperature not in (0.0, 1.0):
+                grad.div_(temperature)
+            grad = grad.to(weight.dtype)
+            if need_h:
+                torch.mm(grad, weight, out=g_hidden[s:s + rows])
+            if need_w:
+                g_weight.addmm_(grad.t(), h_c)
+            if need_b:
+                g_bias.add_(grad.sum(0))
+            del logp, grad
+        return g_hidden, g_weight, g_bias, None, None, None, None
 
 
 def uses_sliding_window(cfg) -> bool:
@@ -142,13 +163,17 @@ def _shared_prompt_hidden(base, input_ids, attention_mask, pos, p: int) -> torch
 
 
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, *,
-                      temperature: float = 1.0, with_entropy: bool = False, chunk_rows: int = CHUNK_ROWS,
+                      temperature: float = 1.0, with_entropy: bool = False, chunk_rows: int = 0,
                       prompt_len: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log p(input_ids[n, t] | input_ids[n, :t]) at every t where loss_mask > 0.
 
     Returns (logp [N, L], entropy [N, L] or None), zero where loss_mask == 0.
     Gradients flow when grad is enabled. temperature divides the logits, matching
     the distribution the completions were sampled from.
+
+    chunk_rows: positions per output-layer chunk; 0 = as many as keep a chunk's float32
+    logits near CHUNK_BYTES (a chunk's two or three [rows, V] temporaries are the spikes
+    of a step's resident memory on a large vocabulary), within [64, 4096].
 
     prompt_len > 0 says the first prompt_len columns are left-padded prompts and no
     trained token lies in them (a rollout batch): rows with the same prompt then share
@@ -188,14 +213,18 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos).last_hidden_state
         h_sel = hidden[:, :-1][rows, cols]  # [M, H]
     weight, bias = head.weight, getattr(head, "bias", None)
+    if chunk_rows <= 0:
+        chunk_rows = min(CHUNK_ROWS_MAX, max(CHUNK_ROWS_MIN, CHUNK_BYTES // (4 * weight.shape[0])))
     recompute = torch.is_grad_enabled() and weight.shape[0] >= CHECKPOINT_MIN_VOCAB
+    if recompute:
+        token_lp, ent_all = _HeadLogProb.apply(h_sel, weight, bias, targets, temperature, with_entropy, chunk_rows)
+        if with_entropy:
+            ent[rows, cols + 1] = ent_all
+        return logp.index_put((rows, cols + 1), token_lp), ent
     pieces = []
     for s in range(0, h_sel.shape[0], chunk_rows):
-        h_c, t_c = h_sel[s:s + chunk_rows], targets[s:s + chunk_rows]
-        if recompute:
-            lp_c, ent_c = _HeadLogProb.apply(h_c, weight, bias, t_c, temperature, with_entropy)
-        else:
-            lp_c, ent_c = _chunk_logp(h_c, t_c, weight, bias, temperature, with_entropy)
+        lp_c, ent_c = _chunk_logp(h_sel[s:s + chunk_rows], targets[s:s + chunk_rows], weight, bias, temperature,
+                                  with_entropy)
         pieces.append(lp_c)
         if with_entropy:
             ent[rows[s:s + chunk_rows], cols[s:s + chunk_rows] + 1] = ent_c

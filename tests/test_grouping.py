@@ -291,14 +291,15 @@ def test_temporal_replay_appends_rows_for_training():
     a = out.advantages(torch.tensor([0.0, 1.0, 1.0, 1.0]), group_advantages, scale="none", eps=0.0,
                        logp_now=logp_now)
     assert a.shape == (6,)  # replayed rows have advantages too (IS weight 1: the policy did not move)
-    assert a[4:].tolist() == pytest.approx([0.25 / 2, -0.75 / 2])  # replay_weight defaults to 1/window
+    # replay_weight defaults to 1/window; a replayed row that did worse than its group is not trained
+    assert a[4:].tolist() == pytest.approx([0.25 / 2, 0.0])
 
 
 def test_temporal_replay_weight_and_cap_options():
     b1 = _rollout([[4, 5], [4, 5]], [[7, 8], [9]], [[-1.0, -1.0], [-0.5]])
     b2 = _rollout([[4, 5], [4, 5]], [[7], [8]], [[-2.0], [-2.0]])
     outs = []
-    for kw in ({"replay_weight": 1.0, "is_cap": 3.0}, {"replay_weight": 0.5}):
+    for kw in ({"replay_weight": 1.0, "is_cap": 3.0, "replay_negatives": True}, {"replay_weight": 0.5}):
         g = make_grouper("temporal", window=4, replay=True, **kw)
         g(exp_of([0, 0], [1, 0], step=1, rollout=b1))
         out = g(exp_of([0, 0], [1, 1], step=2, rollout=b2))
@@ -308,7 +309,7 @@ def test_temporal_replay_weight_and_cap_options():
                                    logp_now=logp_now))
     # pooled mean 0.75: fresh rows 0.25 each; past rows 0.25 and -0.75 times weight x IS weight
     assert outs[0].tolist() == pytest.approx([0.25, 0.25, 0.5, -1.5])
-    assert outs[1].tolist() == pytest.approx([0.25, 0.25, 0.125, -0.375])
+    assert outs[1].tolist() == pytest.approx([0.25, 0.25, 0.125, 0.0])  # the worse past row is not replayed
     for bad in ({"replay_weight": 0.0}, {"replay_weight": 1.5}, {"is_cap": 0.0}):
         with pytest.raises(ValueError, match="algorithm.group." + next(iter(bad))):
             make_grouper("temporal", replay=True, **bad)

@@ -99,6 +99,8 @@ class GroupConfig:
                              "1 never weights a stale row above a fresh one")
     replay_weight: Optional[float] = opt(None, "temporal: factor on a replayed row's advantage (default 1/window: "
                                                "over its stay in the window a row is trained about once more)")
+    replay_negatives: bool = opt(False, "temporal: also train replayed rows whose advantage is negative (off: only "
+                                        "past completions that beat their group are replayed, as in self-imitation)")
     scales: list = opt(help="multiscale: groupers from the finest scale to the coarsest",
                        factory=lambda: ["prompt", "semantic", "batch"])
     weights: list = opt(help="multiscale: weight of each scale's advantage; empty = tuned every step from which "

@@ -40,6 +40,7 @@ class Groups:
     replay: RolloutBatch | None = None  # the M earlier rows themselves, when they are trained too
     replay_cap: float = 1.0  # truncation of the replayed rows' importance weights
     replay_weight: float = 1.0  # factor on the replayed rows' advantages, on top of the importance weights
+    replay_negatives: bool = True  # False: replayed rows with a negative advantage get 0 (self-imitation)
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -53,8 +54,8 @@ class Groups:
     def advantages(self, rewards: Tensor, advantage_fn: Callable[..., Tensor], *, scale: str, eps: float,
                    logp_now: Tensor | None = None) -> Tensor:
         """Phase 3. rewards: [N] of this step. Returns [N], or [N + M] when past rows are
-        replayed for training (their advantages multiplied by replay_weight and truncated
-        importance weights computed from logp_now [M, L], the current policy's log-probs of them)."""
+        replayed for training (their advantages, floored at 0 unless replay_negatives,
+        multiplied by replay_weight and truncated importance weights computed from logp_now [M, L], the current policy's log-probs of them)."""
         n = rewards.numel()
         r = rewards if self.past_rewards is None else torch.cat([rewards, self.past_rewards.to(rewards.dtype)])
         for ids in self.ids:
@@ -80,7 +81,8 @@ class Groups:
             raise ValueError("replayed rows need the current policy's log-probs of them (logp_now)")
         w = truncated_importance_weights(logp_now, self.replay.logprobs, self.replay.loss_mask, cap=self.replay_cap)
         self.metrics["grouping/replay_weight"] = float(w.mean()) if w.numel() else 0.0
-        return torch.cat([adv[:n], adv[n:] * (self.replay_weight * w).to(adv.dtype)])
+        past = adv[n:] if self.replay_negatives else adv[n:].clamp_min(0)
+        return torch.cat([adv[:n], past * (self.replay_weight * w).to(adv.dtype)])
 
     def training_batch(self, batch: RolloutBatch) -> RolloutBatch:
         """The rows Phase 4 trains on: this step's batch, plus replayed rows if any."""

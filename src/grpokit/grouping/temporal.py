@@ -16,6 +16,11 @@ Window rows that land in a group with at least one current completion are pooled
   advantage is also scaled by `replay_weight` (default 1/window). At weight 1 (and cap
   2) the replayed rows made up ~80% of every update, each completion was trained five
   times over, and in the grouping study held-out accuracy fell from 27% to under 10%.
+  Scaled to 1/window it still fell, and entropy with it, which fits (our reading) pushing
+  down stale completions the policy no longer samples moving their mass onto its
+  favourite tokens. So by default only replayed rows that did better than their group are trained
+  (`replay_negatives: false`, self-imitation learning's max(A, 0), Oh et al. 2018); past
+  failures still lower the baseline of the current rows.
 
 The window is part of the grouper's state, saved in checkpoints.
 """
@@ -36,7 +41,8 @@ class TemporalGrouper:
     """Pools completions of the same (or similar) contexts across the last `window` steps."""
 
     def __init__(self, *, window: int = 4, base: str = "prompt", replay: bool = False, is_cap: float = 1.0,
-                 replay_weight: float | None = None, shrink: bool = False, prior_dof: float = 2.0, **options: Any):
+                 replay_weight: float | None = None, replay_negatives: bool = False, shrink: bool = False,
+                 prior_dof: float = 2.0, **options: Any):
         if window < 1:
             raise ValueError(f"algorithm.group.window: must be >= 1 step, got {window}")
         if is_cap <= 0:
@@ -49,6 +55,7 @@ class TemporalGrouper:
 
         self.window, self.base_name, self.replay, self.is_cap = window, base, replay, is_cap
         self.replay_weight = 1.0 / window if replay_weight is None else replay_weight
+        self.replay_negatives = replay_negatives
         self.shrink, self.prior_dof = shrink, prior_dof
         self.base = make_grouper(base, **{k: v for k, v in options.items() if k != "budget"})
         self.needs_embeddings = getattr(self.base, "needs_embeddings", True)
@@ -98,6 +105,7 @@ class TemporalGrouper:
         self._steps.appendleft((self._light(exp), _cpu_rows(exp.rollout) if self.replay else None))
         groups = Groups(ids=[ids], names=[f"temporal({self.base_name})"], past_rewards=past_rewards,
                         replay=replay, replay_cap=self.is_cap, replay_weight=self.replay_weight,
+                        replay_negatives=self.replay_negatives,
                         shrink=self.shrink, prior_dof=self.prior_dof)
         groups.metrics["grouping/past_rows"] = float(past_rewards.numel())
         return groups

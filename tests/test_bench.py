@@ -119,3 +119,17 @@ def test_hash_reward_is_a_fixed_function_of_the_text():
     assert hash_reward("w5 w7") == hash_reward("w5 w7")
     assert hash_reward("") == int("1271cf25", 16) / 2 ** 32  # blake2b-32 of the empty string
     assert len({hash_reward(f"w{i}") for i in range(100)}) == 100
+
+
+def test_child_environments_per_allocator(monkeypatch):
+    from grpokit.allocator import TUNABLES as OURS
+    from grpokit.bench_orchestrate import _env_for
+
+    # the bench itself may run under grpokit's setting; children start from a clean slate
+    monkeypatch.setenv("GLIBC_TUNABLES", OURS)
+    monkeypatch.setenv("GRPOKIT_ALLOCATOR_SET", "1")
+    default = _env_for("default", 2)
+    assert "GLIBC_TUNABLES" not in default and "GRPOKIT_ALLOCATOR_SET" not in default
+    assert default["OMP_NUM_THREADS"] == "2"
+    assert _env_for("tunables", 2)["GLIBC_TUNABLES"] == bench.TUNABLES
+    assert _env_for("grpokit", 2)["GLIBC_TUNABLES"] == OURS

@@ -30,7 +30,10 @@ def _repo_shared_bench() -> Path | None:
 
 def _env_for(alloc: str, threads: int) -> dict[str, str]:
     env = dict(os.environ)
-    env.pop("GLIBC_TUNABLES", None)
+    # This process may run under grpokit's own setting (grpokit.allocator); a child starts
+    # clean, so that under "default" TRL gets glibc's defaults and grpokit applies its own.
+    for key in ("GLIBC_TUNABLES", "GRPOKIT_ALLOCATOR_SET"):
+        env.pop(key, None)
     if ALLOCATORS[alloc]:
         env["GLIBC_TUNABLES"] = ALLOCATORS[alloc]
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)

@@ -17,14 +17,26 @@ import torch
 CHUNK_BYTES = 32 * 2**20  # float32 [rows, V] logits per chunk of the output layer
 CHUNK_ROWS_MIN, CHUNK_ROWS_MAX = 64, 4096
 CHECKPOINT_MIN_VOCAB = 4096
-# Decoders whose cached forward is the plain forward split in two (full attention,
-# DynamicCache); the prompt-sharing pass is used only for these, and is tested on each.
-SHARED_PROMPT_ARCHITECTURES = {"qwen2", "llama", "mistral"}
+# Llama-family decoders (pre-norm, RMSNorm, rotary attention, SiLU-gated MLP): the layout
+# grpokit's own code paths re-implement or reshape (the lean decode step, the lean
+# training MLP/norm, the shared prompt pass), each tested on all three.
+LLAMA_FAMILY = {"qwen2", "llama", "mistral"}
 
 
 def base_model(model):
     """The transformers model under a peft wrapper (the model itself otherwise)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def llama_family_reason(model) -> str | None:
+    """None for a Llama-family decoder with SiLU MLPs; else why the model is not one."""
+    cfg = getattr(base_model(model), "config", None)
+    kind = getattr(cfg, "model_type", None)
+    if kind not in LLAMA_FAMILY:
+        return f"model type {kind!r} (covered: {', '.join(sorted(LLAMA_FAMILY))})"
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"activation {cfg.hidden_act!r}"
+    return None
 
 
 def transforms_logits(model) -> bool:
@@ -132,7 +144,7 @@ def _can_share_prompts(base) -> bool:
     # completions could not see the prompt: take the plain pass there.
     checkpointed = torch.is_grad_enabled() and base.training and getattr(base.get_decoder(), "gradient_checkpointing",
                                                                           False)
-    return kind in SHARED_PROMPT_ARCHITECTURES and not sliding and not checkpointed
+    return kind in LLAMA_FAMILY and not sliding and not checkpointed
 
 
 def _shared_prompt_hidden(base, input_ids, attention_mask, pos, p: int) -> torch.Tensor | None:

@@ -25,9 +25,8 @@ import types
 import torch
 import torch.nn.functional as F
 
-from grpokit.forward import base_model
+from grpokit.forward import base_model, llama_family_reason
 
-ARCHITECTURES = {"qwen2", "llama", "mistral"}
 SILU_MODULES = {"SiLU", "SiLUActivation"}  # torch's and transformers' (both F.silu)
 
 
@@ -103,14 +102,10 @@ def _mlp_reason(mlp) -> str | None:
 
 def unsupported_reason(model) -> str | None:
     """None when `install` covers this model; else why not."""
-    base = base_model(model)
-    cfg = getattr(base, "config", None)
-    kind = getattr(cfg, "model_type", None)
-    if kind not in ARCHITECTURES:
-        return f"model type {kind!r}"
-    if getattr(cfg, "hidden_act", "silu") != "silu":
-        return f"activation {cfg.hidden_act!r}"
-    layers = getattr(getattr(base, "model", None), "layers", None)
+    reason = llama_family_reason(model)
+    if reason:
+        return reason
+    layers = getattr(getattr(base_model(model), "model", None), "layers", None)
     if layers is None:
         return "unexpected module layout"
     for layer in layers:

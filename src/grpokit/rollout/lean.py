@@ -17,9 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from grpokit.forward import base_model, transforms_logits, uses_sliding_window
+from grpokit.forward import base_model, llama_family_reason, transforms_logits, uses_sliding_window
 
-ARCHITECTURES = {"qwen2", "llama", "mistral"}
 STATIC_ROPE = {"default", "linear", "llama3", "yarn"}  # tables that do not depend on the sequence length
 FUSE_MAX_BYTES = 512 * 2**20  # larger models skip the concatenated weight copies
 
@@ -57,13 +56,11 @@ class _Proj:
 
 def unsupported_reason(model) -> str | None:
     """None when LeanDecoder reproduces this model's forward; else the reason it does not."""
+    reason = llama_family_reason(model)
+    if reason:
+        return reason
     base = base_model(model)
-    cfg = getattr(base, "config", None)
-    kind = getattr(cfg, "model_type", None)
-    if kind not in ARCHITECTURES:
-        return f"model type {kind!r} (lean decoding covers {', '.join(sorted(ARCHITECTURES))})"
-    if getattr(cfg, "hidden_act", "silu") != "silu":
-        return f"activation {cfg.hidden_act!r}"
+    cfg = base.config
     if uses_sliding_window(cfg):
         return "sliding-window attention"
     if transforms_logits(model):

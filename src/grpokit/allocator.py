@@ -6,14 +6,16 @@ from the heap, and what they leave behind when freed stays resident: on the `sma
 benchmark model peak RSS swung between 2.0 and 2.6 GiB from run to run for the same
 live memory. Two tunables change that:
 
-- glibc.malloc.mmap_threshold=4 MiB: every tensor of 4 MiB or more gets its own
-  mapping and goes back to the OS when freed, so RSS follows live memory;
+- glibc.malloc.mmap_threshold=8 MiB: every allocation of 8 MiB or more gets its own
+  mapping and goes back to the OS when freed, so RSS follows live memory more closely;
 - glibc.malloc.hugetlb=1: those mappings (and the heap) are backed by transparent huge
   pages where the kernel allows it (`madvise` mode), so mapping fresh memory costs one
   fault per 2 MiB instead of one per 4 KiB.
 
-Measured on W2 (docs/performance.md): the threshold alone cut peak RSS by ~440 MiB
-and cost ~20 % of step time in page faults; with huge pages the cost was ~5 %.
+Measured on W2 (docs/performance.md), peak RSS: 2.45-2.6 GiB with glibc's defaults or
+BASELINE.md's tunables, 2.22-2.26 GiB at 8 MiB, 2.03 GiB at 4 MiB. The price is page
+faults on fresh mappings: at 4 MiB the step took up to 20 % longer in one bench; 8 MiB
+is the compromise, within the run-to-run noise of the default in side-by-side runs.
 
 Tunables are read when a process starts, so the `grpokit` command re-executes itself
 once with them set. It does nothing when GLIBC_TUNABLES is already set (the user's
@@ -27,7 +29,7 @@ import platform
 import sys
 from typing import Mapping, Sequence
 
-TUNABLES = "glibc.malloc.mmap_threshold=4194304:glibc.malloc.hugetlb=1"
+TUNABLES = "glibc.malloc.mmap_threshold=8388608:glibc.malloc.hugetlb=1"
 _DONE = "GRPOKIT_ALLOCATOR_SET"  # set in the re-executed process, so it never loops
 
 

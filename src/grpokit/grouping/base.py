@@ -54,8 +54,9 @@ class Groups:
     def advantages(self, rewards: Tensor, advantage_fn: Callable[..., Tensor], *, scale: str, eps: float,
                    logp_now: Tensor | None = None) -> Tensor:
         """Phase 3. rewards: [N] of this step. Returns [N], or [N + M] when past rows are
-        replayed for training (their advantages, floored at 0 unless replay_negatives,
-        multiplied by replay_weight and truncated importance weights computed from logp_now [M, L], the current policy's log-probs of them)."""
+        replayed for training: their advantages, floored at 0 unless replay_negatives, times
+        replay_weight and the truncated importance weights computed from logp_now [M, L], the
+        current policy's log-probs of them."""
         n = rewards.numel()
         r = rewards if self.past_rewards is None else torch.cat([rewards, self.past_rewards.to(rewards.dtype)])
         for ids in self.ids:

@@ -67,12 +67,23 @@ def _chunk_logp(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tenso
     return logp.gather(1, targets[:, None]).squeeze(1), ent  # [c]
 
 
+def _chunked_logp(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor, bias, temperature: float,
+                  with_entropy: bool, rows: int):
+    """_chunk_logp over [M, H] in chunks of `rows`: (log-probs [M], entropy [M] or None)."""
+    lps, ents = [], []
+    for s in range(0, hidden.shape[0], rows):
+        lp, ent = _chunk_logp(hidden[s:s + rows], targets[s:s + rows], weight, bias, temperature, with_entropy)
+        lps.append(lp)
+        ents.append(ent)
+    return torch.cat(lps), (torch.cat(ents) if with_entropy else None)
+
+
 class _HeadLogProb(torch.autograd.Function):
     """Token log-probs (and entropy) of all selected positions through the output layer,
     chunk by chunk, with the [c, V] tensors recomputed in backward instead of kept.
 
-    Forward values are computed exactly as in _chunk_logp, one chunk of chunk_rows at a
-    time. Backward uses d log_softmax(z)[t] / dz = onehot(t) - softmax(z), with
+    Forward values are those of _chunked_logp (autograd records nothing inside a
+    Function's forward, so no chunk's [c, V] tensors outlive it). Backward uses d log_softmax(z)[t] / dz = onehot(t) - softmax(z), with
     softmax(z) = exp(log_softmax(z)) from recomputed logits: the formula autograd applies
     to log_softmax + gather. The weight gradient of every chunk is added in place into
     one [V, H] buffer, so a step allocates it once and not once per chunk.
@@ -80,15 +91,9 @@ class _HeadLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, temperature, with_entropy, chunk_rows):
-        lps, ents = [], []
-        for s in range(0, hidden.shape[0], chunk_rows):
-            logp = torch.log_softmax(_logits(hidden[s:s + chunk_rows], weight, bias, temperature), dim=-1)  # [c, V]
-            lps.append(logp.gather(1, targets[s:s + chunk_rows, None]).squeeze(1))  # [c]
-            if with_entropy:
-                ents.append(_entropy(logp))
-            del logp
-        token_lp = torch.cat(lps)  # [M]
-        ent = torch.cat(ents) if with_entropy else token_lp.new_empty(0)
+        token_lp, ent = _chunked_logp(hidden, targets, weight, bias, temperature, with_entropy, chunk_rows)  # [M]
+        if ent is None:
+            ent = token_lp.new_empty(0)
         ctx.save_for_backward(hidden, weight, bias, targets)
         ctx.temperature, ctx.chunk_rows = temperature, chunk_rows
         ctx.mark_non_differentiable(ent)
@@ -209,8 +214,7 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
         lp_all = torch.log_softmax(picked, dim=-1)
         token_lp = lp_all.gather(1, targets[:, None]).squeeze(1)  # [M]
         if with_entropy:
-            with torch.no_grad():
-                ent[rows, cols + 1] = -(lp_all.exp() * lp_all).sum(-1)
+            ent[rows, cols + 1] = _entropy(lp_all.detach())
         return logp.index_put((rows, cols + 1), token_lp), ent
 
     base = base_model(model)
@@ -230,15 +234,8 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     recompute = torch.is_grad_enabled() and weight.shape[0] >= CHECKPOINT_MIN_VOCAB
     if recompute:
         token_lp, ent_all = _HeadLogProb.apply(h_sel, weight, bias, targets, temperature, with_entropy, chunk_rows)
-        if with_entropy:
-            ent[rows, cols + 1] = ent_all
-        return logp.index_put((rows, cols + 1), token_lp), ent
-    pieces = []
-    for s in range(0, h_sel.shape[0], chunk_rows):
-        lp_c, ent_c = _chunk_logp(h_sel[s:s + chunk_rows], targets[s:s + chunk_rows], weight, bias, temperature,
-                                  with_entropy)
-        pieces.append(lp_c)
-        if with_entropy:
-            ent[rows[s:s + chunk_rows], cols[s:s + chunk_rows] + 1] = ent_c
-    token_lp = torch.cat(pieces)  # [M]
-    return logp.index_put((rows, cols + 1), token_lp), ent
+    else:
+        token_lp, ent_all = _chunked_logp(h_sel, targets, weight, bias, temperature, with_entropy, chunk_rows)
+    if with_entropy:
+        ent[rows, cols + 1] = ent_all
+    return logp.index_put((rows, cols + 1), token_lp), ent  # token_lp: [M]

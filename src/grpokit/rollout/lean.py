@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from grpokit.forward import base_model, llama_family_reason, transforms_logits, uses_sliding_window
+from grpokit.rollout.packed import DecodeLinear, PackedSet
 
 STATIC_ROPE = {"default", "linear", "llama3", "yarn"}  # tables that do not depend on the sequence length
 FUSE_MAX_BYTES = 512 * 2**20  # larger models skip the concatenated weight copies
@@ -46,12 +47,12 @@ class _Proj:
         if fuse and len(parts) > 1:
             bias = None if parts[0][1] is None else torch.cat([b for _, b in parts])
             parts = [(torch.cat([w for w, _ in parts]), bias)]
-        self.parts = parts
+        self.parts = [DecodeLinear(w, b) for w, b in parts]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.parts) == 1:
-            return F.linear(x, *self.parts[0])
-        return torch.cat([F.linear(x, w, b) for w, b in self.parts], dim=-1)
+            return self.parts[0](x)
+        return torch.cat([lin(x) for lin in self.parts], dim=-1)
 
 
 def unsupported_reason(model) -> str | None:
@@ -84,7 +85,10 @@ def unsupported_reason(model) -> str | None:
 
 
 class _Layer:
-    __slots__ = ("ln1", "ln1_eps", "qkv", "w_o", "b_o", "ln2", "ln2_eps", "gate_up", "w_down", "b_down")
+    __slots__ = ("ln1", "ln1_eps", "qkv", "o", "ln2", "ln2_eps", "gate_up", "down")
+
+    def linears(self) -> list[DecodeLinear]:
+        return [*self.qkv.parts, self.o, *self.gate_up.parts, self.down]
 
 
 def _norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -111,7 +115,9 @@ class LeanDecoder:
     """
 
     @torch.no_grad()
-    def __init__(self, model, capacity: int, *, static: bool = False):
+    def __init__(self, model, capacity: int, *, static: bool = False, pack: bool = True):
+        """pack: on a CPU, multiply by MKL-packed weights in the one-token step
+        (`rollout.packed`; float32 only, a copy of the weights per generate call)."""
         self.static = static  # the cache will be read by static_step
         base = base_model(model)
         dec = base.model
@@ -120,8 +126,7 @@ class LeanDecoder:
         self.rotary = dec.rotary_emb
         self.final_w, self.final_eps = dec.norm.weight.detach(), dec.norm.variance_epsilon
         head = base.get_output_embeddings()
-        self.head_w = head.weight.detach()
-        self.head_b = _detached(head.bias)
+        self.head = DecodeLinear(head.weight.detach(), _detached(head.bias))
         first = dec.layers[0].self_attn
         self.head_dim = first.head_dim
         self.scale = first.scaling
@@ -139,19 +144,20 @@ class LeanDecoder:
             t.ln2, t.ln2_eps = (layer.post_attention_layernorm.weight.detach(),
                                 layer.post_attention_layernorm.variance_epsilon)
             t.qkv = _Proj([a.q_proj, a.k_proj, a.v_proj], fuse)
-            t.w_o, t.b_o = a.o_proj.weight.detach(), _detached(a.o_proj.bias)
+            t.o = DecodeLinear(a.o_proj.weight.detach(), _detached(a.o_proj.bias))
             t.gate_up = _Proj([m.gate_proj, m.up_proj], fuse)
-            t.w_down, t.b_down = m.down_proj.weight.detach(), _detached(m.down_proj.bias)
+            t.down = DecodeLinear(m.down_proj.weight.detach(), _detached(m.down_proj.bias))
             self.layers.append(t)
+        self.packs = PackedSet([lin for t in self.layers for lin in t.linears()] + [self.head], pack and not static)
         self.capacity = capacity
-        self.dtype = self.head_w.dtype
+        self.dtype = self.head.w.dtype
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
         self.valid: torch.Tensor | None = None  # [B, capacity] bool: cache columns a row may attend to
         self.length = 0
         # rotary tables for every position this call can reach, computed once
-        probe = torch.zeros(1, 1, dtype=self.dtype, device=self.head_w.device)
-        positions = torch.arange(capacity, device=self.head_w.device)[None]
+        probe = torch.zeros(1, 1, dtype=self.dtype, device=self.head.w.device)
+        positions = torch.arange(capacity, device=self.head.w.device)[None]
         cos, sin = self.rotary(probe, positions)  # [1, capacity, D]
         self.cos, self.sin = cos[0], sin[0]  # [capacity, D]
 
@@ -183,9 +189,9 @@ class LeanDecoder:
             q = qk[:, 0, :hq].reshape(b, hk, hq // hk, d)  # [B, Hk, rep, D]
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
             o = o.reshape(b, 1, hq * d)
-        x = x + F.linear(o, t.w_o, t.b_o)
+        x = x + t.o(o)
         g, u = t.gate_up(_norm(x, t.ln2, t.ln2_eps)).chunk(2, dim=-1)
-        return x + F.linear(F.silu(g) * u, t.w_down, t.b_down)
+        return x + t.down(F.silu(g) * u)
 
     def _run(self, ids: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor, prefill: bool) -> torch.Tensor:
         x = self.embed(ids)  # [B, T, H]
@@ -210,7 +216,7 @@ class LeanDecoder:
 
     @torch.no_grad()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.head_w, self.head_b)
+        return self.head(hidden)
 
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -235,6 +241,7 @@ class LeanDecoder:
     def step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         if self.length >= self.capacity:
             raise ValueError(f"the KV cache is full ({self.capacity} positions)")
+        self.packs.fit(tokens.shape[0])
         self.valid[:, self.length] = True
         mask = self.valid[:, None, None, :self.length + 1]  # [B, 1, 1, S]
         hidden = self._run(tokens[:, None], pos[:, None], mask, prefill=False)

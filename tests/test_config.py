@@ -7,8 +7,9 @@ import pytest
 import yaml
 
 from grpokit.config import EvalConfig, RewardSpec, SFTConfig, TrainConfig
-from grpokit.config_io import (ConfigError, apply_overrides, builtin_recipes, config_help, dump_yaml, from_dict,
-                               load_config, to_dict, validate)
+from grpokit.config_help import config_help
+from grpokit.config_io import (ConfigError, apply_overrides, builtin_recipes, dump_yaml, from_dict, load_config,
+                               to_dict, validate)
 
 
 def write(tmp_path, text, name="recipe.yaml"):

@@ -18,8 +18,9 @@ import sys
 from typing import Any, Sequence
 
 from grpokit.config import EvalConfig, SFTConfig, TrainConfig
-from grpokit.config_io import (KINDS, ConfigError, builtin_recipes, config_help, dotted_keys, dump_yaml,
-                               load_config, parse_reward, read_yaml, recipe_kind, resolve_recipe, validate)
+from grpokit.config_help import config_help
+from grpokit.config_io import (KINDS, ConfigError, builtin_recipes, dotted_keys, dump_yaml, load_config,
+                               parse_reward, read_yaml, recipe_kind, resolve_recipe, validate)
 
 PROG = "grpokit"
 LIST_CATEGORIES = ("rewards", "losses", "advantages", "groupers", "tasks", "tools")

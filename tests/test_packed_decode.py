@@ -44,9 +44,14 @@ def test_packed_set_repacks_only_when_less_than_half_is_used(monkeypatch):
     assert ps.rows == 0 and all(lin.packed is None for lin in lins)
 
 
-def test_small_weights_and_non_float32_weights_are_not_packed():
+def test_small_weights_large_models_and_non_float32_weights_are_not_packed(monkeypatch):
     small = PackedSet([DecodeLinear(torch.randn(128, 128), None)], enabled=True)
     assert not small.enabled  # under PACK_MIN_NUMEL
+    monkeypatch.setattr(packed, "PACK_MAX_BYTES", 2 * 1024 * 512 * 4 - 1)
+    assert not PackedSet([DecodeLinear(torch.randn(1024, 512), None) for _ in range(2)], enabled=True).enabled
+    monkeypatch.setattr(packed, "PACK_MAX_BYTES", 2 * 1024 * 512 * 4)
+    assert PackedSet([DecodeLinear(torch.randn(1024, 512), None) for _ in range(2)], enabled=True).enabled == \
+        packing_available(torch.zeros(1))
     half = PackedSet([DecodeLinear(torch.randn(1024, 512, dtype=torch.bfloat16), None)], enabled=True)
     assert not half.enabled
     off = PackedSet([DecodeLinear(torch.randn(1024, 512), None)], enabled=False)

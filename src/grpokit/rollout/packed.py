@@ -12,7 +12,8 @@ The pack is tied to one row count, and a sampling batch shrinks as rows finish. 
 fewer than the packed count are zero-padded up to it while they are more than half of
 it (a padded packed product still beats a plain one); below that the owner repacks for
 the new count (`PackedSet.fit`), so a batch is packed at most log2(rows) times.
-Weights under PACK_MIN_NUMEL elements are never packed.
+Weights under PACK_MIN_NUMEL elements are never packed, and nothing is packed when
+the packable weights exceed PACK_MAX_BYTES.
 """
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ PACK_MIN_ROWS = 8  # fewer rows than this: the pack costs more than it saves
 # Smaller weights gain nothing: at 32 rows, a 128 x 1024 product went 46 -> 41 us and
 # 512 x 128 got slower, while 512 x 512 went 123 -> 73 us (2 threads).
 PACK_MIN_NUMEL = 1 << 18
+# The packed copies live beside the weights for the whole generate call (MKL's layout
+# pads: ~1.4x the output layer's bytes), so models with more packable weight than this
+# keep plain products rather than add that much memory.
+PACK_MAX_BYTES = 1 << 30
 
 
 def packing_available(weight: torch.Tensor) -> bool:
@@ -64,7 +69,9 @@ class PackedSet:
 
     def __init__(self, linears: list[DecodeLinear], enabled: bool):
         self.linears = [lin for lin in linears if lin.w.numel() >= PACK_MIN_NUMEL]
-        self.enabled = enabled and bool(self.linears) and packing_available(self.linears[0].w)
+        size = sum(lin.w.numel() * lin.w.element_size() for lin in self.linears)
+        self.enabled = (enabled and bool(self.linears) and size <= PACK_MAX_BYTES
+                        and packing_available(self.linears[0].w))
         self.rows = 0
 
     def fit(self, rows: int) -> None:

@@ -26,7 +26,12 @@ def test_summary_and_table_by_hand():
     assert rows["budget-0.6"]["share_of_grpo_budget"] == pytest.approx(25 / 64)
     assert rows["budget-0.6"]["final_mean"] == pytest.approx(0.475)
     table = markdown(list(rows.values()), s, cold, [0, 1])
-    assert "| budget-0.6 | 2 | 47.5% +- 3.5 | 25 | 39% | 2/2 |" in table
+    # mean curves, (0, cold) first: GRPO (0, .1) (16, .25) (32, .4) (48, .35) (64, .45), target .45;
+    # budget-0.6 (0, .1) (10, .25) (20, .3) (30, .475) (40, .475) reaches it at 30
+    assert rows["grpo"]["mean_curve_samples"] == pytest.approx(64)
+    assert rows["budget-0.6"]["mean_curve_samples"] == pytest.approx(30)
+    assert rows["budget-0.6"]["mean_curve_share"] == pytest.approx(30 / 64)
+    assert "| budget-0.6 | 2 | 47.5% +- 3.5 | 25 | 39% | 2/2 | 30 (47%) |" in table
     assert "Met by: budget-0.6." in table
 
 

@@ -31,7 +31,13 @@ def test_summary_and_table_by_hand():
     assert rows["grpo"]["mean_curve_samples"] == pytest.approx(64)
     assert rows["budget-0.6"]["mean_curve_samples"] == pytest.approx(30)
     assert rows["budget-0.6"]["mean_curve_share"] == pytest.approx(30 / 64)
-    assert "| budget-0.6 | 2 | 47.5% +- 3.5 | 25 | 39% | 2/2 | 30 (47%) |" in table
+    # area under the curve per evaluation, cold start included: seed 0 (.1+.3+.4+.45+.45)/5 - (.1+.2+.3+.3+.4)/5
+    # = .34 - .26 = .08, seed 1 (.1+.2+.2+.5+.5)/5 - (.1+.3+.5+.4+.5)/5 = .30 - .36 = -.06;
+    # mean .01, se = stdev(.08, -.06) / sqrt(2) = .07
+    assert rows["budget-0.6"]["auc_lift"] == pytest.approx(0.01)
+    assert rows["budget-0.6"]["auc_lift_se"] == pytest.approx(0.07)
+    assert rows["grpo"]["auc_lift"] == pytest.approx(0.0)
+    assert "| budget-0.6 | 2 | 47.5% +- 3.5 | 25 | 39% | 2/2 | 30 (47%) | +1.0 +- 7.0 |" in table
     assert "Met by: budget-0.6." in table
 
 

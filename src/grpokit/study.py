@@ -181,6 +181,10 @@ def summarise(results: list[dict], cold: dict[int, float], budget: int) -> list[
             if seed in target:
                 reach.append(samples_to_reach([(0, cold.get(seed, 0.0))] + [tuple(c) for c in curve], target[seed]))
         got = [x for x in reach if x is not None]
+        paired = [seed for seed in seeds if (BASELINE, seed) in by and by[(name, seed)]["curve"]
+                  and by[(BASELINE, seed)]["curve"]]
+        lift = [_mean_accuracy(by[(name, seed)]["curve"], cold.get(seed, 0.0))
+                - _mean_accuracy(by[(BASELINE, seed)]["curve"], cold.get(seed, 0.0)) for seed in paired]
         mean_reach = _mean_curve_reach([by[(name, seed)]["curve"] for seed in seeds if seed in target],
                                        [cold.get(seed, 0.0) for seed in seeds if seed in target],
                                        [target[seed] for seed in seeds if seed in target])
@@ -192,8 +196,17 @@ def summarise(results: list[dict], cold: dict[int, float], budget: int) -> list[
             "share_of_grpo_budget": (statistics.fmean(got) / budget) if got else None,
             "mean_curve_samples": mean_reach,
             "mean_curve_share": None if mean_reach is None else mean_reach / budget,
+            "auc_lift": statistics.fmean(lift) if lift else None,
+            "auc_lift_se": statistics.stdev(lift) / len(lift) ** 0.5 if len(lift) > 1 else None,
         })
     return rows
+
+
+def _mean_accuracy(curve: Sequence[Sequence[float]], cold: float) -> float:
+    """Held-out accuracy averaged over the run's evaluations, the cold start included: the
+    area under the accuracy curve per evaluation, a sample-efficiency summary that uses
+    every evaluation rather than the first crossing of a threshold."""
+    return statistics.fmean([cold] + [acc for _, acc in curve])
 
 
 def _mean_curve_reach(curves: list, colds: list[float], targets: list[float]) -> float | None:
@@ -219,16 +232,20 @@ def markdown(rows: list[dict], s: StudySettings, cold: dict[int, float], seeds: 
         f"{s.eval_every * s.prompts * s.generations:,} completions.",
         "",
         "| strategy | seeds run | final accuracy (mean +- sd) | completions to reach GRPO's final accuracy | "
-        "share of GRPO's budget | seeds reaching it | mean curve reaches GRPO's mean final at |",
-        "|---|---|---|---|---|---|---|",
+        "share of GRPO's budget | seeds reaching it | mean curve reaches GRPO's mean final at | "
+        "mean accuracy over the run minus GRPO's (paired, +- se) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         reach = "not reached" if r["samples_to_grpo_final"] is None else f"{r['samples_to_grpo_final']:,.0f}"
         share = "-" if r["share_of_grpo_budget"] is None else f"{100 * r['share_of_grpo_budget']:.0f}%"
         mean = ("not reached" if r.get("mean_curve_samples") is None
                 else f"{r['mean_curve_samples']:,.0f} ({100 * r['mean_curve_share']:.0f}%)")
+        lift = "-" if r.get("auc_lift") is None else f"{100 * r['auc_lift']:+.1f}"
+        if r.get("auc_lift_se") is not None:
+            lift += f" +- {100 * r['auc_lift_se']:.1f}"
         lines.append(f"| {r['strategy']} | {r['seeds']} | {100 * r['final_mean']:.1f}% +- {100 * r['final_sd']:.1f} | "
-                     f"{reach} | {share} | {r['reached']}/{r['compared']} | {mean} |")
+                     f"{reach} | {share} | {r['reached']}/{r['compared']} | {mean} | {lift} |")
     winners = [r["strategy"] for r in rows if r["strategy"] != BASELINE and r["share_of_grpo_budget"] is not None
                and r["share_of_grpo_budget"] <= TARGET_SHARE and r["reached"] == r["compared"] > 0]
     compared = max((r["compared"] for r in rows), default=0)
@@ -237,8 +254,10 @@ def markdown(rows: list[dict], s: StudySettings, cold: dict[int, float], seeds: 
                       "end above its cold-start accuracy there, so there is no target to reach."]
     lines += ["", "Completions to reach GRPO's final accuracy are per seed (the same cold start), averaged over "
                   "the seeds that reached it; GRPO's own row shows how early its noisy curve first touches its "
-                  "final value. The last column averages first: the strategy's accuracy curve over its seeds "
-                  "against GRPO's final accuracy over the same seeds.",
+                  "final value. The mean-curve column averages first: the strategy's accuracy curve over its "
+                  "seeds against GRPO's final accuracy over the same seeds. The last column is the area under "
+                  "the accuracy curve (accuracy averaged over every evaluation, cold start included) minus "
+                  "GRPO's on the same seed, averaged over seeds, in points.",
               f"Target: reach GRPO's final accuracy with <= {int(TARGET_SHARE * 100)}% of its completions, in "
               f"every seed. Met by: {', '.join(winners) if winners else 'none'}."]
     return "\n".join(lines) + "\n"

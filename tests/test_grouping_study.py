@@ -38,7 +38,7 @@ def test_summary_and_table_by_hand():
     assert rows["budget-0.6"]["auc_lift_se"] == pytest.approx(0.07)
     assert rows["grpo"]["auc_lift"] == pytest.approx(0.0)
     assert "| budget-0.6 | 2 | 47.5% +- 3.5 | 25 | 39% | 2/2 | 30 (47%) | +1.0 +- 7.0 |" in table
-    assert "Met by: budget-0.6." in table
+    assert "Met by: budget-0.6. On the mean curve over seeds: budget-0.6." in table
 
 
 def test_seed_where_grpo_did_not_improve_is_left_out():

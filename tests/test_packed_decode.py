@@ -82,7 +82,7 @@ def test_packed_decode_samples_what_the_plain_decode_samples(monkeypatch):
     with_pack = _sample(model, prompts, lean=True)
     assert fits[0][0] == fits[0][1] >= 8  # packed for the rows of the first step
     assert any(0 < packed_rows != rows for rows, packed_rows in fits), "a padded product should have run"
-    assert any(packed_rows not in (0, 24) for _, packed_rows in fits), "a repack should have happened"
+    assert len({packed_rows for _, packed_rows in fits if packed_rows}) >= 2, "a repack should have happened"
     assert len({len(c) for c in plain.completion_ids}) > 2
     assert with_pack.completion_ids == plain.completion_ids
     for a, b in zip(with_pack.logprobs, plain.logprobs):

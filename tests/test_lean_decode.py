@@ -156,3 +156,20 @@ def test_static_step_samples_what_the_lean_step_samples(arch, heads, kv, monkeyp
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
     # the cache was compacted once fewer than half of the 12 rows were left
     assert created[-1].tok.shape[0] < len(prompts)
+
+
+def test_sampling_runs_in_inference_mode_and_returns_ordinary_embeddings(monkeypatch):
+    model = _model("qwen2")
+    seen = []
+    real_step = _LeanStepper.step
+
+    def spy(self, tokens, pos):
+        seen.append(torch.is_inference_mode_enabled())
+        return real_step(self, tokens, pos)
+
+    monkeypatch.setattr(_LeanStepper, "step", spy)
+    out = _sample(model, _prompts(53), lean=True)
+    assert seen and all(seen)
+    assert not out.embeddings.is_inference()
+    out.embeddings.add_(1.0)  # in place, outside inference mode
+    assert not any(p.is_inference() for p in model.parameters())

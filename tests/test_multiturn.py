@@ -264,3 +264,14 @@ def test_tool_metrics_split_accuracy_by_tool_use(tok):
     assert out == {"tools/calls_per_rollout": 0.75, "tools/accuracy_with_call": 0.5,
                    "tools/accuracy_without_call": 0.5}
     assert tool_metrics({"step": 1}, torch.ones(2)) == {}
+
+
+def test_prompt_embeddings_come_back_as_ordinary_tensors(tok):
+    """Sampling runs under torch.inference_mode; the embeddings it returns must still be
+    usable in place and in autograd afterwards (the grouping phase may do either)."""
+    model = BigramPolicy(tok, ANSWER_AFTER_ONE)
+    eng = MultiTurnGenerator([FakeTool("xyz")], tok, max_turns=1)
+    out = eng(model, [tok("Q?")["input_ids"]] * 2, max_new_tokens=20, eos_ids={tok.eos_token_id},
+              pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(0), return_embeddings=True)
+    assert out.embeddings is not None and not out.embeddings.is_inference()
+    out.embeddings.mul_(2.0)

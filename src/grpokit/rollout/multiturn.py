@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import torch
 
-from grpokit.rollout.generate import GenerationOutput, concat_outputs, decode_chunk
+from grpokit.rollout.generate import GenerationOutput, concat_outputs, decode_chunk, sampling_mode
 from grpokit.tools import DEFAULT_MAX_QUERY_CHARS, ToolError
 from grpokit.tools.parsing import RESULT_CLOSE, RESULT_OPEN, closing_call, sanitize_result
 from grpokit.types import Tool
@@ -101,7 +101,7 @@ class MultiTurnGenerator:
     def close_tags(self) -> list[str]:
         return [f"</{t}>" for t in self.tags]
 
-    @torch.no_grad()
+    @sampling_mode
     def __call__(self, model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int, eos_ids: set[int],
                  pad_id: int, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
                  stop_strings: Sequence[str] = (), tokenizer=None, batch_size: int = 0,

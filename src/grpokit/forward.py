@@ -83,9 +83,10 @@ class _HeadLogProb(torch.autograd.Function):
     chunk by chunk, with the [c, V] tensors recomputed in backward instead of kept.
 
     Forward values are those of _chunked_logp (autograd records nothing inside a
-    Function's forward, so no chunk's [c, V] tensors outlive it). Backward uses d log_softmax(z)[t] / dz = onehot(t) - softmax(z), with
-    softmax(z) = exp(log_softmax(z)) from recomputed logits: the formula autograd applies
-    to log_softmax + gather. The weight gradient of every chunk is added in place into
+    Function's forward, so no chunk's [c, V] tensors outlive it). Backward uses
+    d log_softmax(z)[t] / dz = onehot(t) - softmax(z), with softmax(z) =
+    exp(log_softmax(z)) from recomputed logits: the formula autograd applies to
+    log_softmax + gather. The weight gradient of every chunk is added in place into
     one [V, H] buffer, so a step allocates it once and not once per chunk.
     """
 
@@ -131,7 +132,8 @@ class _HeadLogProb(torch.autograd.Function):
 def uses_sliding_window(cfg) -> bool:
     """Sliding-window attention in a Qwen2 (use_sliding_window) or Mistral (sliding_window) config."""
     kind = getattr(cfg, "model_type", None)
-    return bool(getattr(cfg, "use_sliding_window", False) or (kind == "mistral" and getattr(cfg, "sliding_window", None)))
+    return bool(getattr(cfg, "use_sliding_window", False)
+                or (kind == "mistral" and getattr(cfg, "sliding_window", None)))
 
 
 def cache_kwarg(module) -> str:

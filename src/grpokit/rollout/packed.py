@@ -72,17 +72,20 @@ class PackedSet:
         size = sum(lin.w.numel() * lin.w.element_size() for lin in self.linears)
         self.enabled = (enabled and bool(self.linears) and size <= PACK_MAX_BYTES
                         and packing_available(self.linears[0].w))
-        self.rows = 0
+
+    @property
+    def rows(self) -> int:
+        """The row count the linears are packed for (0: not packed); they are packed together."""
+        return self.linears[0].rows if self.linears else 0
 
     def fit(self, rows: int) -> None:
-        """Pack for `rows` unless the current pack still serves them (more than half used)."""
-        if not self.enabled or self.rows // 2 < rows <= self.rows or (rows < PACK_MIN_ROWS and not self.rows):
-            return
-        if rows < PACK_MIN_ROWS:
-            for lin in self.linears:
-                lin.unpack()
-            self.rows = 0
+        """Pack for `rows` unless the current pack still serves them (more than half used);
+        under PACK_MIN_ROWS, drop the pack."""
+        packed = self.rows
+        if not self.enabled or packed // 2 < rows <= packed or (rows < PACK_MIN_ROWS and not packed):
             return
         for lin in self.linears:
-            lin.pack(rows)
-        self.rows = rows
+            if rows < PACK_MIN_ROWS:
+                lin.unpack()
+            else:
+                lin.pack(rows)

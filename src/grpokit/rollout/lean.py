@@ -17,7 +17,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from grpokit import native
 from grpokit.forward import base_model, llama_family_reason, transforms_logits, uses_sliding_window
+from grpokit.native import ops as native_ops
 from grpokit.rollout.packed import DecodeLinear, PackedSet
 
 STATIC_ROPE = {"default", "linear", "llama3", "yarn"}  # tables that do not depend on the sequence length
@@ -115,9 +117,11 @@ class LeanDecoder:
     """
 
     @torch.no_grad()
-    def __init__(self, model, capacity: int, *, static: bool = False, pack: bool = True):
+    def __init__(self, model, capacity: int, *, static: bool = False, pack: bool = True, use_native: bool = True):
         """pack: on a CPU, multiply by MKL-packed weights in the one-token step
-        (`rollout.packed`; float32 only, a copy of the weights per generate call)."""
+        (`rollout.packed`; float32 only, a copy of the weights per generate call).
+        use_native: on a CPU in float32, run the one-token step's norms, rotary embedding,
+        cache write and attention in grpokit's C kernels (`grpokit.native`) when they build."""
         self.static = static  # the cache will be read by static_step
         base = base_model(model)
         dec = base.model
@@ -149,8 +153,14 @@ class LeanDecoder:
             t.down = DecodeLinear(m.down_proj.weight.detach(), _detached(m.down_proj.bias))
             self.layers.append(t)
         self.packs = PackedSet([lin for t in self.layers for lin in t.linears()] + [self.head], pack and not static)
-        self.capacity = capacity
         self.dtype = self.head.w.dtype
+        self.native = None
+        if (use_native and not static and self.dtype == torch.float32 and self.head.w.device.type == "cpu"
+                and self.head_dim % native.LANES == 0 and self.n_heads % self.n_kv == 0):
+            self.native = native.library()
+        self.capacity = capacity
+        # cache columns allocated: the C kernel reads the key cache in whole blocks of columns
+        self.columns = -(-capacity // native.LANES) * native.LANES if self.native is not None else capacity
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
         self.valid: torch.Tensor | None = None  # [B, capacity] bool: cache columns a row may attend to
@@ -159,7 +169,7 @@ class LeanDecoder:
         probe = torch.zeros(1, 1, dtype=self.dtype, device=self.head.w.device)
         positions = torch.arange(capacity, device=self.head.w.device)[None]
         cos, sin = self.rotary(probe, positions)  # [1, capacity, D]
-        self.cos, self.sin = cos[0], sin[0]  # [capacity, D]
+        self.cos, self.sin = cos[0].contiguous(), sin[0].contiguous()  # [capacity, D]
 
     def _layer(self, t: _Layer, kc: torch.Tensor, vc: torch.Tensor, x: torch.Tensor, cos, sin, mask, c0: int,
                prefill: bool, col: torch.Tensor | None = None) -> torch.Tensor:
@@ -224,12 +234,18 @@ class LeanDecoder:
         b, p = ids.shape
         if p > self.capacity:
             raise ValueError(f"prompt of {p} tokens exceeds the cache capacity {self.capacity}")
-        shape = (b, self.n_kv, self.capacity, self.head_dim)
+        shape = (b, self.n_kv, self.columns, self.head_dim)
         # Zeros, not empty: the static step reads every column, and a masked NaN still poisons a softmax sum.
         alloc = torch.zeros if self.static else torch.empty
-        self.k = [alloc(shape, dtype=self.dtype, device=ids.device) for _ in self.layers]
+        if self.native is not None:
+            # Keys stored [B, Hk, D, capacity] (the C kernel's layout) and used through a
+            # transposed view; zeros, since the kernel reads whole blocks past the last column.
+            kt = (b, self.n_kv, self.head_dim, self.columns)
+            self.k = [torch.zeros(kt, dtype=self.dtype, device=ids.device).transpose(2, 3) for _ in self.layers]
+        else:
+            self.k = [alloc(shape, dtype=self.dtype, device=ids.device) for _ in self.layers]
         self.v = [alloc(shape, dtype=self.dtype, device=ids.device) for _ in self.layers]
-        self.valid = torch.zeros(b, self.capacity, dtype=torch.bool, device=ids.device)
+        self.valid = torch.zeros(b, self.columns, dtype=torch.bool, device=ids.device)
         self.valid[:, :p] = mask.bool()
         self.length = 0
         causal = torch.ones(p, p, dtype=torch.bool, device=ids.device).tril()
@@ -243,11 +259,33 @@ class LeanDecoder:
             raise ValueError(f"the KV cache is full ({self.capacity} positions)")
         self.packs.fit(tokens.shape[0])
         self.valid[:, self.length] = True
+        if self.native is not None:
+            return self._native_step(tokens, pos)
         mask = self.valid[:, None, None, :self.length + 1]  # [B, 1, 1, S]
         hidden = self._run(tokens[:, None], pos[:, None], mask, prefill=False)
         return self.logits(hidden[:, -1])
 
+    def _native_step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """`step` with grpokit's C kernels between the products, and residual additions
+        folded into the o and down products."""
+        lib, col = self.native, self.length
+        pos = pos.contiguous()
+        x = self.embed(tokens[:, None])  # [B, 1, H]
+        for t, kc, vc in zip(self.layers, self.k, self.v):
+            qkv = t.qkv(native_ops.rms_norm(lib, x, t.ln1, t.ln1_eps))
+            o = native_ops.decode_attention(lib, qkv, heads=self.n_heads, kv_heads=self.n_kv, head_dim=self.head_dim,
+                                            cos=self.cos, sin=self.sin, pos=pos, k_cache=kc, v_cache=vc, column=col,
+                                            valid=self.valid, scale=self.scale)
+            x = t.o(o, residual=x)
+            g, u = t.gate_up(native_ops.rms_norm(lib, x, t.ln2, t.ln2_eps)).chunk(2, dim=-1)
+            x = t.down(F.silu(g) * u, residual=x)
+        self.length = col + 1
+        return self.logits(native_ops.rms_norm(lib, x[:, -1], self.final_w, self.final_eps))
+
     def select(self, keep: torch.Tensor) -> None:
-        self.k = [k.index_select(0, keep) for k in self.k]
+        if self.native is not None:  # keep the keys' [B, Hk, D, capacity] storage
+            self.k = [k.transpose(2, 3).index_select(0, keep).transpose(2, 3) for k in self.k]
+        else:
+            self.k = [k.index_select(0, keep) for k in self.k]
         self.v = [v.index_select(0, keep) for v in self.v]
         self.valid = self.valid.index_select(0, keep)

@@ -53,15 +53,22 @@ class DecodeLinear:
     def unpack(self) -> None:
         self.packed, self.rows = None, 0
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """x W^T + b, plus `residual` when given (one fused product when unpacked and bias-free)."""
         m = x.numel() // x.shape[-1]
         if self.packed is None or not self.rows // 2 < m <= self.rows:
-            return F.linear(x, self.w, self.b)
+            if residual is None:
+                return F.linear(x, self.w, self.b)
+            if self.b is None:
+                out = torch.addmm(residual.reshape(m, -1), x.reshape(m, -1), self.w.t())
+                return out.view(residual.shape)
+            return F.linear(x, self.w, self.b).add_(residual)
         flat = x.reshape(m, x.shape[-1])
         if m < self.rows:
             flat = F.pad(flat, (0, 0, 0, self.rows - m))
         y = torch.ops.mkl._mkl_linear(flat, self.packed, self.w, self.b, self.rows)
-        return y[:m].view(*x.shape[:-1], y.shape[-1])
+        y = y[:m].view(*x.shape[:-1], y.shape[-1])
+        return y if residual is None else y.add_(residual)
 
 
 class PackedSet:

@@ -1,0 +1,109 @@
+"""grpokit's C kernels (decode.c), compiled with the machine's C compiler at first use.
+
+The shared library is built once per source text, compiler and CPU into
+$GRPOKIT_CACHE (default ~/.cache/grpokit/native) and loaded with ctypes; it needs no
+Python or torch headers, so building it takes about a second. Where no compiler is
+found, the build fails, or GRPOKIT_NATIVE=0 is set, `library()` returns None and
+callers keep their torch code (the same results up to float rounding).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("decode.c")
+LANES = 16  # decode.c's block width: head dims and key-cache columns come in multiples of it
+FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread", "-std=c11"]
+
+_i64, _f32, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+SIGNATURES = {
+    "gk_rms_norm": (None, [_ptr, _ptr, _ptr, _i64, _i64, _f32]),
+    "gk_swiglu": (None, [_ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, ctypes.c_int]),
+    "gk_swiglu_backward": (None, [_ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, ctypes.c_int]),
+    "gk_decode_attention": (ctypes.c_int, [_ptr, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64,
+                                           _ptr, _f32, _ptr, ctypes.c_int]),
+}
+
+_state: dict[str, object] = {}
+
+
+def _cpu_signature() -> str:
+    # -march=native ties the binary to this CPU's instruction set; a cache directory
+    # shared between machines must not hand one CPU's build to another.
+    text = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "model name")):
+                text += line
+                if line.startswith("flags"):
+                    break
+    except OSError:
+        pass
+    return platform.machine() + text
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC", "cc")
+    return shutil.which(cc)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("GRPOKIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "grpokit")
+    return Path(root) / "native"
+
+
+def build(cc: str, target: Path) -> None:
+    """Compile decode.c into `target`, atomically: a concurrent build of the same key
+    writes its own temporary file and the last rename wins with identical bytes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cc} failed on {SOURCE} (exit {proc.returncode}):\n{proc.stderr.strip()}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get("GRPOKIT_NATIVE", "1") == "0":
+        return None
+    cc = _compiler()
+    if cc is None:
+        log.info("no C compiler (set CC): the decode step keeps its torch kernels")
+        return None
+    try:
+        version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+        key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, " ".join(FLAGS), _cpu_signature()])
+                             .encode()).hexdigest()[:16]
+        target = cache_dir() / f"grpokit_decode_{key}.so"
+        if not target.exists():
+            build(cc, target)
+        lib = ctypes.CDLL(str(target))
+    except (OSError, RuntimeError) as err:
+        log.warning("grpokit's C decode kernels are unavailable, using torch's ops instead: %s", err)
+        return None
+    for name, (restype, argtypes) in SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, or None where they cannot be built (built and loaded once)."""
+    if "lib" not in _state:
+        _state["lib"] = _load()
+    return _state["lib"]  # type: ignore[return-value]

@@ -1,0 +1,77 @@
+"""torch-facing calls of grpokit's C decode kernels (float32, CPU, contiguous tensors).
+
+Each takes the library from `grpokit.native.library()` so that callers decide once
+whether the kernels are in use.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def rms_norm(lib, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """weight * x / sqrt(mean(x^2, -1) + eps), as transformers' float32 RMSNorm."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    n = x.shape[-1]
+    lib.gk_rms_norm(x.data_ptr(), weight.data_ptr(), out.data_ptr(), x.numel() // n, n, eps)
+    return out
+
+
+def decode_attention(lib, qkv: torch.Tensor, *, heads: int, kv_heads: int, head_dim: int, cos: torch.Tensor,
+                     sin: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                     column: int, valid: torch.Tensor, scale: float, threads: int | None = None) -> torch.Tensor:
+    """Attention of one new token per row over its KV cache.
+
+    qkv [B, 1, (heads + 2 kv_heads) head_dim]: the token's projections (q, k, v heads);
+    cos, sin [positions, head_dim]: rotary tables, row b uses position pos[b] ([B] int64);
+    k_cache [B, kv_heads, capacity, head_dim] a transposed view of a contiguous
+    [B, kv_heads, head_dim, capacity] tensor, v_cache [B, kv_heads, capacity, head_dim]
+    contiguous: the rotated k and the v of this token are written at `column`; valid [B, capacity] bool: columns each row attends to,
+    read up to `column`. Large batches are split between two threads when `threads`
+    (default: torch's intra-op thread count) allows. Returns [B, 1, heads * head_dim].
+    """
+    b = qkv.shape[0]
+    # The kernel reads raw memory: a wrong layout would give wrong numbers, not an error.
+    if not (qkv.is_contiguous() and k_cache.transpose(2, 3).is_contiguous() and v_cache.is_contiguous()
+            and valid.is_contiguous() and pos.is_contiguous() and cos.is_contiguous() and sin.is_contiguous()):
+        raise ValueError("decode_attention: qkv, pos, tables, masks and caches must be contiguous "
+                         "(the key cache as [B, kv_heads, head_dim, capacity])")
+    if pos.dtype != torch.int64 or valid.dtype != torch.bool or k_cache.shape[2] % 16:
+        raise ValueError("decode_attention: pos must be int64, valid bool, and the capacity a multiple of 16")
+    out = torch.empty(b, 1, heads * head_dim, dtype=qkv.dtype)
+    rc = lib.gk_decode_attention(qkv.data_ptr(), b, heads, kv_heads, head_dim, cos.data_ptr(), sin.data_ptr(),
+                                 pos.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), k_cache.shape[2], column,
+                                 valid.data_ptr(), scale, out.data_ptr(),
+                                 torch.get_num_threads() if threads is None else threads)
+    if rc != 0:
+        raise MemoryError("decode_attention: no scratch memory for the attention scores")
+    return out
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """t as [rows, last dim] with unit stride along the last dim (a view where one exists)."""
+    flat = t.reshape(-1, t.shape[-1])
+    return flat if flat.stride(-1) == 1 else flat.contiguous()
+
+
+def swiglu(lib, g: torch.Tensor, u: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+    """silu(g) * u in one pass. g and u may be views with a row stride (e.g. the two
+    halves of one gate/up product)."""
+    g2, u2 = _rows(g), _rows(u)
+    out = torch.empty(g.shape, dtype=g.dtype)
+    lib.gk_swiglu(g2.data_ptr(), u2.data_ptr(), out.data_ptr(), g2.shape[0], g2.shape[1], g2.stride(0),
+                  u2.stride(0), torch.get_num_threads() if threads is None else threads)
+    return out
+
+
+def swiglu_backward(lib, grad_h: torch.Tensor, g: torch.Tensor, u: torch.Tensor,
+                    threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For h = silu(g) * u and grad_h = d loss / d h: (h, d loss / d g, d loss / d u), in
+    one pass over the three inputs."""
+    grad_h, g, u = grad_h.contiguous(), g.contiguous(), u.contiguous()
+    h, dg, du = torch.empty_like(g), torch.empty_like(g), torch.empty_like(g)
+    cols = g.shape[-1]
+    lib.gk_swiglu_backward(grad_h.data_ptr(), g.data_ptr(), u.data_ptr(), h.data_ptr(), dg.data_ptr(),
+                           du.data_ptr(), g.numel() // cols, cols,
+                           torch.get_num_threads() if threads is None else threads)
+    return h, dg, du

@@ -200,38 +200,3 @@ def test_loader_builds_into_the_cache_directory(monkeypatch, tmp_path):
     assert native._load() is not None  # loads the cached build
     assert list((tmp_path / "native").glob("*")) == built  # no temporary files left
 
-
-def test_swiglu_literal_values():
-    """g = 0: silu 0, silu' 1/2. g = ln 3: sigmoid 3/4, silu 0.75 ln 3, silu' 0.75 (1 + ln 3 / 4)."""
-    ln3 = math.log(3.0)
-    g = torch.tensor([[0.0, ln3]])
-    u = torch.tensor([[2.0, 1.0]])
-    dh = torch.tensor([[3.0, 1.0]])
-    assert torch.allclose(ops.swiglu(LIB, g, u), torch.tensor([[0.0, 0.75 * ln3]]), atol=1e-7)
-    h, dg, du = ops.swiglu_backward(LIB, dh, g, u)
-    assert torch.allclose(h, torch.tensor([[0.0, 0.75 * ln3]]), atol=1e-7)
-    assert torch.allclose(du, torch.tensor([[0.0, 0.75 * ln3]]), atol=1e-7)
-    assert torch.allclose(dg, torch.tensor([[3.0, 0.75 * (1 + ln3 / 4)]]), atol=1e-6)
-
-
-@pytest.mark.parametrize("shape,threads", [((7, 37), 1), ((300, 512), 2)])
-def test_swiglu_equals_float64_autograd(shape, threads):
-    """Values from -100 to 100 (sigmoid saturates both ways), rows with a tail shorter than
-    a vector block, and (second case) rows split between two threads."""
-    gen = torch.Generator().manual_seed(1)
-    g = torch.randn(shape, generator=gen) * 8
-    g.view(-1)[:5] = torch.tensor([-100.0, -88.0, 0.0, 88.0, 100.0])
-    u, dh = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
-    g64, u64 = g.double().requires_grad_(), u.double().requires_grad_()
-    want = F.silu(g64) * u64
-    want.backward(dh.double())
-    scale = {"rtol": 1e-5, "atol": 1e-6}
-    assert torch.allclose(ops.swiglu(LIB, g, u, threads=threads).double(), want, **scale)
-    h, dg, du = ops.swiglu_backward(LIB, dh, g, u, threads=threads)
-    assert torch.allclose(h.double(), want, **scale)
-    assert torch.allclose(dg.double(), g64.grad, **scale)
-    assert torch.allclose(du.double(), u64.grad, **scale)
-    # strided halves of one [rows, 2 cols] product, as the decode step has them
-    both = torch.cat([g, u], -1)
-    half = shape[-1]
-    assert torch.allclose(ops.swiglu(LIB, both[:, :half], both[:, half:], threads=threads).double(), want, **scale)

@@ -5,10 +5,7 @@ of a Qwen2/Llama/Mistral decoder layer keep more than the math needs:
 
 - the MLP, down(silu(gate(x)) * up(x)), keeps four [tokens, intermediate] tensors:
   gate(x), silu(gate(x)), up(x) and the product. `_SwiGLUDown` keeps gate(x) and up(x)
-  and recomputes the other two in backward. On a CPU in float32 that backward is one
-  pass of grpokit's C kernel (`grpokit.native`) over the gradient, gate(x) and up(x),
-  instead of five elementwise ops: these tensors outgrow the caches, so each op is a
-  trip through memory (1024 x 512: 0.48 against 0.96 ms in a warm loop);
+  and recomputes the other two in backward (two elementwise passes);
 - transformers' RMSNorm is written as five ops and keeps both its input and the
   normalised input (torch's `F.rms_norm` decomposes into the same ops on a CPU when
   autograd records). `_RMSNorm` keeps the input and one statistic per position. It is
@@ -29,9 +26,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from grpokit import native
 from grpokit.forward import base_model, llama_family_reason
-from grpokit.native import ops as native_ops
 
 SILU_MODULES = {"SiLU", "SiLUActivation"}  # torch's and transformers' (both F.silu)
 
@@ -48,21 +43,14 @@ class _SwiGLUDown(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         g, u, w = ctx.saved_tensors
+        act = F.silu(g)
         grad_h = grad_out @ w  # [..., I]
         flat_out = grad_out.reshape(-1, grad_out.shape[-1])  # [T, H]
-        lib = native.library() if g.device.type == "cpu" and g.dtype == torch.float32 else None
-        if lib is not None:
-            # one pass over grad_h, g and u instead of five elementwise ops over [T, I] tensors
-            h, grad_g, grad_u = native_ops.swiglu_backward(lib, grad_h, g, u)
-        else:
-            act = F.silu(g)
-            h = act * u
-            grad_u = grad_h * act if ctx.needs_input_grad[1] else None
-            grad_g = torch.ops.aten.silu_backward(grad_h * u, g) if ctx.needs_input_grad[0] else None
-        grad_w = flat_out.t() @ h.reshape(-1, u.shape[-1]) if ctx.needs_input_grad[2] else None
+        grad_w = flat_out.t() @ (act * u).reshape(-1, u.shape[-1]) if ctx.needs_input_grad[2] else None
         grad_b = flat_out.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
-        return (grad_g if ctx.needs_input_grad[0] else None, grad_u if ctx.needs_input_grad[1] else None,
-                grad_w, grad_b)
+        grad_u = grad_h * act if ctx.needs_input_grad[1] else None
+        grad_g = torch.ops.aten.silu_backward(grad_h * u, g) if ctx.needs_input_grad[0] else None
+        return grad_g, grad_u, grad_w, grad_b
 
 
 class _RMSNorm(torch.autograd.Function):

@@ -27,8 +27,6 @@ FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast", "-fPIC",
 _i64, _f32, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 SIGNATURES = {
     "gk_rms_norm": (None, [_ptr, _ptr, _ptr, _i64, _i64, _f32]),
-    "gk_swiglu": (None, [_ptr, _ptr, _ptr, _i64, _i64, _i64, _i64, ctypes.c_int]),
-    "gk_swiglu_backward": (None, [_ptr, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64, ctypes.c_int]),
     "gk_decode_attention": (ctypes.c_int, [_ptr, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64,
                                            _ptr, _f32, _ptr, ctypes.c_int]),
 }

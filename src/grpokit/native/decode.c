@@ -39,7 +39,7 @@ static inline vint vmask(const uint8_t *ok, int64_t first, int64_t end) {
  * x = n ln2 + r with |r| <= ln2/2; exp(r) by its Taylor series to degree 7
  * (truncation error |r|^8 / 8! < 2e-9); 2^n assembled in the exponent bits. */
 static inline vfloat vexp_nonpos(vfloat x) {
-    const vfloat lo = x - x - 87.0f; /* keeps 2^n a normal float; exp(-87) ~ 1.6e-38 */
+    const vfloat lo = (vfloat){0} - 87.0f; /* keeps 2^n a normal float; exp(-87) ~ 1.6e-38 */
     x = vselect(x < lo, lo, x);
     const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     const vfloat n = (x * 1.44269504088896341f + shifter) - shifter;
@@ -54,111 +54,6 @@ static inline vfloat vexp_nonpos(vfloat x) {
     p = p * r + 1.0f;
     const vint two_n = (__builtin_convertvector(n, vint) + 127) << 23;
     return p * (vfloat)two_n;
-}
-
-/* 1 / y for y in [1, 2] by Newton's iteration r <- r (2 - y r) from the linear guess
- * 24/17 - 8/17 y (relative error <= 1/17, squared by each step: 3.5e-3, 1.2e-5,
- * 1.5e-10). Seven multiply-adds, where a vector division costs about as much as 30. */
-static inline vfloat vrecip_1_2(vfloat y) {
-    vfloat r = 24.0f / 17.0f - y * (8.0f / 17.0f);
-    for (int i = 0; i < 3; i++) r = r * (2.0f - y * r);
-    return r;
-}
-
-/* 1 / (1 + exp(-x)) for any x, from exp(-|x|), which never overflows */
-static inline vfloat vsigmoid(vfloat x) {
-    const vfloat e = vexp_nonpos(vselect(x < 0.0f, x, -x)), one = e - e + 1.0f;
-    return vselect(x < 0.0f, e, one) * vrecip_1_2(one + e);
-}
-
-/* Loads and stores of the first `n` (< LANES) lanes, the rest zero: the tails of rows. */
-static inline vfloat vload_part(const float *p, int64_t n) {
-    vfloat v = {0};
-    memcpy(&v, p, sizeof(float) * (size_t)n);
-    return v;
-}
-static inline void vstore_part(float *p, vfloat v, int64_t n) { memcpy(p, &v, sizeof(float) * (size_t)n); }
-
-typedef struct {
-    const float *g, *u, *dh;
-    float *h, *dg, *du;
-    int64_t first, last, cols, g_stride, u_stride;
-} swiglu_job;
-
-/* h = silu(g) * u on rows [first, last) */
-static void *swiglu_rows(void *arg) {
-    const swiglu_job *job = arg;
-    for (int64_t r = job->first; r < job->last; r++) {
-        const float *g = job->g + r * job->g_stride, *u = job->u + r * job->u_stride;
-        float *h = job->h + r * job->cols;
-        for (int64_t i = 0; i < job->cols; i += LANES) {
-            const int64_t n = job->cols - i < LANES ? job->cols - i : LANES;
-            const vfloat gv = n == LANES ? vload(g + i) : vload_part(g + i, n);
-            const vfloat uv = n == LANES ? vload(u + i) : vload_part(u + i, n);
-            const vfloat out = gv * vsigmoid(gv) * uv;
-            if (n == LANES) vstore(h + i, out); else vstore_part(h + i, out, n);
-        }
-    }
-    return NULL;
-}
-
-/* Given dh = d loss / d h for h = silu(g) * u (all [rows, cols], contiguous):
- * dg = dh * u * silu'(g), du = dh * silu(g), and h itself (for the weight gradient of
- * the product that consumed it). silu'(g) = s (1 + g (1 - s)), s = sigmoid(g). */
-static void *swiglu_backward_rows(void *arg) {
-    const swiglu_job *job = arg;
-    const int64_t c = job->cols;
-    for (int64_t i = job->first * c; i < job->last * c; i += LANES) {
-        const int64_t n = job->last * c - i < LANES ? job->last * c - i : LANES;
-        const vfloat gv = n == LANES ? vload(job->g + i) : vload_part(job->g + i, n);
-        const vfloat uv = n == LANES ? vload(job->u + i) : vload_part(job->u + i, n);
-        const vfloat dv = n == LANES ? vload(job->dh + i) : vload_part(job->dh + i, n);
-        const vfloat sg = vsigmoid(gv), act = gv * sg;
-        const vfloat h = act * uv, du = dv * act, dg = dv * uv * (sg * (1.0f + gv * (1.0f - sg)));
-        if (n == LANES) {
-            vstore(job->h + i, h);
-            vstore(job->du + i, du);
-            vstore(job->dg + i, dg);
-        } else {
-            vstore_part(job->h + i, h, n);
-            vstore_part(job->du + i, du, n);
-            vstore_part(job->dg + i, dg, n);
-        }
-    }
-    return NULL;
-}
-
-/* Elementwise work of at least this many floats is split between two threads. */
-#define SPLIT_ELEMENTS (1 << 16)
-
-static void run_split(void *(*fn)(void *), swiglu_job *job, int64_t rows, int threads) {
-    swiglu_job second = *job;
-    const int split = threads > 1 && rows > 1 && rows * job->cols >= SPLIT_ELEMENTS;
-    pthread_t helper;
-    int spawned = 0;
-    if (split) {
-        job->last = second.first = rows / 2;
-        spawned = pthread_create(&helper, NULL, fn, &second) == 0;
-    }
-    fn(job);
-    if (spawned)
-        pthread_join(helper, NULL);
-    else if (split)
-        fn(&second);
-}
-
-/* h [rows, cols] = silu(g) * u; g and u rows start every g_stride / u_stride floats
- * (e.g. the two halves of one [rows, 2 cols] product). */
-void gk_swiglu(const float *g, const float *u, float *h, int64_t rows, int64_t cols, int64_t g_stride,
-               int64_t u_stride, int threads) {
-    swiglu_job job = {g, u, NULL, h, NULL, NULL, 0, rows, cols, g_stride, u_stride};
-    run_split(swiglu_rows, &job, rows, threads);
-}
-
-void gk_swiglu_backward(const float *dh, const float *g, const float *u, float *h, float *dg, float *du,
-                        int64_t rows, int64_t cols, int threads) {
-    swiglu_job job = {g, u, dh, h, dg, du, 0, rows, cols, cols, cols};
-    run_split(swiglu_backward_rows, &job, rows, threads);
 }
 
 /* out[r, :] = w * (x[r, :] / sqrt(mean(x[r, :]^2) + eps)) for `rows` rows of n. */
@@ -284,8 +179,9 @@ static void *attend_rows(void *arg) {
 }
 
 /* Below this many multiply-adds (rows x q heads x columns x head dim) one thread does
- * all rows: starting a second costs more than it saves (measured on the benchmark
- * models: 0.2M on `tiny`, 1.2M on `small`). */
+ * all rows: starting a second costs tens of microseconds. A `tiny` benchmark step is
+ * 0.2M of them (one thread, ~35 us); a `small` one 1.2M (two threads: 0.23 ms, one:
+ * 0.35-0.54 ms, torch's attention on two threads: 0.38-0.43 ms). */
 #define SPLIT_WORK (1 << 20)
 
 int gk_decode_attention(const float *qkv, int64_t batch, int64_t hq, int64_t hk, int64_t d,

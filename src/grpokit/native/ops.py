@@ -47,31 +47,3 @@ def decode_attention(lib, qkv: torch.Tensor, *, heads: int, kv_heads: int, head_
         raise MemoryError("decode_attention: no scratch memory for the attention scores")
     return out
 
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """t as [rows, last dim] with unit stride along the last dim (a view where one exists)."""
-    flat = t.reshape(-1, t.shape[-1])
-    return flat if flat.stride(-1) == 1 else flat.contiguous()
-
-
-def swiglu(lib, g: torch.Tensor, u: torch.Tensor, threads: int | None = None) -> torch.Tensor:
-    """silu(g) * u in one pass. g and u may be views with a row stride (e.g. the two
-    halves of one gate/up product)."""
-    g2, u2 = _rows(g), _rows(u)
-    out = torch.empty(g.shape, dtype=g.dtype)
-    lib.gk_swiglu(g2.data_ptr(), u2.data_ptr(), out.data_ptr(), g2.shape[0], g2.shape[1], g2.stride(0),
-                  u2.stride(0), torch.get_num_threads() if threads is None else threads)
-    return out
-
-
-def swiglu_backward(lib, grad_h: torch.Tensor, g: torch.Tensor, u: torch.Tensor,
-                    threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For h = silu(g) * u and grad_h = d loss / d h: (h, d loss / d g, d loss / d u), in
-    one pass over the three inputs."""
-    grad_h, g, u = grad_h.contiguous(), g.contiguous(), u.contiguous()
-    h, dg, du = torch.empty_like(g), torch.empty_like(g), torch.empty_like(g)
-    cols = g.shape[-1]
-    lib.gk_swiglu_backward(grad_h.data_ptr(), g.data_ptr(), u.data_ptr(), h.data_ptr(), dg.data_ptr(),
-                           du.data_ptr(), g.numel() // cols, cols,
-                           torch.get_num_threads() if threads is None else threads)
-    return h, dg, du

@@ -6,8 +6,10 @@ dozen modules per layer. This module runs the same math with the model's own wei
 in fewer ops: q/k/v and gate/up as one matmul each (weights concatenated once per
 generation call, for models where that copy stays under FUSE_MAX_BYTES), a
 preallocated KV cache written in place, rotary tables computed once, and grouped-query
-attention without repeating the cached keys. It is used only for sampling (no
-autograd); training passes keep transformers' forward.
+attention without repeating the cached keys. On a CPU in float32 the one-token step
+runs its norms, rotary embedding, cache write and attention in grpokit's C kernels
+(`grpokit.native`; the key cache is then stored transposed). It is used only for
+sampling (no autograd); training passes keep transformers' forward.
 
 `unsupported_reason` says why a model must take the transformers path instead (other
 architectures, LoRA-wrapped layers, sliding-window attention, length-dependent RoPE).
@@ -163,7 +165,7 @@ class LeanDecoder:
         self.columns = -(-capacity // native.LANES) * native.LANES if self.native is not None else capacity
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
-        self.valid: torch.Tensor | None = None  # [B, capacity] bool: cache columns a row may attend to
+        self.valid: torch.Tensor | None = None  # [B, columns] bool: cache columns a row may attend to
         self.length = 0
         # rotary tables for every position this call can reach, computed once
         probe = torch.zeros(1, 1, dtype=self.dtype, device=self.head.w.device)
@@ -238,7 +240,7 @@ class LeanDecoder:
         # Zeros, not empty: the static step reads every column, and a masked NaN still poisons a softmax sum.
         alloc = torch.zeros if self.static else torch.empty
         if self.native is not None:
-            # Keys stored [B, Hk, D, capacity] (the C kernel's layout) and used through a
+            # Keys stored [B, Hk, D, columns] (the C kernel's layout) and used through a
             # transposed view; zeros, since the kernel reads whole blocks past the last column.
             kt = (b, self.n_kv, self.head_dim, self.columns)
             self.k = [torch.zeros(kt, dtype=self.dtype, device=ids.device).transpose(2, 3) for _ in self.layers]
@@ -283,7 +285,7 @@ class LeanDecoder:
         return self.logits(native_ops.rms_norm(lib, x[:, -1], self.final_w, self.final_eps))
 
     def select(self, keep: torch.Tensor) -> None:
-        if self.native is not None:  # keep the keys' [B, Hk, D, capacity] storage
+        if self.native is not None:  # keep the keys' [B, Hk, D, columns] storage
             self.k = [k.transpose(2, 3).index_select(0, keep).transpose(2, 3) for k in self.k]
         else:
             self.k = [k.index_select(0, keep) for k in self.k]

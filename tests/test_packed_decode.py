@@ -26,6 +26,11 @@ def test_packed_linear_equals_plain_linear_for_any_row_count(bias, rows):
     y = lin(x)
     assert y.shape == (rows, 1, 48)
     torch.testing.assert_close(y, F.linear(x, w, b), atol=1e-5, rtol=1e-5)
+    # the residual form (o and down products of the native decode step) adds it, untouched
+    res = torch.randn(rows, 1, 48, generator=g)
+    kept = res.clone()
+    torch.testing.assert_close(lin(x, residual=res), F.linear(x, w, b) + kept, atol=1e-5, rtol=1e-5)
+    assert torch.equal(res, kept)
 
 
 @needs_mkl

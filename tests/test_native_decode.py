@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from grpokit import native
 from grpokit.native import ops
 from grpokit.rollout.generate import generate
-from grpokit.rollout.lean import LeanDecoder
+from grpokit.rollout.lean import LeanDecoder, _rotate
 
 LIB = native.library()
 pytestmark = pytest.mark.skipif(LIB is None, reason="no C compiler: the decode step keeps torch's ops")
@@ -60,11 +60,6 @@ def test_attention_literal_values():
     want[0], want[1] = 1 - p1, p1
     assert torch.allclose(out[0, 0], want, atol=1e-6)
     assert kt[0, 0, 0, 1] == 2.0 and vc[0, 0, 1, 1] == 1.0  # the token went into column 1
-
-
-def _rotate(x, c, s):
-    h = x.shape[-1] // 2
-    return x * c + torch.cat((-x[..., h:], x[..., :h]), -1) * s
 
 
 @pytest.mark.parametrize("batch,hq,hk,d,cap,col,threads", [(5, 4, 2, 32, 48, 40, 2), (3, 2, 2, 16, 16, 0, 1),

@@ -21,8 +21,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("decode.c")
-LANES = 16  # decode.c's block width: head dims and key-cache columns come in multiples of it
-FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread", "-std=c11"]
+LANES = 16  # decode.c's block width (passed to it): head dims and key-cache columns come in multiples of it
+FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread", "-std=c11",
+         f"-DLANES={LANES}"]
 
 _i64, _f32, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 SIGNATURES = {

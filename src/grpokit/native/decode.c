@@ -16,7 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LANES 16 /* floats per block: one AVX-512 register, two AVX2 ones */
+/* Floats per block (one AVX-512 register, two AVX2 ones). grpokit.native passes it
+ * (-DLANES), so the Python side's block size and this one are the same number. */
+#ifndef LANES
+#error "build through grpokit.native, which passes -DLANES"
+#endif
 
 /* GCC/clang vector types of LANES floats: the compiler maps them onto the machine's
  * registers (one AVX-512 register, two AVX2 ones, or scalar code elsewhere). Used where

@@ -44,11 +44,12 @@ def test_prompt_grouping_is_bit_identical_to_the_foundation(tmp_path):
     if golden["torch"] != torch.__version__:
         pytest.skip(f"golden values were recorded with torch {golden['torch']}")
     out = tmp_path / "run"
-    # The foundation used PyTorch's default AdamW and one forward per row; the fused kernel
-    # the shared prompt pass and the lean activations compute the same functions with other rounding.
+    # The foundation used PyTorch's default AdamW and one forward per row; the fused kernel,
+    # the shared prompt pass, the lean activations and the decoded reference pass compute
+    # the same functions with other rounding.
     args = _setup(tmp_path) + ["--out", str(out), "--steps", "3", "algorithm.mu=2", "algorithm.beta=0.04",
                                "optim.fused=false", "optim.share_prompt=false",
-                               "optim.lean_activations=false"]
+                               "optim.lean_activations=false", "optim.decoded_passes=false"]
     assert cli.main(args) == 0
     rows = _metrics(out)
     assert len(rows) == len(golden["metrics"])

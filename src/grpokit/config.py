@@ -161,6 +161,11 @@ class OptimConfig:
                                              "and gradients (Qwen2/Llama/Mistral). Unset = on for CPU models "
                                              "(faster there), off on GPUs (slower in the one measurement, "
                                              "docs/performance.md); true/false force it")
+    decoded_passes: bool = opt(True, "no-grad passes over a rollout batch (the reference model's, replayed rows') "
+                                     "of Llama-family float32 CPU models small enough for grpokit's whole C decode "
+                                     "step run as KV-cached decoding of the known tokens in that C code: the same "
+                                     "log-probs up to float rounding, the `tiny` bench model's reference pass "
+                                     "~26 -> ~17 ms")
 
 
 @dataclass

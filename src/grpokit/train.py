@@ -161,7 +161,8 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
             # Replayed rows (temporal) are reweighted by pi_now / pi_then: one no-grad forward over them.
             logp_now = None if grouping.replay is None else reference_logprobs(
                 model, grouping.replay, temperature=cfg.rollout.temperature,
-                micro_batch_size=cfg.optim.micro_batch_size, share_prompt=share_prompt).cpu()
+                micro_batch_size=cfg.optim.micro_batch_size, share_prompt=share_prompt,
+                decoded=cfg.optim.decoded_passes).cpu()
             advantages = grouping.advantages(scores.total, comp.advantage_fn, scale=algo.scale_rewards,  # Phase 3
                                              eps=algo.eps, logp_now=logp_now)
         t_adv = time.perf_counter()
@@ -170,7 +171,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
             with comp.reference.active() as ref_model:
                 ref_logp = reference_logprobs(ref_model, train_batch, temperature=cfg.rollout.temperature,
                                               micro_batch_size=cfg.optim.micro_batch_size,
-                                              share_prompt=share_prompt)
+                                              share_prompt=share_prompt, decoded=cfg.optim.decoded_passes)
             release()
         synchronize(device)
         t_ref = time.perf_counter()

@@ -14,6 +14,7 @@ import torch
 from grpokit.algo.losses import policy_loss
 from grpokit.device import batch_to, model_device, synchronize
 from grpokit.forward import sequence_logprobs
+from grpokit.rollout.teacher import decodable, decoded_logprobs
 from grpokit.types import RolloutBatch
 
 
@@ -129,10 +130,16 @@ def _trim(ids, attn, mask):
 
 @torch.no_grad()
 def reference_logprobs(ref_model, batch: RolloutBatch, *, temperature: float, micro_batch_size: int = 0,
-                       share_prompt: bool = True) -> torch.Tensor:
-    """Per-token log-probs of the batch under `ref_model` [N, L], on the model's device."""
+                       share_prompt: bool = True, decoded: bool = True) -> torch.Tensor:
+    """Per-token log-probs of the batch under `ref_model` [N, L], on the model's device.
+
+    decoded: where `rollout.teacher.decodable` allows (small Llama-family CPU models),
+    compute them by KV-cached decoding in grpokit's C step instead of a forward pass."""
     temp = temperature if temperature > 0 else 1.0
     device = model_device(ref_model)
+    if decoded and decodable(ref_model, batch.attention_mask, batch.prompt_len):
+        return decoded_logprobs(ref_model, batch.input_ids, batch.attention_mask, batch.loss_mask,
+                                prompt_len=batch.prompt_len, temperature=temp)
     batch = batch_to(batch, device)
     out = torch.zeros_like(batch.logprobs)  # [N, L]
     for mb in _micro_batches(torch.arange(batch.size, device=device), micro_batch_size):

@@ -1,4 +1,4 @@
-"""grpokit's C kernels (decode.c), compiled with the machine's C compiler at first use.
+"""grpokit's C kernels (decode.c, step.c), compiled with the machine's C compiler at first use.
 
 The shared library is built once per source text, compiler and CPU into
 $GRPOKIT_CACHE (default ~/.cache/grpokit/native) and loaded with ctypes; it needs no
@@ -20,7 +20,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("decode.c")
+HERE = Path(__file__).parent
+SOURCES = [HERE / "decode.c", HERE / "step.c"]  # compiled together into one library
+HEADERS = [HERE / "kernels.h"]
 LANES = 16  # decode.c's block width (passed to it): head dims and key-cache columns come in multiples of it
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread", "-std=c11",
          f"-DLANES={LANES}"]
@@ -30,6 +32,9 @@ SIGNATURES = {
     "gk_rms_norm": (None, [_ptr, _ptr, _ptr, _i64, _i64, _f32]),
     "gk_decode_attention": (ctypes.c_int, [_ptr, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64,
                                            _ptr, _f32, _ptr, ctypes.c_int]),
+    "gk_pack_panels": (None, [_ptr, _i64, _i64, _ptr, _i64, _i64]),
+    "gk_decode_step_scratch": (_i64, [_ptr, _i64, _i64, _i64, ctypes.c_int, _i64]),
+    "gk_decode_step": (None, [_ptr, _i64, _i64, _ptr, _ptr, _i64, _ptr, _ptr, ctypes.c_int, _i64, _ptr]),
 }
 
 _state: dict[str, object] = {}
@@ -62,15 +67,16 @@ def cache_dir() -> Path:
 
 
 def build(cc: str, target: Path) -> None:
-    """Compile decode.c into `target`, atomically: a concurrent build of the same key
+    """Compile the sources into `target`, atomically: a concurrent build of the same key
     writes its own temporary file and the last rename wins with identical bytes."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True)
+        proc = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES), "-lm"], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"{cc} failed on {SOURCE} (exit {proc.returncode}):\n{proc.stderr.strip()}")
+            names = ", ".join(s.name for s in SOURCES)
+            raise RuntimeError(f"{cc} failed on {names} in {HERE} (exit {proc.returncode}):\n{proc.stderr.strip()}")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -86,7 +92,8 @@ def _load() -> ctypes.CDLL | None:
         return None
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
-        key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, " ".join(FLAGS), _cpu_signature()])
+        texts = [p.read_text() for p in SOURCES + HEADERS]
+        key = hashlib.sha256("\0".join([*texts, cc, version, " ".join(FLAGS), _cpu_signature()])
                              .encode()).hexdigest()[:16]
         target = cache_dir() / f"grpokit_decode_{key}.so"
         if not target.exists():

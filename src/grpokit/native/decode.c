@@ -12,53 +12,9 @@
  */
 #include <math.h>
 #include <pthread.h>
-#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
-/* Floats per block (one AVX-512 register, two AVX2 ones). grpokit.native passes it
- * (-DLANES), so the Python side's block size and this one are the same number. */
-#ifndef LANES
-#error "build through grpokit.native, which passes -DLANES"
-#endif
-
-/* GCC/clang vector types of LANES floats: the compiler maps them onto the machine's
- * registers (one AVX-512 register, two AVX2 ones, or scalar code elsewhere). Used where
- * the auto-vectoriser gives up (masked softmax blocks). */
-typedef float vfloat __attribute__((vector_size(4 * LANES)));
-typedef int32_t vint __attribute__((vector_size(4 * LANES)));
-
-static inline vfloat vload(const float *p) { vfloat v; memcpy(&v, p, sizeof v); return v; }
-static inline void vstore(float *p, vfloat v) { memcpy(p, &v, sizeof v); }
-/* m ? a : b lane by lane, m all-ones or zero per lane */
-static inline vfloat vselect(vint m, vfloat a, vfloat b) { return (vfloat)(((vint)a & m) | ((vint)b & ~m)); }
-/* lanes whose flag is set and whose index (from `first`) is below `end` */
-static inline vint vmask(const uint8_t *ok, int64_t first, int64_t end) {
-    vint m;
-    for (int l = 0; l < LANES; l++) m[l] = ok[l] && first + l < end ? -1 : 0;
-    return m;
-}
-
-/* exp(x) for x <= 0 (softmax after subtracting the row max), relative error ~2e-7.
- * x = n ln2 + r with |r| <= ln2/2; exp(r) by its Taylor series to degree 7
- * (truncation error |r|^8 / 8! < 2e-9); 2^n assembled in the exponent bits. */
-static inline vfloat vexp_nonpos(vfloat x) {
-    const vfloat lo = (vfloat){0} - 87.0f; /* keeps 2^n a normal float; exp(-87) ~ 1.6e-38 */
-    x = vselect(x < lo, lo, x);
-    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    const vfloat n = (x * 1.44269504088896341f + shifter) - shifter;
-    /* ln2 split in two so n * hi is exact for |n| <= 128 */
-    const vfloat r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
-    vfloat p = r * (1.0f / 5040.0f) + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const vint two_n = (__builtin_convertvector(n, vint) + 127) << 23;
-    return p * (vfloat)two_n;
-}
+#include "kernels.h"
 
 /* out[r, :] = w * (x[r, :] / sqrt(mean(x[r, :]^2) + eps)) for `rows` rows of n. */
 void gk_rms_norm(const float *x, const float *w, float *out, int64_t rows, int64_t n, float eps) {
@@ -132,51 +88,51 @@ typedef struct {
     int status;
 } attend_job;
 
+void gk_attend_row(const float *qkv, const float *c, const float *s, float *kt_row, float *vc_row,
+                   const uint8_t *ok, int64_t hq, int64_t hk, int64_t d, int64_t cap, int64_t col, float scale,
+                   float *out, float *scratch) {
+    const int64_t span = col + 1, rep = hq / hk;
+    const int64_t padded = (span + LANES - 1) / LANES * LANES; /* <= cap */
+    float *scores = scratch, *q = scratch + padded, *k = q + hq * d;
+    for (int64_t h = 0; h < hq; h++) rotate(qkv + h * d, c, s, q + h * d, d);
+    for (int64_t g = 0; g < hk; g++) {
+        float *kg = kt_row + g * d * cap, *vg = vc_row + g * cap * d;
+        rotate(qkv + (hq + g) * d, c, s, k, d);
+        for (int64_t i = 0; i < d; i++) kg[i * cap + col] = k[i];
+        memcpy(vg + col * d, qkv + (hq + hk + g) * d, sizeof(float) * (size_t)d);
+        for (int64_t r = 0; r < rep; r++) {
+            const float *qh = q + (g * rep + r) * d;
+            /* one block of columns at a time, its sums in one vector register */
+            for (int64_t j0 = 0; j0 < padded; j0 += LANES) {
+                vfloat acc = {0};
+                for (int64_t i = 0; i < d; i++) acc += qh[i] * vload(kg + i * cap + j0);
+                vstore(scores + j0, acc);
+            }
+            const float total = masked_exp(scores, ok, span, scale);
+            float *o = out + (g * rep + r) * d;
+            /* no valid column (a padding position of a prefill): zeros, not 0/0 */
+            const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+            for (int64_t i0 = 0; i0 < d; i0 += LANES) {
+                vfloat acc = {0};
+                for (int64_t j = 0; j < span; j++) acc += scores[j] * vload(vg + j * d + i0);
+                vstore(o + i0, acc * inv);
+            }
+        }
+    }
+}
+
 static void *attend_rows(void *arg) {
     attend_job *job = arg;
-    const float *qkv = job->qkv, *cos = job->cos, *sin = job->sin;
-    const int64_t *pos = job->pos;
-    float *kt = job->kt, *vc = job->vc, *out = job->out;
-    const uint8_t *valid = job->valid;
     const int64_t hq = job->hq, hk = job->hk, d = job->d, cap = job->cap, col = job->col;
-    const float scale = job->scale;
-    const int64_t width = (hq + 2 * hk) * d, span = col + 1, rep = hq / hk;
-    const int64_t padded = (span + LANES - 1) / LANES * LANES; /* <= cap */
-    float *scratch = malloc(sizeof(float) * (size_t)(padded + hq * d + d));
+    float *scratch = malloc(sizeof(float) * (size_t)gk_attend_scratch(hq, d, col));
     if (!scratch) {
         job->status = -1;
         return NULL;
     }
-    float *scores = scratch, *q = scratch + padded, *k = q + hq * d;
-    for (int64_t b = job->first; b < job->last; b++) {
-        const float *row = qkv + b * width;
-        const float *c = cos + pos[b] * d, *s = sin + pos[b] * d;
-        const uint8_t *ok = valid + b * cap;
-        for (int64_t h = 0; h < hq; h++) rotate(row + h * d, c, s, q + h * d, d);
-        for (int64_t g = 0; g < hk; g++) {
-            float *kg = kt + (b * hk + g) * d * cap, *vg = vc + (b * hk + g) * cap * d;
-            rotate(row + (hq + g) * d, c, s, k, d);
-            for (int64_t i = 0; i < d; i++) kg[i * cap + col] = k[i];
-            memcpy(vg + col * d, row + (hq + hk + g) * d, sizeof(float) * (size_t)d);
-            for (int64_t r = 0; r < rep; r++) {
-                const float *qh = q + (g * rep + r) * d;
-                /* one block of columns at a time, its sums in one vector register */
-                for (int64_t j0 = 0; j0 < padded; j0 += LANES) {
-                    vfloat acc = {0};
-                    for (int64_t i = 0; i < d; i++) acc += qh[i] * vload(kg + i * cap + j0);
-                    vstore(scores + j0, acc);
-                }
-                const float total = masked_exp(scores, ok, span, scale);
-                float *o = out + b * hq * d + (g * rep + r) * d;
-                const float inv = 1.0f / total;
-                for (int64_t i0 = 0; i0 < d; i0 += LANES) {
-                    vfloat acc = {0};
-                    for (int64_t j = 0; j < span; j++) acc += scores[j] * vload(vg + j * d + i0);
-                    vstore(o + i0, acc * inv);
-                }
-            }
-        }
-    }
+    for (int64_t b = job->first; b < job->last; b++)
+        gk_attend_row(job->qkv + b * (hq + 2 * hk) * d, job->cos + job->pos[b] * d, job->sin + job->pos[b] * d,
+                      job->kt + b * hk * d * cap, job->vc + b * hk * cap * d, job->valid + b * cap, hq, hk, d, cap,
+                      col, job->scale, job->out + b * hq * d, scratch);
     free(scratch);
     job->status = 0;
     return NULL;

@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 import torch
 
 from grpokit.rollout.sampler import sample_next
-from grpokit.rollout.stepper import left_pad, start
+from grpokit.rollout.stepper import left_pad, loop_threads, start
+from grpokit.rollout.threads import intra_op_threads
 
 __all__ = ["GenerationOutput", "concat_outputs", "decode_chunk", "generate", "left_pad", "sampling_mode"]
 
@@ -104,57 +105,58 @@ def decode_chunk(model, contexts: Sequence[Sequence[int]], budgets: Sequence[int
             on_stop(j, "length", [])
     if not live:
         return GenerationOutput(tokens_out, logps_out, [False] * n, reason, None, 0)
-    first = start(model, [contexts[j] for j in live], pad_id=pad_id, new_tokens=max(budgets),
-                  return_embeddings=return_embeddings, lean=lean, cuda_graphs=cuda_graphs)
-    stepper, logits, next_pos = first.stepper, first.logits, first.next_pos  # [B, V], [B]
-    calls = 1
-    embeddings = None
-    if first.embeddings is not None:  # the grouping phase works on the CPU
-        embeddings = torch.zeros(n, first.embeddings.shape[1])
-        embeddings[torch.tensor(live)] = first.embeddings.cpu()
-    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=logits.device)
-    active = torch.tensor(live)  # original row of each cache row
-    max_stop = max((len(s) for s in stop_strings), default=0)
-    last_chars = {s[-1] for s in stop_strings}
-    end_char: dict[int, str] = {}  # token id -> last character of its text (stop-string pre-check)
+    with intra_op_threads(loop_threads(model, lean), park=True):
+        first = start(model, [contexts[j] for j in live], pad_id=pad_id, new_tokens=max(budgets),
+                      return_embeddings=return_embeddings, lean=lean, cuda_graphs=cuda_graphs)
+        stepper, logits, next_pos = first.stepper, first.logits, first.next_pos  # [B, V], [B]
+        calls = 1
+        embeddings = None
+        if first.embeddings is not None:  # the grouping phase works on the CPU
+            embeddings = torch.zeros(n, first.embeddings.shape[1])
+            embeddings[torch.tensor(live)] = first.embeddings.cpu()
+        eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=logits.device)
+        active = torch.tensor(live)  # original row of each cache row
+        max_stop = max((len(s) for s in stop_strings), default=0)
+        last_chars = {s[-1] for s in stop_strings}
+        end_char: dict[int, str] = {}  # token id -> last character of its text (stop-string pre-check)
 
-    for _ in range(max(budgets)):
-        tok, lp = sample_next(logits, temperature=temperature, top_p=top_p, generator=generator)  # [B], [B]
-        tok_l, lp_l = tok.tolist(), lp.tolist()
-        done_l = (torch.isin(tok, eos) if len(eos) else torch.zeros_like(tok, dtype=torch.bool)).tolist()  # [B]
-        for j, row in enumerate(active.tolist()):
-            tokens_out[row].append(tok_l[j])
-            logps_out[row].append(lp_l[j])
-            if done_l[j]:
-                reason[row] = "eos"
-            elif stop_strings:
-                # Stop strings are matched on the end of the text: only when this token's text
-                # ends with a stop string's last character, and then on a short decoded tail.
-                t = tok_l[j]
-                if t not in end_char:
-                    end_char[t] = tokenizer.decode([t], skip_special_tokens=False)[-1:]
-                if end_char[t] in last_chars:
-                    tail = tokenizer.decode(tokens_out[row][-(max_stop + 8):], skip_special_tokens=False)
-                    hit = next((s for s in stop_strings if tail.endswith(s)), None)
-                    if hit is not None:
-                        reason[row] = f"stop:{hit}"
-                        done_l[j] = True
-            if not done_l[j] and len(tokens_out[row]) >= budgets[row]:
-                done_l[j] = True  # reason stays "length"
-            if done_l[j] and on_stop is not None:
-                on_stop(row, reason[row], tokens_out[row])
-        keep = [j for j, d in enumerate(done_l) if not d]
-        if not keep:
-            break
-        if len(keep) < len(done_l):
-            keep_t = torch.tensor(keep, dtype=torch.long)
-            active = active[keep_t]
-            keep_t = keep_t.to(tok.device)
-            stepper.select(keep_t)
-            next_pos, tok = next_pos[keep_t], tok[keep_t]
-        logits = stepper.step(tok, next_pos)
-        calls += 1
-        next_pos = next_pos + 1
+        for _ in range(max(budgets)):
+            tok, lp = sample_next(logits, temperature=temperature, top_p=top_p, generator=generator)  # [B], [B]
+            tok_l, lp_l = tok.tolist(), lp.tolist()
+            done_l = (torch.isin(tok, eos) if len(eos) else torch.zeros_like(tok, dtype=torch.bool)).tolist()  # [B]
+            for j, row in enumerate(active.tolist()):
+                tokens_out[row].append(tok_l[j])
+                logps_out[row].append(lp_l[j])
+                if done_l[j]:
+                    reason[row] = "eos"
+                elif stop_strings:
+                    # Stop strings are matched on the end of the text: only when this token's text
+                    # ends with a stop string's last character, and then on a short decoded tail.
+                    t = tok_l[j]
+                    if t not in end_char:
+                        end_char[t] = tokenizer.decode([t], skip_special_tokens=False)[-1:]
+                    if end_char[t] in last_chars:
+                        tail = tokenizer.decode(tokens_out[row][-(max_stop + 8):], skip_special_tokens=False)
+                        hit = next((s for s in stop_strings if tail.endswith(s)), None)
+                        if hit is not None:
+                            reason[row] = f"stop:{hit}"
+                            done_l[j] = True
+                if not done_l[j] and len(tokens_out[row]) >= budgets[row]:
+                    done_l[j] = True  # reason stays "length"
+                if done_l[j] and on_stop is not None:
+                    on_stop(row, reason[row], tokens_out[row])
+            keep = [j for j, d in enumerate(done_l) if not d]
+            if not keep:
+                break
+            if len(keep) < len(done_l):
+                keep_t = torch.tensor(keep, dtype=torch.long)
+                active = active[keep_t]
+                keep_t = keep_t.to(tok.device)
+                stepper.select(keep_t)
+                next_pos, tok = next_pos[keep_t], tok[keep_t]
+            logits = stepper.step(tok, next_pos)
+            calls += 1
+            next_pos = next_pos + 1
     if was_training:
         model.train()
     return GenerationOutput(tokens_out, logps_out, [r != "length" for r in reason], reason, embeddings, calls)

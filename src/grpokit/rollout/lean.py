@@ -22,10 +22,14 @@ import torch.nn.functional as F
 from grpokit import native
 from grpokit.forward import base_model, llama_family_reason, transforms_logits, uses_sliding_window
 from grpokit.native import ops as native_ops
+from grpokit.native import step as native_step
 from grpokit.rollout.packed import DecodeLinear, PackedSet
+from grpokit.rollout.threads import available_threads
 
 STATIC_ROPE = {"default", "linear", "llama3", "yarn"}  # tables that do not depend on the sequence length
 FUSE_MAX_BYTES = 512 * 2**20  # larger models skip the concatenated weight copies
+WHOLE_STEP_MAX_BYTES = 16 * 2**20  # float32 weight bytes up to which the step runs as one C call
+WHOLE_STEP_MIN_ROWS = 4  # rows per thread of the whole step, at least
 
 
 def _fusable(mods) -> bool:
@@ -119,11 +123,15 @@ class LeanDecoder:
     """
 
     @torch.no_grad()
-    def __init__(self, model, capacity: int, *, static: bool = False, pack: bool = True, use_native: bool = True):
+    def __init__(self, model, capacity: int, *, static: bool = False, pack: bool = True, use_native: bool = True,
+                 whole_step: bool = True):
         """pack: on a CPU, multiply by MKL-packed weights in the one-token step
         (`rollout.packed`; float32 only, a copy of the weights per generate call).
         use_native: on a CPU in float32, run the one-token step's norms, rotary embedding,
-        cache write and attention in grpokit's C kernels (`grpokit.native`) when they build."""
+        cache write and attention in grpokit's C kernels (`grpokit.native`) when they build.
+        whole_step: with those kernels, run the whole one-token step of a model of at most
+        WHOLE_STEP_MAX_BYTES of weights as one C call (`native.step`), its rows split
+        between torch's intra-op threads (`rollout.threads.available_threads`)."""
         self.static = static  # the cache will be read by static_step
         base = base_model(model)
         dec = base.model
@@ -141,7 +149,9 @@ class LeanDecoder:
         fused_bytes = sum(p.numel() * p.element_size() for layer in dec.layers
                           for mod in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
                                       layer.mlp.gate_proj, layer.mlp.up_proj) for p in mod.parameters())
-        fuse = fused_bytes <= FUSE_MAX_BYTES
+        whole = use_native and whole_step and not static and whole_step_reason(model) is None
+        # The whole C step (below) has its own copies; the torch path then only prefills.
+        fuse = fused_bytes <= FUSE_MAX_BYTES and not whole
         self.layers = []
         for layer in dec.layers:
             a, m = layer.self_attn, layer.mlp
@@ -172,6 +182,11 @@ class LeanDecoder:
         positions = torch.arange(capacity, device=self.head.w.device)[None]
         cos, sin = self.rotary(probe, positions)  # [1, capacity, D]
         self.cos, self.sin = cos[0].contiguous(), sin[0].contiguous()  # [capacity, D]
+        self.whole = None  # the whole step in one C call (native.step), for small models
+        self.threads = available_threads()  # the whole step's (torch may be held to one meanwhile)
+        if self.native is not None and whole:
+            self.whole = _whole_step(self.native, base, self.n_heads, self.n_kv, self.head_dim, self.scale,
+                                     self.cos, self.sin)
 
     def _layer(self, t: _Layer, kc: torch.Tensor, vc: torch.Tensor, x: torch.Tensor, cos, sin, mask, c0: int,
                prefill: bool, col: torch.Tensor | None = None) -> torch.Tensor:
@@ -233,6 +248,27 @@ class LeanDecoder:
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Hidden states after the final norm over the prompts [B, P, H] (cache filled)."""
+        self._allocate(ids, mask)
+        p = ids.shape[1]
+        causal = torch.ones(p, p, dtype=torch.bool, device=ids.device).tril()
+        # A padding position attends to itself only, so its row of the softmax is never empty.
+        attn = (causal & self.valid[:, None, :p]) | torch.eye(p, dtype=torch.bool, device=ids.device)
+        return self._run(ids, pos, attn[:, None], prefill=True)
+
+    @torch.no_grad()
+    def prefill_logits(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Logits at each row's last prompt position [B, V] (cache filled): those of
+        `prefill`'s last hidden states, from one C call when the whole step is in use (a
+        padding position there attends to nothing and is never attended to)."""
+        if self.whole is None:
+            return self.logits(self.prefill(ids, mask, pos)[:, -1])
+        self._allocate(ids, mask)
+        logits = self.whole(ids, pos, 0, self.valid, threads=self.threads)  # [B, P, V]
+        self.length = ids.shape[1]
+        return logits[:, -1]
+
+    def _allocate(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        """Empty caches for the batch, the prompt's columns marked valid where mask is set."""
         b, p = ids.shape
         if p > self.capacity:
             raise ValueError(f"prompt of {p} tokens exceeds the cache capacity {self.capacity}")
@@ -247,25 +283,42 @@ class LeanDecoder:
         else:
             self.k = [alloc(shape, dtype=self.dtype, device=ids.device) for _ in self.layers]
         self.v = [alloc(shape, dtype=self.dtype, device=ids.device) for _ in self.layers]
+        self._point_whole_step()
         self.valid = torch.zeros(b, self.columns, dtype=torch.bool, device=ids.device)
         self.valid[:, :p] = mask.bool()
         self.length = 0
-        causal = torch.ones(p, p, dtype=torch.bool, device=ids.device).tril()
-        # A padding position attends to itself only, so its row of the softmax is never empty.
-        attn = (causal & self.valid[:, None, :p]) | torch.eye(p, dtype=torch.bool, device=ids.device)
-        return self._run(ids, pos, attn[:, None], prefill=True)
 
     @torch.no_grad()
     def step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         if self.length >= self.capacity:
             raise ValueError(f"the KV cache is full ({self.capacity} positions)")
-        self.packs.fit(tokens.shape[0])
         self.valid[:, self.length] = True
+        if self.whole is not None:
+            logits = self.whole(tokens, pos, self.length, self.valid, threads=self.threads,
+                                min_rows=WHOLE_STEP_MIN_ROWS)
+            self.length += 1
+            return logits
+        self.packs.fit(tokens.shape[0])
         if self.native is not None:
             return self._native_step(tokens, pos)
         mask = self.valid[:, None, None, :self.length + 1]  # [B, 1, 1, S]
         hidden = self._run(tokens[:, None], pos[:, None], mask, prefill=False)
         return self.logits(hidden[:, -1])
+
+    @torch.no_grad()
+    def extend(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Logits after each of T known tokens per row [B, T, V], from one call of the
+        whole step (which must be in use): tokens [B, T] at positions pos [B, T] fill the
+        next T cache columns, each attending to the ones before it."""
+        if self.whole is None:
+            raise RuntimeError("LeanDecoder.extend needs the whole step in C (rollout.lean.whole_step_reason)")
+        width = tokens.shape[1]
+        if self.length + width > self.capacity:
+            raise ValueError(f"{width} more tokens overflow the KV cache ({self.length} of {self.capacity} used)")
+        self.valid[:, self.length:self.length + width] = True
+        logits = self.whole(tokens, pos, self.length, self.valid, threads=self.threads)
+        self.length += width
+        return logits
 
     def _native_step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """`step` with grpokit's C kernels between the products, and residual additions
@@ -291,3 +344,57 @@ class LeanDecoder:
             self.k = [k.index_select(0, keep) for k in self.k]
         self.v = [v.index_select(0, keep) for v in self.v]
         self.valid = self.valid.index_select(0, keep)
+        self._point_whole_step()
+
+    def _point_whole_step(self) -> None:
+        if self.whole is not None:
+            self.whole.caches([k.transpose(2, 3) for k in self.k], self.v)
+
+
+def whole_step_reason(model) -> str | None:
+    """None when LeanDecoder runs `model`'s one-token step as one C call (`native.step`);
+    else why it does not."""
+    reason = unsupported_reason(model)
+    if reason:
+        return reason
+    base = base_model(model)
+    head = base.get_output_embeddings()
+    if head.weight.dtype != torch.float32 or head.weight.device.type != "cpu":
+        return "weights not float32 on a CPU"
+    if native.library() is None:
+        return "no C kernels"
+    cfg, dec = base.config, base.model
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    if not native_step.supported(hidden=cfg.hidden_size, inter=dec.layers[0].mlp.gate_proj.weight.shape[0],
+                                 head_dim=dec.layers[0].self_attn.head_dim, heads=heads, kv_heads=kv_heads):
+        return f"hidden size, MLP width or head dim not a multiple of {native.LANES}"
+    mods = [head] + [m for layer in dec.layers for m in (layer.self_attn, layer.mlp)]
+    if sum(p.numel() * 4 for m in mods for p in m.parameters()) > WHOLE_STEP_MAX_BYTES:
+        return f"more than {WHOLE_STEP_MAX_BYTES >> 20} MiB of weights"
+    return None
+
+
+def _whole_step(lib, base, heads: int, kv_heads: int, head_dim: int, scale: float, cos: torch.Tensor,
+                sin: torch.Tensor) -> native_step.WholeStep:
+    """`base`'s weights in the whole step's layout (whole_step_reason(base) is None)."""
+    dec = base.model
+    head = base.get_output_embeddings()
+
+    def cat_bias(*mods):
+        return None if mods[0].bias is None else torch.cat([m.bias.detach() for m in mods])
+
+    layers = []
+    for layer in dec.layers:
+        a, m = layer.self_attn, layer.mlp
+        layers.append(native_step.LayerWeights(
+            ln1=layer.input_layernorm.weight, eps1=layer.input_layernorm.variance_epsilon,
+            q=a.q_proj.weight.detach(), k=a.k_proj.weight.detach(), v=a.v_proj.weight.detach(),
+            qkv_bias=cat_bias(a.q_proj, a.k_proj, a.v_proj), o=a.o_proj.weight.detach(), o_bias=_detached(a.o_proj.bias),
+            ln2=layer.post_attention_layernorm.weight, eps2=layer.post_attention_layernorm.variance_epsilon,
+            gate=m.gate_proj.weight.detach(), up=m.up_proj.weight.detach(), gate_up_bias=cat_bias(m.gate_proj, m.up_proj),
+            down=m.down_proj.weight.detach(), down_bias=_detached(m.down_proj.bias)))
+    return native_step.WholeStep(lib, layers, embed=dec.embed_tokens, final_w=dec.norm.weight,
+                                 final_eps=dec.norm.variance_epsilon, head=head.weight.detach(),
+                                 head_bias=_detached(head.bias), cos=cos, sin=sin, heads=heads,
+                                 kv_heads=kv_heads, head_dim=head_dim, scale=scale)

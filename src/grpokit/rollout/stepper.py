@@ -15,7 +15,7 @@ import torch
 
 from grpokit.device import model_device
 from grpokit.forward import cache_kwarg
-from grpokit.rollout.lean import LeanDecoder, unsupported_reason
+from grpokit.rollout.lean import LeanDecoder, unsupported_reason, whole_step_reason
 
 log = logging.getLogger("grpokit")
 _reported: set[str] = set()
@@ -104,9 +104,10 @@ class _TransformersStepper:
 
 
 def _lean_prefill(dec: LeanDecoder, ids, mask, pos, return_embeddings: bool) -> Prefill:
+    if not return_embeddings:
+        return Prefill(dec.prefill_logits(ids, mask, pos), None)
     hidden = dec.prefill(ids, mask, pos)  # [B, P, H]
-    emb = _mean_over_prompt(hidden, mask) if return_embeddings else None
-    return Prefill(dec.logits(hidden[:, -1]), emb)
+    return Prefill(dec.logits(hidden[:, -1]), _mean_over_prompt(hidden, mask))
 
 
 class _LeanStepper:
@@ -195,6 +196,17 @@ class _StaticLeanStepper:
             self.out = dec.static_step(self.tok, self.pos, self.col)
         self.graph.replay()
         return self.out
+
+
+def loop_threads(model, lean: bool = True) -> int | None:
+    """torch's intra-op threads for a sampling loop over `model` (None: leave them).
+
+    With the whole step in C (`rollout.lean.whole_step_reason`), torch's ops around it
+    (cache copies, sampling) are too small to split; run on more threads they wake
+    torch's OpenMP workers, which then spin for milliseconds on the cores the step's own
+    threads need (a W1 step: 0.46 -> 0.9 ms, and 1.2-2.5 ms for the first ones after the
+    prefill). Such loops run on one torch thread, its idle workers parked first."""
+    return 1 if lean and model_device(model).type == "cpu" and whole_step_reason(model) is None else None
 
 
 def make_stepper(model, *, capacity: int, lean: bool = True, cuda_graphs: bool = True):

@@ -1,0 +1,200 @@
+"""The policy's training pass of a small Llama-family CPU model in grpokit's C code.
+
+`sequence_logprobs` with gradients, for models the whole C decode step covers
+(`rollout.lean.whole_step_reason`: Qwen2/Llama/Mistral, float32 on a CPU, at most
+WHOLE_STEP_MAX_BYTES of weights, no adapters): the forward runs in `native/train.c`
+keeping what its backward needs, and the backward there too, sequences split between
+threads. It is one autograd node: the input embeddings (a torch module, so hooks and
+its gradient stay torch's) and every weight are its inputs, the log-probs its output,
+so the loss, clipping and optimizer around it are unchanged. Gradients equal autograd's
+through transformers' forward up to float rounding (tests/test_native_pass.py).
+"""
+from __future__ import annotations
+
+import ctypes
+
+import torch
+import torch.nn.functional as F
+
+from grpokit import native
+from grpokit.forward import base_model
+from grpokit.rollout.lean import _whole_step, whole_step_reason
+from grpokit.rollout.threads import available_threads, intra_op_threads
+
+
+def native_pass_reason(model) -> str | None:
+    """None when `native_logprobs` covers this model's training pass; else why not."""
+    reason = whole_step_reason(model)
+    if reason:
+        return reason
+    cfg = base_model(model).config
+    if getattr(cfg, "attention_dropout", 0.0) or getattr(cfg, "hidden_dropout", 0.0):
+        return "dropout"
+    return None
+
+
+def _layer_params(layer) -> list[tuple[str, torch.Tensor | None]]:
+    a, m = layer.self_attn, layer.mlp
+    return [("ln1", layer.input_layernorm.weight), ("q", a.q_proj.weight), ("k", a.k_proj.weight),
+            ("v", a.v_proj.weight), ("bq", a.q_proj.bias), ("bk", a.k_proj.bias), ("bv", a.v_proj.bias),
+            ("o", a.o_proj.weight), ("bo", a.o_proj.bias), ("ln2", layer.post_attention_layernorm.weight),
+            ("gate", m.gate_proj.weight), ("up", m.up_proj.weight), ("bgate", m.gate_proj.bias),
+            ("bup", m.up_proj.bias), ("down", m.down_proj.weight), ("bdown", m.down_proj.bias)]
+
+
+def _params(base) -> list[torch.Tensor]:
+    """The weights in the order `_split` hands their gradients back (absent biases skipped)."""
+    out = [t for layer in base.model.layers for _, t in _layer_params(layer) if t is not None]
+    head = base.get_output_embeddings()
+    return out + [base.model.norm.weight, head.weight] + ([head.bias] if head.bias is not None else [])
+
+
+def _split(base, flat: torch.Tensor, vocab_pad: int) -> list[torch.Tensor]:
+    """train.c's summed gradient buffer (its layout: see layer_grads there) cut into one
+    gradient per `_params` entry."""
+    at = 0
+
+    def take(*shape):
+        nonlocal at
+        n = shape[0] * (shape[1] if len(shape) > 1 else 1)
+        t = flat[at:at + n].view(*shape)
+        at += n
+        return t
+
+    grads = []
+    for layer in base.model.layers:
+        p = dict(_layer_params(layer))
+        h, nq, nk = p["ln1"].shape[0], p["q"].shape[0], p["k"].shape[0]
+        nqkv, inter = nq + nk + p["v"].shape[0], p["gate"].shape[0]
+        g = {"ln1": take(h)}
+        qkv, bqkv = take(nqkv, h), take(nqkv)
+        g.update(q=qkv[:nq], k=qkv[nq:nq + nk], v=qkv[nq + nk:], bq=bqkv[:nq], bk=bqkv[nq:nq + nk], bv=bqkv[nq + nk:])
+        g.update(o=take(h, p["o"].shape[1]), bo=take(h), ln2=take(h))
+        gu, bgu = take(2 * inter, h), take(2 * inter)
+        g.update(gate=gu[:inter], up=gu[inter:], bgate=bgu[:inter], bup=bgu[inter:], down=take(h, inter), bdown=take(h))
+        grads += [g[name] for name, t in _layer_params(layer) if t is not None]
+    head = base.get_output_embeddings()
+    h, vocab = head.weight.shape[1], head.weight.shape[0]
+    grads += [take(h), take(vocab_pad, h)[:vocab]]
+    head_b = take(vocab_pad)
+    return grads + ([head_b[:vocab]] if head.bias is not None else [])
+
+
+# Buffers of finished passes, for the next ones: a pass needs tens of MiB of activations
+# and work space, and fresh memory is faulted in page by page (~17k faults per W1 pass).
+_free: list[torch.Tensor] = []
+_FREE_MAX = 4
+
+
+def _take(floats: int) -> torch.Tensor:
+    """A float32 buffer of at least `floats` elements: a free one if one is big enough."""
+    for i, buf in enumerate(_free):
+        if buf.numel() >= floats:
+            return _free.pop(i)
+    return torch.empty(floats)
+
+
+def _give(buf: torch.Tensor) -> None:
+    _free.append(buf)
+    _free.sort(key=torch.Tensor.numel)
+    del _free[:-_FREE_MAX]  # keep the largest
+
+
+class _Pass:
+    """One training pass: the weights in train.c's layout, its buffers, its arguments."""
+
+    def __init__(self, lib, base, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
+                 temperature: float, threads: int):
+        n, length = input_ids.shape
+        dec = base.model
+        attn = dec.layers[0].self_attn
+        cfg = base.config
+        heads = cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+        cos, sin = dec.rotary_emb(torch.zeros(1, 1), torch.arange(length)[None])  # [1, L, D]
+        self.step = _whole_step(lib, base, heads, kv_heads, attn.head_dim, attn.scaling, cos[0].contiguous(),
+                                sin[0].contiguous(), backward=True)
+        self.lib, self.base, self.threads = lib, base, threads
+        self.n, self.length = n, length
+        lpad = -(-length // native.LANES) * native.LANES
+        self.valid = torch.zeros(n, lpad, dtype=torch.bool)
+        self.valid[:, :length] = attention_mask > 0
+        self.pos = (attention_mask.cumsum(dim=1) - 1).clamp_min(0).contiguous()  # [N, L], as sequence_logprobs
+        # column c predicts token c + 1: its target where that token is scored, else -1
+        self.targets = torch.full((n, length), -1, dtype=torch.long)
+        scored = loss_mask[:, 1:] > 0
+        self.targets[:, :-1] = torch.where(scored, input_ids[:, 1:], -1)
+        self.temperature = temperature
+        m = ctypes.byref(self.step.model)
+        self.saved = _take(lib.gk_train_saved_floats(m, n, length, threads))
+        self.work = _take(lib.gk_train_work_floats(m, n, length, threads))
+
+    def release(self) -> None:
+        for buf in (self.saved, self.work):
+            if buf is not None:
+                _give(buf)
+        self.saved = self.work = None
+
+    def __del__(self):  # a pass that is never backed through (e.g. an error in the loss)
+        self.release()
+
+    def _args(self, x: torch.Tensor):
+        return (ctypes.byref(self.step.model), self.n, self.length, x.data_ptr(), self.pos.data_ptr(),
+                self.valid.data_ptr(), self.targets.data_ptr(), self.temperature)
+
+    def forward(self, x: torch.Tensor, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        self.x = x
+        logp = torch.empty(self.n, self.length)
+        ent = torch.zeros(self.n, self.length)
+        with intra_op_threads(1, park=True):
+            self.lib.gk_train_forward(*self._args(x), logp.data_ptr(), ent.data_ptr() if with_entropy else None,
+                                      self.threads, self.saved.data_ptr(), self.work.data_ptr())
+        return logp, ent
+
+    def backward(self, grad_logp: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        grad_logp = grad_logp.float().contiguous()
+        grad_x = torch.empty_like(self.x)
+        per = self.lib.gk_train_grad_floats(ctypes.byref(self.step.model))
+        grads = torch.zeros(min(self.threads, self.n), per)
+        with intra_op_threads(1, park=True):
+            used = self.lib.gk_train_backward(*self._args(self.x), grad_logp.data_ptr(), grad_x.data_ptr(),
+                                              grads.data_ptr(), self.threads, self.saved.data_ptr(),
+                                              self.work.data_ptr())
+        self.release()  # a pass is backed through once
+        return grad_x, _split(self.base, grads[:used].sum(0), self.step.model.vocab_pad)
+
+
+class _PassFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, run: _Pass, with_entropy: bool, x: torch.Tensor, *params: torch.Tensor):
+        logp, ent = run.forward(x.detach().contiguous(), with_entropy)
+        ctx.run = run
+        ctx.mark_non_differentiable(ent)
+        return logp, ent
+
+    @staticmethod
+    def backward(ctx, grad_logp: torch.Tensor, _grad_ent):
+        grad_x, grads = ctx.run.backward(grad_logp)
+        needs = ctx.needs_input_grad
+        grads = [g if needs[3 + i] else None for i, g in enumerate(grads)]
+        return None, None, grad_x if needs[2] else None, *grads
+
+
+def native_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, *,
+                    temperature: float = 1.0, with_entropy: bool = False
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`forward.sequence_logprobs` for a model `native_pass_reason` accepts: (logp [N, L],
+    entropy [N, L] or None), log p(input_ids[n, t] | input_ids[n, :t]) where loss_mask > 0,
+    differentiable in the model's weights."""
+    lib = native.library()
+    base = base_model(model)
+    threads = available_threads()
+    run = _Pass(lib, base, input_ids, attention_mask, loss_mask, temperature if temperature not in (0.0, 1.0)
+                else 1.0, threads)
+    x = base.model.embed_tokens(input_ids)  # [N, L, H]
+    lp, ent = _PassFn.apply(run, with_entropy, x, *_params(base))
+    keep = (loss_mask > 0).float()
+    # column c holds the log-prob of token c + 1
+    logp = F.pad(lp[:, :-1], (1, 0)) * keep
+    entropy = F.pad(ent[:, :-1], (1, 0)) * keep if with_entropy else None
+    return logp, entropy

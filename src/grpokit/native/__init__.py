@@ -21,7 +21,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / "decode.c", HERE / "step.c"]  # compiled together into one library
+SOURCES = [HERE / n for n in ("decode.c", "products.c", "step.c", "train.c")]  # one library
 HEADERS = [HERE / "kernels.h"]
 LANES = 16  # decode.c's block width (passed to it): head dims and key-cache columns come in multiples of it
 FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=fast", "-fPIC", "-shared", "-pthread", "-std=c11",
@@ -34,6 +34,13 @@ SIGNATURES = {
                                            _ptr, _f32, _ptr, ctypes.c_int]),
     "gk_pack_panels": (None, [_ptr, _i64, _i64, _ptr, _i64, _i64]),
     "gk_decode_step_scratch": (_i64, [_ptr, _i64, _i64, _i64, ctypes.c_int, _i64]),
+    "gk_train_grad_floats": (_i64, [_ptr]),
+    "gk_train_saved_floats": (_i64, [_ptr, _i64, _i64, ctypes.c_int]),
+    "gk_train_work_floats": (_i64, [_ptr, _i64, _i64, ctypes.c_int]),
+    "gk_train_forward": (None, [_ptr, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _f32, _ptr, _ptr, ctypes.c_int, _ptr,
+                                _ptr]),
+    "gk_train_backward": (ctypes.c_int, [_ptr, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _f32, _ptr, _ptr, _ptr,
+                                         ctypes.c_int, _ptr, _ptr]),
     "gk_decode_step": (None, [_ptr, _i64, _i64, _ptr, _ptr, _i64, _ptr, _ptr, ctypes.c_int, _i64, _ptr]),
 }
 

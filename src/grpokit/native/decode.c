@@ -30,64 +30,6 @@ void gk_rms_norm(const float *x, const float *w, float *out, int64_t rows, int64
     }
 }
 
-/* Rotary embedding of one head vector: x * cos + rotate_half(x) * sin, where
- * rotate_half(x) = cat(-x[d/2:], x[:d/2]). */
-static void rotate(const float *x, const float *cos, const float *sin, float *out, int64_t d) {
-    const int64_t half = d / 2;
-#pragma omp simd
-    for (int64_t i = 0; i < half; i++) out[i] = x[i] * cos[i] - x[i + half] * sin[i];
-#pragma omp simd
-    for (int64_t i = half; i < d; i++) out[i] = x[i] * cos[i] + x[i - half] * sin[i];
-}
-
-/* s[j] <- ok[j] ? exp(scale s[j] - max) : 0 for j < n, and 0 from n up to the next
- * multiple of LANES, where max is taken over the valid ones; returns the sum. */
-static float masked_exp(float *s, const uint8_t *ok, int64_t n, float scale) {
-    const int64_t padded = (n + LANES - 1) / LANES * LANES;
-    const vfloat none = (vfloat){0} - INFINITY, zero = {0};
-    vfloat best = none;
-    for (int64_t j = 0; j < padded; j += LANES) {
-        const vfloat v = vselect(vmask(ok + j, j, n), vload(s + j) * scale, none);
-        vstore(s + j, v);
-        best = vselect(v > best, v, best);
-    }
-    float top = -INFINITY;
-    for (int l = 0; l < LANES; l++) top = best[l] > top ? best[l] : top;
-    vfloat total = zero;
-    for (int64_t j = 0; j < padded; j += LANES) {
-        const vfloat p = vselect(vmask(ok + j, j, n), vexp_nonpos(vload(s + j) - top), zero);
-        vstore(s + j, p);
-        total += p;
-    }
-    float sum = 0.0f;
-    for (int l = 0; l < LANES; l++) sum += total[l];
-    return sum;
-}
-
-/* One new token per row: rotary embedding of q and k, the KV-cache write, attention.
- *
- * qkv   [B, (hq + 2 hk) d]  this token's projections per row: q heads, k heads, v heads
- * cos, sin [*, d]           rotary tables by position; row b uses position pos[b]
- * kt    [B, hk, d, cap]     key cache, transposed so that one query's scores are
- *                           contiguous multiply-adds over the cache columns; cap must
- *                           be a multiple of LANES (columns past col are read, unused)
- * vc    [B, hk, cap, d]     value cache; this token's rotated k and its v go to column col
- * valid [B, cap]            columns a row may attend to (column col must be set)
- * out   [B, hq d]           softmax(scale q k^T) v over the valid columns 0..col
- * q head h reads kv head h / (hq / hk) (grouped-query attention); d must be a
- * multiple of LANES.
- * Rows are split between two threads when `threads` > 1 and the work is large enough.
- * Returns 0, or -1 when scratch memory could not be had. */
-typedef struct {
-    const float *qkv, *cos, *sin;
-    const int64_t *pos;
-    float *kt, *vc, *out;
-    const uint8_t *valid;
-    int64_t first, last, hq, hk, d, cap, col;
-    float scale;
-    int status;
-} attend_job;
-
 void gk_attend_row(const float *qkv, const float *c, const float *s, float *kt_row, float *vc_row,
                    const uint8_t *ok, int64_t hq, int64_t hk, int64_t d, int64_t cap, int64_t col, float scale,
                    float *out, float *scratch) {

@@ -20,7 +20,7 @@ _p, _f = ctypes.c_void_p, ctypes.c_float
 class _Layer(ctypes.Structure):
     _fields_ = [("ln1", _p), ("ln2", _p), ("eps1", _f), ("eps2", _f), ("w_qkv", _p), ("b_qkv", _p), ("w_o", _p),
                 ("b_o", _p), ("w_gu", _p), ("b_gu", _p), ("w_down", _p), ("b_down", _p), ("k_cache", _p),
-                ("v_cache", _p)]
+                ("v_cache", _p), ("t_qkv", _p), ("t_o", _p), ("t_gu", _p), ("t_down", _p)]
 
 
 class _Model(ctypes.Structure):
@@ -28,7 +28,7 @@ class _Model(ctypes.Structure):
                                                "cap")] + \
                [("layers", ctypes.POINTER(_Layer))] + \
                [(n, _p) for n in ("final_w", "head", "head_b", "cos", "sin")] + \
-               [("final_eps", _f), ("scale", _f)]
+               [("final_eps", _f), ("scale", _f), ("t_head", _p)]
 
 
 @dataclass
@@ -80,7 +80,9 @@ class WholeStep:
 
     def __init__(self, lib, layers: list[LayerWeights], *, embed: torch.nn.Module, final_w: torch.Tensor,
                  final_eps: float, head: torch.Tensor, head_bias: torch.Tensor | None, cos: torch.Tensor,
-                 sin: torch.Tensor, heads: int, kv_heads: int, head_dim: int, scale: float):
+                 sin: torch.Tensor, heads: int, kv_heads: int, head_dim: int, scale: float,
+                 backward: bool = False):
+        """backward: also keep the untransposed panels train.c's backward multiplies by."""
         hidden, inter = layers[0].q.shape[1], layers[0].gate.shape[0]
         if not supported(hidden=hidden, inter=inter, head_dim=head_dim, heads=heads, kv_heads=kv_heads):
             raise ValueError(f"WholeStep: hidden {hidden}, MLP width {inter} and head dim {head_dim} must be "
@@ -106,6 +108,10 @@ class WholeStep:
             s.w_o, s.b_o = own(_panels(lib, [w.o])), own(w.o_bias)
             s.w_gu, s.b_gu = own(_panels(lib, [w.gate, w.up])), own(w.gate_up_bias)
             s.w_down, s.b_down = own(_panels(lib, [w.down])), own(w.down_bias)
+            if backward:  # [out, in] itself, in panels: _panels of its transpose
+                s.t_qkv = own(_panels(lib, [torch.cat([w.q, w.k, w.v]).t()]))
+                s.t_o, s.t_gu = own(_panels(lib, [w.o.t()])), own(_panels(lib, [torch.cat([w.gate, w.up]).t()]))
+                s.t_down = own(_panels(lib, [w.down.t()]))
         head_b = None
         if head_bias is not None:
             head_b = torch.zeros(vocab_pad)
@@ -115,6 +121,10 @@ class WholeStep:
                             layers=ctypes.cast(self.layers, ctypes.POINTER(_Layer)),
                             final_w=own(final_w), head=own(_panels(lib, [head], vocab_pad - self.vocab)),
                             head_b=own(head_b), cos=own(cos), sin=own(sin), final_eps=final_eps, scale=scale)
+        if backward:
+            padded = torch.zeros(vocab_pad, head.shape[1])
+            padded[:self.vocab] = head.detach()
+            self.model.t_head = own(_panels(lib, [padded.t()]))
         self._keep = keep
         self._scratch = torch.empty(0)
 

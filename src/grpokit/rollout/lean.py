@@ -376,8 +376,9 @@ def whole_step_reason(model) -> str | None:
 
 
 def _whole_step(lib, base, heads: int, kv_heads: int, head_dim: int, scale: float, cos: torch.Tensor,
-                sin: torch.Tensor) -> native_step.WholeStep:
-    """`base`'s weights in the whole step's layout (whole_step_reason(base) is None)."""
+                sin: torch.Tensor, backward: bool = False) -> native_step.WholeStep:
+    """`base`'s weights in the whole step's layout (whole_step_reason(base) is None);
+    backward: with the panels the C training pass needs too."""
     dec = base.model
     head = base.get_output_embeddings()
 
@@ -397,4 +398,4 @@ def _whole_step(lib, base, heads: int, kv_heads: int, head_dim: int, scale: floa
     return native_step.WholeStep(lib, layers, embed=dec.embed_tokens, final_w=dec.norm.weight,
                                  final_eps=dec.norm.variance_epsilon, head=head.weight.detach(),
                                  head_bias=_detached(head.bias), cos=cos, sin=sin, heads=heads,
-                                 kv_heads=kv_heads, head_dim=head_dim, scale=scale)
+                                 kv_heads=kv_heads, head_dim=head_dim, scale=scale, backward=backward)

@@ -62,7 +62,7 @@ def test_in_process_run_reports_every_figure(tmp_path):
         assert s["gen_positions_simple"] == n * p + n * (c - 1)  # TRL's count for this batch shape
         # each of the step's 4 prompts runs once (optim.share_prompt), then every row's completion
         assert s["train_positions"] == 4 * p + n * c
-        # the decoded reference pass (optim.decoded_passes) feeds each completion but its
+        # the decoded reference pass (optim.native_passes) feeds each completion but its
         # last token, which predicts nothing that is scored
         assert s["ref_positions"] == 4 * p + n * (c - 1)
         assert s["gen_positions_executed"] <= s["gen_positions_simple"]

@@ -49,7 +49,7 @@ def test_prompt_grouping_is_bit_identical_to_the_foundation(tmp_path):
     # the same functions with other rounding.
     args = _setup(tmp_path) + ["--out", str(out), "--steps", "3", "algorithm.mu=2", "algorithm.beta=0.04",
                                "optim.fused=false", "optim.share_prompt=false",
-                               "optim.lean_activations=false", "optim.decoded_passes=false"]
+                               "optim.lean_activations=false", "optim.native_passes=false"]
     assert cli.main(args) == 0
     rows = _metrics(out)
     assert len(rows) == len(golden["metrics"])

@@ -161,11 +161,12 @@ class OptimConfig:
                                              "and gradients (Qwen2/Llama/Mistral). Unset = on for CPU models "
                                              "(faster there), off on GPUs (slower in the one measurement, "
                                              "docs/performance.md); true/false force it")
-    decoded_passes: bool = opt(True, "no-grad passes over a rollout batch (the reference model's, replayed rows') "
-                                     "of Llama-family float32 CPU models small enough for grpokit's whole C decode "
-                                     "step run as KV-cached decoding of the known tokens in that C code: the same "
-                                     "log-probs up to float rounding, the `tiny` bench model's reference pass "
-                                     "~26 -> ~17 ms")
+    native_passes: bool = opt(True, "Llama-family float32 CPU models small enough for grpokit's whole C decode "
+                                    "step (at most 16 MiB of weights) run their passes over a rollout batch in "
+                                    "grpokit's C code: the no-grad ones (reference model, replayed rows) as "
+                                    "KV-cached decoding of the known tokens, the policy's forward and backward as "
+                                    "one C forward and one C backward; the same log-probs and gradients up to "
+                                    "float rounding (docs/performance.md)")
 
 
 @dataclass

@@ -101,10 +101,11 @@ def _give(buf: torch.Tensor) -> None:
 
 
 class _Pass:
-    """One training pass: the weights in train.c's layout, its buffers, its arguments."""
+    """One training pass: the weights in train.c's layout, its buffers, its arguments.
+    Rows are reordered so that the rows sharing a prompt are contiguous (train.c's groups)."""
 
     def __init__(self, lib, base, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
-                 temperature: float, threads: int):
+                 prompt_len: int, temperature: float, threads: int):
         n, length = input_ids.shape
         dec = base.model
         attn = dec.layers[0].self_attn
@@ -115,19 +116,35 @@ class _Pass:
         self.step = _whole_step(lib, base, heads, kv_heads, attn.head_dim, attn.scaling, cos[0].contiguous(),
                                 sin[0].contiguous(), backward=True)
         self.lib, self.base, self.threads = lib, base, threads
-        self.n, self.length = n, length
+        self.n, self.length, self.plen = n, length, prompt_len
+        key = torch.cat([input_ids[:, :prompt_len], attention_mask[:, :prompt_len]], dim=1)  # [N, 2P]
+        _, group = torch.unique(key, dim=0, return_inverse=True)  # [N]
+        self.order = torch.sort(group, stable=True).indices  # rows of a group together
+        counts = torch.bincount(group)
+        self.first = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])  # [G + 1]
+        self.groups = counts.numel()
+        ids, mask, lmask = input_ids[self.order], attention_mask[self.order], loss_mask[self.order]
         lpad = -(-length // native.LANES) * native.LANES
         self.valid = torch.zeros(n, lpad, dtype=torch.bool)
-        self.valid[:, :length] = attention_mask > 0
-        self.pos = (attention_mask.cumsum(dim=1) - 1).clamp_min(0).contiguous()  # [N, L], as sequence_logprobs
+        self.valid[:, :length] = mask > 0
+        self.pos = (mask.cumsum(dim=1) - 1).clamp_min(0).contiguous()  # [N, L], as sequence_logprobs
         # column c predicts token c + 1: its target where that token is scored, else -1
         self.targets = torch.full((n, length), -1, dtype=torch.long)
-        scored = loss_mask[:, 1:] > 0
-        self.targets[:, :-1] = torch.where(scored, input_ids[:, 1:], -1)
+        self.targets[:, :-1] = torch.where(lmask[:, 1:] > 0, ids[:, 1:], -1)
+        # product rows, group after group: the prompt's columns of its first row, then every
+        # row's completion columns (indices into the [N * L] embeddings)
+        flat = torch.arange(n * length).view(n, length)
+        parts = []
+        for g in range(self.groups):
+            b0, b1 = int(self.first[g]), int(self.first[g + 1])
+            parts += [flat[b0, :prompt_len], flat[b0:b1, prompt_len:].reshape(-1)]
+        self.rows = torch.cat(parts)
+        self.ids = ids
         self.temperature = temperature
         m = ctypes.byref(self.step.model)
-        self.saved = _take(lib.gk_train_saved_floats(m, n, length, threads))
-        self.work = _take(lib.gk_train_work_floats(m, n, length, threads))
+        shape = (self.groups, self.first.data_ptr(), prompt_len, length, threads)
+        self.saved = _take(lib.gk_train_saved_floats(m, *shape))
+        self.work = _take(lib.gk_train_work_floats(m, *shape))
 
     def release(self) -> None:
         for buf in (self.saved, self.work):
@@ -139,12 +156,14 @@ class _Pass:
         self.release()
 
     def _args(self, x: torch.Tensor):
-        return (ctypes.byref(self.step.model), self.n, self.length, x.data_ptr(), self.pos.data_ptr(),
-                self.valid.data_ptr(), self.targets.data_ptr(), self.temperature)
+        return (ctypes.byref(self.step.model), self.groups, self.first.data_ptr(), self.plen, self.length,
+                x.data_ptr(), self.pos.data_ptr(), self.valid.data_ptr(), self.targets.data_ptr(), self.temperature)
 
     def forward(self, x: torch.Tensor, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [product rows, H] -> (logp, entropy) [N, L] in the reordered rows, column c
+        holding token c + 1's."""
         self.x = x
-        logp = torch.empty(self.n, self.length)
+        logp = torch.zeros(self.n, self.length)
         ent = torch.zeros(self.n, self.length)
         with intra_op_threads(1, park=True):
             self.lib.gk_train_forward(*self._args(x), logp.data_ptr(), ent.data_ptr() if with_entropy else None,
@@ -155,12 +174,14 @@ class _Pass:
         grad_logp = grad_logp.float().contiguous()
         grad_x = torch.empty_like(self.x)
         per = self.lib.gk_train_grad_floats(ctypes.byref(self.step.model))
-        grads = torch.zeros(min(self.threads, self.n), per)
+        grads = torch.zeros(min(self.threads, self.groups), per)
         with intra_op_threads(1, park=True):
             used = self.lib.gk_train_backward(*self._args(self.x), grad_logp.data_ptr(), grad_x.data_ptr(),
                                               grads.data_ptr(), self.threads, self.saved.data_ptr(),
                                               self.work.data_ptr())
         self.release()  # a pass is backed through once
+        if used < 0:
+            raise MemoryError("gk_train_backward: no memory for its packed chunks")
         return grad_x, _split(self.base, grads[:used].sum(0), self.step.model.vocab_pad)
 
 
@@ -181,20 +202,25 @@ class _PassFn(torch.autograd.Function):
 
 
 def native_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor, *,
-                    temperature: float = 1.0, with_entropy: bool = False
+                    prompt_len: int, temperature: float = 1.0, with_entropy: bool = False
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`forward.sequence_logprobs` for a model `native_pass_reason` accepts: (logp [N, L],
-    entropy [N, L] or None), log p(input_ids[n, t] | input_ids[n, :t]) where loss_mask > 0,
-    differentiable in the model's weights."""
+    """`forward.sequence_logprobs` of a rollout batch (prompts in the first prompt_len
+    columns, no scored token among them) for a model `native_pass_reason` accepts:
+    (logp [N, L], entropy [N, L] or None), log p(input_ids[n, t] | input_ids[n, :t]) where
+    loss_mask > 0, differentiable in the model's weights. Rows that share a prompt run it
+    once, as `sequence_logprobs` does with prompt_len."""
+    if prompt_len < 1 or prompt_len >= input_ids.shape[1] or bool((loss_mask[:, :prompt_len] > 0).any()):
+        raise ValueError("native_logprobs: needs a prompt of at least one column and no scored token in it")
     lib = native.library()
     base = base_model(model)
-    threads = available_threads()
-    run = _Pass(lib, base, input_ids, attention_mask, loss_mask, temperature if temperature not in (0.0, 1.0)
-                else 1.0, threads)
-    x = base.model.embed_tokens(input_ids)  # [N, L, H]
+    run = _Pass(lib, base, input_ids, attention_mask, loss_mask, prompt_len,
+                temperature if temperature not in (0.0, 1.0) else 1.0, available_threads())
+    x = base.model.embed_tokens(run.ids.reshape(-1)[run.rows])  # [product rows, H]
     lp, ent = _PassFn.apply(run, with_entropy, x, *_params(base))
+    back = torch.empty_like(run.order)
+    back[run.order] = torch.arange(run.order.numel())
     keep = (loss_mask > 0).float()
     # column c holds the log-prob of token c + 1
-    logp = F.pad(lp[:, :-1], (1, 0)) * keep
-    entropy = F.pad(ent[:, :-1], (1, 0)) * keep if with_entropy else None
+    logp = F.pad(lp[back, :-1], (1, 0)) * keep
+    entropy = F.pad(ent[back, :-1], (1, 0)) * keep if with_entropy else None
     return logp, entropy

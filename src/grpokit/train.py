@@ -162,7 +162,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
             logp_now = None if grouping.replay is None else reference_logprobs(
                 model, grouping.replay, temperature=cfg.rollout.temperature,
                 micro_batch_size=cfg.optim.micro_batch_size, share_prompt=share_prompt,
-                decoded=cfg.optim.decoded_passes).cpu()
+                decoded=cfg.optim.native_passes).cpu()
             advantages = grouping.advantages(scores.total, comp.advantage_fn, scale=algo.scale_rewards,  # Phase 3
                                              eps=algo.eps, logp_now=logp_now)
         t_adv = time.perf_counter()
@@ -171,13 +171,14 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
             with comp.reference.active() as ref_model:
                 ref_logp = reference_logprobs(ref_model, train_batch, temperature=cfg.rollout.temperature,
                                               micro_batch_size=cfg.optim.micro_batch_size,
-                                              share_prompt=share_prompt, decoded=cfg.optim.decoded_passes)
+                                              share_prompt=share_prompt, decoded=cfg.optim.native_passes)
             release()
         synchronize(device)
         t_ref = time.perf_counter()
         stats = update_policy(model, optimizer, train_batch, advantages, settings, ref_logp=ref_logp,  # Phase 4
                               temperature=cfg.rollout.temperature, micro_batch_size=cfg.optim.micro_batch_size,
-                              max_grad_norm=cfg.optim.max_grad_norm, share_prompt=share_prompt)
+                              max_grad_norm=cfg.optim.max_grad_norm, share_prompt=share_prompt,
+                              native=cfg.optim.native_passes)
         scheduler.step()
         release()
         synchronize(device)

@@ -14,6 +14,7 @@ import torch
 from grpokit.algo.losses import policy_loss
 from grpokit.device import batch_to, model_device, synchronize
 from grpokit.forward import sequence_logprobs
+from grpokit.native_pass import native_logprobs, native_pass_reason
 from grpokit.rollout.teacher import decodable, decoded_logprobs
 from grpokit.types import RolloutBatch
 
@@ -41,11 +42,12 @@ def _micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
 
 def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tensor, settings: LossSettings, *,
                   ref_logp: torch.Tensor | None, temperature: float, micro_batch_size: int = 0,
-                  max_grad_norm: float = 1.0, share_prompt: bool = True) -> dict[str, float]:
+                  max_grad_norm: float = 1.0, share_prompt: bool = True, native: bool = True) -> dict[str, float]:
     """Run settings.mu optimizer steps on the batch; return averaged metrics.
 
     The batch, advantages and reference log-probs may live on the CPU: they are moved
-    to the model's device here, once per call."""
+    to the model's device here, once per call. native: where `native_pass.native_pass_reason`
+    allows (small Llama-family CPU models), the policy pass runs in grpokit's C code."""
     device = model_device(model)
     batch, advantages = batch_to(batch, device), advantages.to(device)
     ref_logp = ref_logp.to(device) if ref_logp is not None else None
@@ -73,6 +75,8 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
         sums[key] = sums.get(key, 0.0) + value
         counts[key] = counts.get(key, 0) + 1
 
+    use_native = (native and 0 < batch.prompt_len < mask.shape[1] and not bool((mask[:, :batch.prompt_len] > 0).any())
+                  and native_pass_reason(model) is None)
     model.train()
     for p in range(settings.mu):
         optimizer.zero_grad(set_to_none=True)
@@ -81,8 +85,12 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
             t0 = time.perf_counter()
             ids, attn, m = batch.input_ids[mb], batch.attention_mask[mb], mask[mb]
             ids, attn, m = _trim(ids, attn, m)
-            logp, ent = sequence_logprobs(model, ids, attn, m, temperature=temp, with_entropy=(p == 0),
-                                          prompt_len=batch.prompt_len if share_prompt else 0)
+            if use_native:
+                logp, ent = native_logprobs(model, ids, attn, m, prompt_len=batch.prompt_len, temperature=temp,
+                                            with_entropy=(p == 0))
+            else:
+                logp, ent = sequence_logprobs(model, ids, attn, m, temperature=temp, with_entropy=(p == 0),
+                                              prompt_len=batch.prompt_len if share_prompt else 0)
             width = logp.shape[1]
             if p == 0:
                 old_logp[mb, :width] = logp.detach()

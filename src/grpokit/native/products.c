@@ -77,6 +77,17 @@ void gk_gemm(const float *x, int64_t rows, int64_t k, const float *w, int64_t n,
     }
 }
 
+/* Writes the rows of w [k, n] (row-major) as rows row .. row + k - 1 of a [total, n]
+ * matrix stored in panels: the panel layout of a matrix that is not transposed, as
+ * train.c's backward multiplies by nn.Linear weights ([out, in]) themselves. */
+void gk_pack_rows(const float *w, int64_t k, int64_t n, float *out, int64_t total, int64_t row) {
+    for (int64_t c = 0; c < n; c += PANEL) {
+        const int64_t width = n - c < PANEL ? n - c : PANEL;
+        for (int64_t i = 0; i < k; i++)
+            memcpy(out + c * total + (row + i) * width, w + i * n + c, sizeof(float) * (size_t)width);
+    }
+}
+
 /* Writes w [n, k] (nn.Linear's [out, in]) transposed into columns col .. col + n - 1 of
  * a [k, total] matrix stored in panels (see gemm); total a multiple of LANES. Columns no
  * call writes must be zeroed beforehand. One pass over w instead of torch's transpose,

@@ -75,6 +75,20 @@ def _panels(lib, weights: list[torch.Tensor], pad: int = 0) -> torch.Tensor:
     return out
 
 
+def _row_panels(lib, weights: list[torch.Tensor], pad: int = 0) -> torch.Tensor:
+    """The weights [rows_i, in] stacked ([sum(rows_i) + pad, in], padding rows zero) in
+    step.c's panels, not transposed: what train.c's backward multiplies by."""
+    n = weights[0].shape[1]
+    total = sum(w.shape[0] for w in weights) + pad
+    out = (torch.zeros if pad else torch.empty)(total * n, dtype=torch.float32)
+    row = 0
+    for w in weights:
+        w = w.detach().float().contiguous()
+        lib.gk_pack_rows(w.data_ptr(), w.shape[0], n, out.data_ptr(), total, row)
+        row += w.shape[0]
+    return out
+
+
 class WholeStep:
     """Weights and structs for gk_decode_step; call it with a batch's tokens and positions."""
 
@@ -108,10 +122,9 @@ class WholeStep:
             s.w_o, s.b_o = own(_panels(lib, [w.o])), own(w.o_bias)
             s.w_gu, s.b_gu = own(_panels(lib, [w.gate, w.up])), own(w.gate_up_bias)
             s.w_down, s.b_down = own(_panels(lib, [w.down])), own(w.down_bias)
-            if backward:  # [out, in] itself, in panels: _panels of its transpose
-                s.t_qkv = own(_panels(lib, [torch.cat([w.q, w.k, w.v]).t()]))
-                s.t_o, s.t_gu = own(_panels(lib, [w.o.t()])), own(_panels(lib, [torch.cat([w.gate, w.up]).t()]))
-                s.t_down = own(_panels(lib, [w.down.t()]))
+            if backward:
+                s.t_qkv, s.t_o = own(_row_panels(lib, [w.q, w.k, w.v])), own(_row_panels(lib, [w.o]))
+                s.t_gu, s.t_down = own(_row_panels(lib, [w.gate, w.up])), own(_row_panels(lib, [w.down]))
         head_b = None
         if head_bias is not None:
             head_b = torch.zeros(vocab_pad)
@@ -122,9 +135,7 @@ class WholeStep:
                             final_w=own(final_w), head=own(_panels(lib, [head], vocab_pad - self.vocab)),
                             head_b=own(head_b), cos=own(cos), sin=own(sin), final_eps=final_eps, scale=scale)
         if backward:
-            padded = torch.zeros(vocab_pad, head.shape[1])
-            padded[:self.vocab] = head.detach()
-            self.model.t_head = own(_panels(lib, [padded.t()]))
+            self.model.t_head = own(_row_panels(lib, [head], vocab_pad - self.vocab))
         self._keep = keep
         self._scratch = torch.empty(0)
 

@@ -2,15 +2,22 @@
  * what its backward needs, and that backward.
  *
  * For a model of a few million parameters torch's training pass is hundreds of small
- * ops per step, each with dispatch, an allocation and a trip through memory; here each
- * sequence runs through every layer in a few large products (step.c's panels), and
- * the sequences are split between threads that never wait on each other: a thread
- * keeps its own parameter gradients, which the caller sums.
+ * ops per step, each with dispatch, an allocation and a trip through memory; here the
+ * batch runs through every layer in a few large products (products.c's panels), split
+ * between threads that never wait on each other: a thread keeps its own parameter
+ * gradients, which the caller sums.
  *
- * Sequences are batch rows of `length` columns, any padding marked in `valid`, as in a
- * transformers forward with an attention mask: a column attends to the valid columns at
- * or before it. What is computed per column is the log-prob of the next token (targets,
- * -1 where not needed) under softmax(logits / temperature), and the entropy there.
+ * A batch is rollout-shaped: rows of `length` columns, the first `plen` a left-padded
+ * prompt and no scored token among them, padding marked in `valid` ([B, lpad]); a column
+ * attends to the valid columns at or before it, as in a transformers forward with an
+ * attention mask. Rows come in groups that share their prompt (a GRPO group; rows
+ * first[g] .. first[g + 1] - 1): a group's prompt runs once, its keys and values are
+ * copied to the other rows' caches, and in backward their gradients are summed back.
+ * Per row, the log-prob of the token at column c + 1 (targets[b, c], -1 where not
+ * needed) and the entropy there are computed for c = plen - 1 .. length - 2.
+ *
+ * Product rows ("cols") of a group: its prompt's plen columns, then each row's
+ * length - plen completion columns.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -19,15 +26,17 @@
 
 typedef struct {
     const gk_model *m;
-    int64_t first, last, length, lpad; /* rows first .. last - 1; columns, and rounded up to LANES */
-    const float *input;                /* [B, length, hidden]: input embeddings */
+    int64_t g0, g1;                    /* groups g0 .. g1 - 1 */
+    const int64_t *first;              /* [groups + 1] first row of each group */
+    int64_t plen, length, lpad;
+    const float *input;                /* [cols, hidden] this thread's input embeddings */
     const int64_t *pos;                /* [B, length] position ids */
     const uint8_t *valid;              /* [B, lpad] */
     const int64_t *targets;            /* [B, length] */
     float inv_temp;
     float *logp, *entropy;             /* [B, length] (forward; entropy may be NULL) */
     const float *grad_logp;            /* [B, length] (backward) */
-    float *grad_input;                 /* [B, length, hidden] (backward) */
+    float *grad_input;                 /* [cols, hidden] this thread's (backward) */
     float *grads;                      /* this thread's parameter gradients (backward), zeroed */
     float *saved, *work;               /* this thread's activations and work space */
 } train_job;
@@ -39,20 +48,32 @@ static int64_t wide(const gk_model *m) {
     return w > m->vocab_pad ? w : m->vocab_pad;
 }
 
-/* Per layer, saved: x in, qkv, attention out, x mid, gate/up (per column), rotated
- * keys [hk, d, lpad] and values [hk, lpad, d] (per row); then x before the final norm. */
-static int64_t layer_saved(const gk_model *m, int64_t rows, int64_t length, int64_t lpad) {
-    return rows * length * (2 * m->hidden + nqkv(m) + m->hq * m->d + 2 * m->inter) + 2 * rows * m->hk * lpad * m->d;
+/* product rows and batch rows of groups g0 .. g1 - 1 */
+static int64_t cols_of(const int64_t *first, int64_t g0, int64_t g1, int64_t plen, int64_t length) {
+    return (g1 - g0) * plen + (first[g1] - first[g0]) * (length - plen);
 }
 
-static int64_t saved_floats(const gk_model *m, int64_t rows, int64_t length, int64_t lpad) {
-    return m->n_layers * layer_saved(m, rows, length, lpad) + rows * length * m->hidden + LANES;
+/* Per layer, saved: x in, qkv, attention out, x mid, gate/up (per product row), rotated
+ * keys [hk, d, lpad] and values [hk, lpad, d] (per batch row); then x before the final
+ * norm. */
+static int64_t layer_saved(const gk_model *m, int64_t cols, int64_t rows, int64_t lpad) {
+    return cols * (2 * m->hidden + nqkv(m) + m->hq * m->d + 2 * m->inter) + 2 * rows * m->hk * lpad * m->d;
 }
 
-static int64_t work_floats(const gk_model *m, int64_t rows, int64_t length, int64_t lpad) {
-    const int64_t cols = rows * length;
-    return cols * (4 * m->hidden + 2 * m->inter + wide(m) + m->hq * m->d) + 4 * lpad + (m->hq + 2) * m->d +
-           2 * m->hk * lpad * m->d + LANES;
+static int64_t saved_floats(const gk_model *m, int64_t cols, int64_t rows, int64_t lpad) {
+    return m->n_layers * layer_saved(m, cols, rows, lpad) + cols * m->hidden + LANES;
+}
+
+/* attention scratch: scores, their gradients, rotated q, its gradient, keys [hk, lpad, d]
+ * and values [hk, d, lpad] in the other layout (attention_backward) */
+#define ATT_WORK(m, lpad) (2 * (lpad) + ((m)->hq + 1) * (m)->d + 2 * (m)->hk * (lpad) * (m)->d + LANES)
+
+/* work: 4 [cols, hidden], [cols, wide], 2 [cols, inter], [cols, hq d], head rows
+ * [heads, hidden] twice and [heads, vocab_pad], gradients of each row's keys and values
+ * [hk, lpad, d], attention scratch */
+static int64_t work_floats(const gk_model *m, int64_t cols, int64_t rows, int64_t heads, int64_t lpad) {
+    return cols * (4 * m->hidden + wide(m) + 2 * m->inter + m->hq * m->d) +
+           heads * (2 * m->hidden + m->vocab_pad) + 2 * rows * m->hk * lpad * m->d + ATT_WORK(m, lpad);
 }
 
 /* Parameter gradients of one layer, in this order: ln1, w_qkv [nqkv, hidden], b_qkv,
@@ -68,34 +89,74 @@ int64_t gk_train_grad_floats(const gk_model *m) {
     return m->n_layers * layer_grads(m) + m->hidden + m->vocab_pad * m->hidden + m->vocab_pad;
 }
 
+/* The product row of batch row b's column c (b in group g, whose rows start at product
+ * row base). */
+static int64_t col_of(const train_job *job, int64_t g, int64_t base, int64_t b, int64_t c) {
+    const int64_t p = job->plen;
+    return c < p ? base + c : base + p + (b - job->first[g]) * (job->length - p) + (c - p);
+}
+
+/* The head's rows: for each batch row, columns plen - 1 .. length - 2 (the prompt's last
+ * column is its group's). src[i] is the product row of head row i, at[i] its [B, length]
+ * index. Returns the count. */
+static int64_t head_rows(const train_job *job, int64_t *src, int64_t *at) {
+    int64_t n = 0, base = 0;
+    for (int64_t g = job->g0; g < job->g1; g++) {
+        for (int64_t b = job->first[g]; b < job->first[g + 1]; b++)
+            for (int64_t c = job->plen - 1; c < job->length - 1; c++) {
+                src[n] = col_of(job, g, base, b, c);
+                at[n++] = b * job->length + c;
+            }
+        base += job->plen + (job->first[g + 1] - job->first[g]) * (job->length - job->plen);
+    }
+    return n;
+}
+
+/* Keys and values of columns 0 .. n - 1 from batch row `from`'s caches into row `to`'s. */
+static void copy_columns(const gk_model *m, float *kt, float *vc, int64_t lpad, int64_t from, int64_t to, int64_t n) {
+    const int64_t hk = m->hk, d = m->d;
+    for (int64_t g = 0; g < hk; g++) {
+        for (int64_t i = 0; i < d; i++)
+            memcpy(kt + ((to * hk + g) * d + i) * lpad, kt + ((from * hk + g) * d + i) * lpad, sizeof(float) * (size_t)n);
+        memcpy(vc + (to * hk + g) * lpad * d, vc + (from * hk + g) * lpad * d, sizeof(float) * (size_t)(n * d));
+    }
+}
+
 /* ------------------------------------------------------------------ forward */
 
 static void *forward_rows(void *arg) {
     train_job *job = arg;
     const gk_model *m = job->m;
-    const int64_t rows = job->last - job->first, len = job->length, lp = job->lpad, cols = rows * len;
+    const int64_t r0 = job->first[job->g0], rows = job->first[job->g1] - r0, lp = job->lpad, len = job->length;
+    const int64_t plen = job->plen, cols = cols_of(job->first, job->g0, job->g1, plen, len);
     const int64_t h = m->hidden, d = m->d, hq = m->hq, hk = m->hk, nq = nqkv(m), inter = m->inter;
-    float *x = job->work, *normed = x + cols * h, *big = normed + cols * h, *act = big + cols * wide(m);
-    float *scratch = act + cols * inter;
-    memcpy(x, job->input + job->first * len * h, sizeof(float) * (size_t)(cols * h));
+    float *x = job->work, *normed = x + cols * h, *act = normed + cols * h, *scratch = act + cols * inter;
+    int64_t *src = (int64_t *)(scratch + ATT_WORK(m, lp)), *at = src + rows * len;
+    float *heads = (float *)(at + rows * len), *logits = heads + rows * len * h;
+    memcpy(x, job->input, sizeof(float) * (size_t)(cols * h));
     float *s = job->saved;
     for (int64_t l = 0; l < m->n_layers; l++) {
         const gk_layer *t = m->layers + l;
         float *xin = s, *qkv = xin + cols * h, *att = qkv + cols * nq, *xmid = att + cols * hq * d;
         float *gu = xmid + cols * h, *kt = gu + cols * 2 * inter, *vc = kt + rows * hk * d * lp;
-        s += layer_saved(m, rows, len, lp);
+        s += layer_saved(m, cols, rows, lp);
         memcpy(xin, x, sizeof(float) * (size_t)(cols * h));
         gk_rms_rows(x, t->ln1, normed, cols, h, t->eps1);
         gk_gemm(normed, cols, h, t->w_qkv, nq, t->b_qkv, qkv, 0);
         memset(kt, 0, sizeof(float) * (size_t)(2 * rows * hk * d * lp)); /* blocks past the last column are read */
-        for (int64_t r = 0; r < rows; r++) {
-            const int64_t b = job->first + r;
-            for (int64_t c = 0; c < len; c++) {
-                const int64_t p = job->pos[b * len + c];
-                gk_attend_row(qkv + (r * len + c) * nq, m->cos + p * d, m->sin + p * d, kt + r * hk * d * lp,
-                              vc + r * hk * lp * d, job->valid + b * lp, hq, hk, d, lp, c, m->scale,
-                              att + (r * len + c) * hq * d, scratch);
+        int64_t base = 0;
+        for (int64_t g = job->g0; g < job->g1; g++) {
+            const int64_t b0 = job->first[g];
+            for (int64_t b = b0; b < job->first[g + 1]; b++) {
+                if (b > b0) copy_columns(m, kt, vc, lp, b0 - r0, b - r0, plen);
+                for (int64_t c = b > b0 ? plen : 0; c < len; c++) {
+                    const int64_t p = job->pos[b * len + c], row = col_of(job, g, base, b, c);
+                    gk_attend_row(qkv + row * nq, m->cos + p * d, m->sin + p * d, kt + (b - r0) * hk * d * lp,
+                                  vc + (b - r0) * hk * lp * d, job->valid + b * lp, hq, hk, d, lp, c, m->scale,
+                                  att + row * hq * d, scratch);
+                }
             }
+            base += plen + (job->first[g + 1] - b0) * (len - plen);
         }
         gk_gemm(att, cols, hq * d, t->w_o, h, t->b_o, x, 1);
         memcpy(xmid, x, sizeof(float) * (size_t)(cols * h));
@@ -106,15 +167,13 @@ static void *forward_rows(void *arg) {
     }
     memcpy(s, x, sizeof(float) * (size_t)(cols * h));
     gk_rms_rows(x, m->final_w, normed, cols, h, m->final_eps);
-    gk_gemm(normed, cols, h, m->head, m->vocab_pad, m->head_b, big, 0);
-    for (int64_t c = 0; c < cols; c++) {
-        const int64_t at = job->first * len + c, target = job->targets[at];
-        if (target < 0) {
-            job->logp[at] = 0.0f;
-            if (job->entropy) job->entropy[at] = 0.0f;
-            continue;
-        }
-        const float *z = big + c * m->vocab_pad;
+    const int64_t n = head_rows(job, src, at);
+    for (int64_t i = 0; i < n; i++) memcpy(heads + i * h, normed + src[i] * h, sizeof(float) * (size_t)h);
+    gk_gemm(heads, n, h, m->head, m->vocab_pad, m->head_b, logits, 0);
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t target = job->targets[at[i]];
+        if (target < 0) continue;
+        const float *z = logits + i * m->vocab_pad;
         float top = -INFINITY;
         for (int64_t v = 0; v < m->vocab; v++) top = z[v] * job->inv_temp > top ? z[v] * job->inv_temp : top;
         double total = 0.0, weighted = 0.0;
@@ -124,8 +183,8 @@ static void *forward_rows(void *arg) {
             weighted += (double)e * (z[v] * job->inv_temp - top);
         }
         const float lse = (float)log(total); /* log-sum-exp minus top */
-        job->logp[at] = z[target] * job->inv_temp - top - lse;
-        if (job->entropy) job->entropy[at] = lse - (float)(weighted / total);
+        job->logp[at[i]] = z[target] * job->inv_temp - top - lse;
+        if (job->entropy) job->entropy[at[i]] = lse - (float)(weighted / total);
     }
     return NULL;
 }
@@ -180,94 +239,113 @@ static void rotate_backward(const float *g, const float *cos, const float *sin, 
     for (int64_t i = half; i < d; i++) out[i] = g[i] * cos[i] - g[i - half] * sin[i - half];
 }
 
-/* Attention backward of one sequence: datt [len, hq d] -> dqkv [len, nqkv], given the
- * forward's qkv (before rotary) and its rotated-key and value caches. */
-static void attention_backward(const gk_model *m, const train_job *job, int64_t b, const float *qkv,
-                               const float *kt, const float *vc, const float *datt, float *dqkv, float *work) {
-    const int64_t len = job->length, lp = job->lpad, d = m->d, hq = m->hq, hk = m->hk, nq = nqkv(m);
-    const int64_t rep = hq / hk;
-    const uint8_t *ok = job->valid + b * lp;
-    float *p = work, *dp = p + lp, *q = dp + lp, *dq = q + hq * d, *tmp = dq + d;
-    float *dk = tmp + d, *dv = dk + hk * lp * d; /* [hk, lp, d] each, rotated keys' and values' gradients */
-    memset(dk, 0, sizeof(float) * (size_t)(2 * hk * lp * d));
-    for (int64_t c = 0; c < len; c++) {
-        const int64_t pc = job->pos[b * len + c];
-        const float *cs = m->cos + pc * d, *sn = m->sin + pc * d;
-        for (int64_t h = 0; h < hq; h++) rotate(qkv + c * nq + h * d, cs, sn, q + h * d, d);
-        for (int64_t h = 0; h < hq; h++) {
-            const int64_t g = h / rep, padded = (c + LANES) / LANES * LANES;
-            const float *qh = q + h * d, *kg = kt + g * d * lp, *vg = vc + g * lp * d, *go = datt + c * hq * d + h * d;
-            /* the forward's scores, a block of columns at a time (keys are stored transposed) */
-            for (int64_t j0 = 0; j0 < padded; j0 += LANES) {
-                vfloat acc = {0};
-                for (int64_t i = 0; i < d; i++) acc += qh[i] * vload(kg + i * lp + j0);
-                vstore(p + j0, acc);
+/* Attention backward for the queries at columns c0 .. c1 - 1 of one batch row's caches
+ * (kt_row [hk, d, lpad], vc_row [hk, lpad, d]); their qkv (before rotary), output
+ * gradients datt and q-gradient rows dqkv are consecutive product rows. Key and value
+ * gradients are added into dk, dv [hk, lpad, d] (rotated keys'). Every inner loop runs
+ * along a contiguous axis in whole vector blocks: scores and value products against
+ * the keys and values stored [d, columns], the q gradient against the keys stored
+ * [columns, d] (both layouts made here). */
+static void attention_backward(const gk_model *m, const train_job *job, const float *kt, const float *vc,
+                               const uint8_t *ok, const int64_t *pos, int64_t c0, int64_t c1, const float *qkv,
+                               const float *datt, float *dqkv, float *dk, float *dv, float *work) {
+    const int64_t lp = job->lpad, d = m->d, hq = m->hq, hk = m->hk, nq = nqkv(m), rep = hq / hk;
+    float *p = work, *dp = p + lp, *q = dp + lp, *dq = q + hq * d, *kn = dq + d, *vt = kn + hk * lp * d;
+    for (int64_t g = 0; g < hk; g++)
+        for (int64_t i = 0; i < d; i++)
+            for (int64_t j = 0; j < lp; j++) {
+                kn[(g * lp + j) * d + i] = kt[(g * d + i) * lp + j];
+                vt[(g * d + i) * lp + j] = vc[(g * lp + j) * d + i];
             }
-            const float total = masked_exp(p, ok, c + 1, m->scale);
+    for (int64_t c = c0; c < c1; c++) {
+        const float *cs = m->cos + pos[c] * d, *sn = m->sin + pos[c] * d;
+        const float *qrow = qkv + (c - c0) * nq, *grow = datt + (c - c0) * hq * d;
+        float *drow = dqkv + (c - c0) * nq;
+        const int64_t padded = (c + LANES) / LANES * LANES;
+        for (int64_t h = 0; h < hq; h++) rotate(qrow + h * d, cs, sn, q + h * d, d);
+        for (int64_t h = 0; h < hq; h++) {
+            const int64_t g = h / rep;
+            const float *qh = q + h * d, *kg = kt + g * d * lp, *vg = vt + g * d * lp, *go = grow + h * d;
+            /* the forward's scores, then d loss / d p_j = go . v_j, a block of columns at a time */
+            for (int64_t j0 = 0; j0 < padded; j0 += LANES) {
+                vfloat acc = {0}, accv = {0};
+                for (int64_t i = 0; i < d; i++) {
+                    acc += qh[i] * vload(kg + i * lp + j0);
+                    accv += go[i] * vload(vg + i * lp + j0);
+                }
+                vstore(p + j0, acc);
+                vstore(dp + j0, accv);
+            }
+            const float total = masked_exp(p, ok, c + 1, m->scale); /* zero past column c */
             if (total <= 0.0f) { /* a padding column that attends to nothing: no gradient */
-                memset(dqkv + c * nq + h * d, 0, sizeof(float) * (size_t)d);
+                memset(drow + h * d, 0, sizeof(float) * (size_t)d);
                 continue;
             }
             const float inv = 1.0f / total;
+            vfloat pdv = {0};
+            for (int64_t j0 = 0; j0 < padded; j0 += LANES) {
+                const vfloat pj = vload(p + j0) * inv;
+                vstore(p + j0, pj);
+                pdv += pj * vload(dp + j0);
+            }
             float pd = 0.0f;
-            for (int64_t j = 0; j <= c; j++) {
-                p[j] *= inv;
-                float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-                for (int64_t i = 0; i < d; i++) acc += go[i] * vg[j * d + i];
-                dp[j] = acc;
-                pd += p[j] * acc;
-            }
-            /* dp <- d loss / d score (scale included) */
-#pragma omp simd
-            for (int64_t j = 0; j <= c; j++) dp[j] = p[j] * (dp[j] - pd) * m->scale;
-            for (int64_t i = 0; i < d; i++) {
-                float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-                for (int64_t j = 0; j <= c; j++) acc += dp[j] * kg[i * lp + j];
-                dq[i] = acc;
-            }
+            for (int l = 0; l < LANES; l++) pd += pdv[l];
+            /* dp <- d loss / d score (scale included); zero wherever p is */
+            for (int64_t j0 = 0; j0 < padded; j0 += LANES)
+                vstore(dp + j0, vload(p + j0) * (vload(dp + j0) - pd) * m->scale);
+            for (int64_t i0 = 0; i0 < d; i0 += LANES) vstore(dq + i0, (vfloat){0});
             for (int64_t j = 0; j <= c; j++) {
                 if (p[j] == 0.0f) continue;
                 const float ds = dp[j], pj = p[j];
+                const float *kj = kn + (g * lp + j) * d;
                 float *dkj = dk + (g * lp + j) * d, *dvj = dv + (g * lp + j) * d;
-#pragma omp simd
-                for (int64_t i = 0; i < d; i++) {
-                    dkj[i] += ds * qh[i];
-                    dvj[i] += pj * go[i];
+                for (int64_t i0 = 0; i0 < d; i0 += LANES) {
+                    vstore(dq + i0, vload(dq + i0) + ds * vload(kj + i0));
+                    vstore(dkj + i0, vload(dkj + i0) + ds * vload(qh + i0));
+                    vstore(dvj + i0, vload(dvj + i0) + pj * vload(go + i0));
                 }
             }
-            rotate_backward(dq, cs, sn, dqkv + c * nq + h * d, d);
+            rotate_backward(dq, cs, sn, drow + h * d, d);
         }
     }
-    for (int64_t c = 0; c < len; c++) {
-        const int64_t pc = job->pos[b * len + c];
+}
+
+/* The k and v parts of dqkv rows for columns c0 .. c1 - 1 from the summed dk, dv. */
+static void key_value_grads(const gk_model *m, int64_t lp, const int64_t *pos, int64_t c0, int64_t c1,
+                            const float *dk, const float *dv, float *dqkv) {
+    const int64_t d = m->d, hq = m->hq, hk = m->hk, nq = nqkv(m);
+    for (int64_t c = c0; c < c1; c++)
         for (int64_t g = 0; g < hk; g++) {
-            rotate_backward(dk + (g * lp + c) * d, m->cos + pc * d, m->sin + pc * d, dqkv + c * nq + (hq + g) * d, d);
-            memcpy(dqkv + c * nq + (hq + hk + g) * d, dv + (g * lp + c) * d, sizeof(float) * (size_t)d);
+            float *row = dqkv + (c - c0) * nq;
+            rotate_backward(dk + (g * lp + c) * d, m->cos + pos[c] * d, m->sin + pos[c] * d, row + (hq + g) * d, d);
+            memcpy(row + (hq + hk + g) * d, dv + (g * lp + c) * d, sizeof(float) * (size_t)d);
         }
-    }
 }
 
 static void *backward_rows(void *arg) {
     train_job *job = arg;
     const gk_model *m = job->m;
-    const int64_t rows = job->last - job->first, len = job->length, lp = job->lpad, cols = rows * len;
+    const int64_t r0 = job->first[job->g0], rows = job->first[job->g1] - r0, lp = job->lpad, len = job->length;
+    const int64_t plen = job->plen, cols = cols_of(job->first, job->g0, job->g1, plen, len);
     const int64_t h = m->hidden, d = m->d, hq = m->hq, hk = m->hk, nq = nqkv(m), inter = m->inter;
-    const int64_t vp = m->vocab_pad;
+    const int64_t vp = m->vocab_pad, kv = hk * lp * d;
     float *dx = job->work, *dn = dx + cols * h, *normed = dn + cols * h, *dmid = normed + cols * h;
     float *big = dmid + cols * h, *act = big + cols * wide(m), *dact = act + cols * inter;
-    float *datt = dact + cols * inter, *attwork = datt + cols * hq * d;
-    const float *xfin = job->saved + m->n_layers * layer_saved(m, rows, len, lp);
+    float *datt = dact + cols * inter, *heads = datt + cols * hq * d, *dheads = heads + rows * len * h;
+    float *logits = dheads + rows * len * h, *dkv = logits + rows * len * vp, *attwork = dkv + 2 * rows * kv;
+    int64_t *src = (int64_t *)(attwork + ATT_WORK(m, lp)), *at = src + rows * len;
+    const float *xfin = job->saved + m->n_layers * layer_saved(m, cols, rows, lp);
     float *gfinal = job->grads + m->n_layers * layer_grads(m), *ghead = gfinal + h, *ghead_b = ghead + vp * h;
 
     /* output layer: d logp / d z = onehot(target) - softmax(z), z = logits / temperature */
     gk_rms_rows(xfin, m->final_w, normed, cols, h, m->final_eps);
-    gk_gemm(normed, cols, h, m->head, vp, m->head_b, big, 0);
-    for (int64_t c = 0; c < cols; c++) {
-        const int64_t at = job->first * len + c, target = job->targets[at];
-        float *z = big + c * vp;
-        const float g = target < 0 ? 0.0f : job->grad_logp[at];
+    const int64_t n = head_rows(job, src, at);
+    for (int64_t i = 0; i < n; i++) memcpy(heads + i * h, normed + src[i] * h, sizeof(float) * (size_t)h);
+    gk_gemm(heads, n, h, m->head, vp, m->head_b, logits, 0);
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t target = job->targets[at[i]];
+        float *z = logits + i * vp;
+        const float g = target < 0 ? 0.0f : job->grad_logp[at[i]];
         if (g == 0.0f) {
             memset(z, 0, sizeof(float) * (size_t)vp);
             continue;
@@ -283,13 +361,16 @@ static void *backward_rows(void *arg) {
         z[target] += g * job->inv_temp;
         for (int64_t v = m->vocab; v < vp; v++) z[v] = 0.0f;
     }
-    gk_gemm_grad(big, normed, cols, vp, h, ghead, m->head_b ? ghead_b : NULL);
-    gk_gemm(big, cols, vp, m->t_head, h, NULL, dn, 0);
+    if (gk_gemm_grad(logits, heads, n, vp, h, ghead, m->head_b ? ghead_b : NULL) != 0) return (void *)1;
+    gk_gemm(logits, n, vp, m->t_head, h, NULL, dheads, 0);
+    memset(dn, 0, sizeof(float) * (size_t)(cols * h));
+    for (int64_t i = 0; i < n; i++) /* a group's prompt row collects its rows' gradients */
+        for (int64_t j = 0; j < h; j++) dn[src[i] * h + j] += dheads[i * h + j];
     rms_backward(dn, xfin, m->final_w, m->final_eps, cols, h, dx, 0, gfinal);
 
     for (int64_t l = m->n_layers - 1; l >= 0; l--) {
         const gk_layer *t = m->layers + l;
-        const float *s = job->saved + l * layer_saved(m, rows, len, lp);
+        const float *s = job->saved + l * layer_saved(m, cols, rows, lp);
         const float *xin = s, *qkv = xin + cols * h, *att = qkv + cols * nq, *xmid = att + cols * hq * d;
         const float *gu = xmid + cols * h, *kt = gu + cols * 2 * inter, *vc = kt + rows * hk * d * lp;
         float *gl = job->grads + l * layer_grads(m);
@@ -299,28 +380,52 @@ static void *backward_rows(void *arg) {
 
         /* MLP: x = xmid + down(swiglu(gu(norm2(xmid)))) */
         gk_swiglu_rows(gu, act, cols, inter);
-        gk_gemm_grad(dx, act, cols, h, inter, g_down, t->b_down ? g_bdown : NULL);
+        if (gk_gemm_grad(dx, act, cols, h, inter, g_down, t->b_down ? g_bdown : NULL) != 0) return (void *)1;
         gk_gemm(dx, cols, h, t->t_down, inter, NULL, dact, 0);
         swiglu_backward(dact, gu, big, cols, inter);
         gk_rms_rows(xmid, t->ln2, normed, cols, h, t->eps2);
-        gk_gemm_grad(big, normed, cols, 2 * inter, h, g_gu, t->b_gu ? g_bgu : NULL);
+        if (gk_gemm_grad(big, normed, cols, 2 * inter, h, g_gu, t->b_gu ? g_bgu : NULL) != 0) return (void *)1;
         gk_gemm(big, cols, 2 * inter, t->t_gu, h, NULL, dn, 0);
         memcpy(dmid, dx, sizeof(float) * (size_t)(cols * h));
         rms_backward(dn, xmid, t->ln2, t->eps2, cols, h, dmid, 1, g_ln2);
 
         /* attention: xmid = xin + o(attention(qkv(norm1(xin)))) */
-        gk_gemm_grad(dmid, att, cols, h, hq * d, g_o, t->b_o ? g_bo : NULL);
+        if (gk_gemm_grad(dmid, att, cols, h, hq * d, g_o, t->b_o ? g_bo : NULL) != 0) return (void *)1;
         gk_gemm(dmid, cols, h, t->t_o, hq * d, NULL, datt, 0);
-        for (int64_t r = 0; r < rows; r++)
-            attention_backward(m, job, job->first + r, qkv + r * len * nq, kt + r * hk * d * lp,
-                               vc + r * hk * lp * d, datt + r * len * hq * d, big + r * len * nq, attwork);
+        memset(dkv, 0, sizeof(float) * (size_t)(2 * rows * kv));
+        int64_t base = 0;
+        for (int64_t g = job->g0; g < job->g1; g++) {
+            const int64_t b0 = job->first[g], b1 = job->first[g + 1];
+            float *dk0 = dkv + (b0 - r0) * 2 * kv, *dv0 = dk0 + kv;
+            /* each row's completion queries, then the prompt's, which also get the rows' key
+             * and value gradients of the prompt columns */
+            for (int64_t b = b0; b < b1; b++) {
+                const int64_t row = col_of(job, g, base, b, plen);
+                float *dk = dkv + (b - r0) * 2 * kv, *dv = dk + kv;
+                attention_backward(m, job, kt + (b - r0) * hk * d * lp, vc + (b - r0) * hk * lp * d,
+                                   job->valid + b * lp, job->pos + b * len, plen, len, qkv + row * nq,
+                                   datt + row * hq * d, big + row * nq, dk, dv, attwork);
+                key_value_grads(m, lp, job->pos + b * len, plen, len, dk, dv, big + row * nq);
+                if (b > b0)
+                    for (int64_t gh = 0; gh < hk; gh++)
+                        for (int64_t j = 0; j < plen * d; j++) {
+                            dk0[gh * lp * d + j] += dk[gh * lp * d + j];
+                            dv0[gh * lp * d + j] += dv[gh * lp * d + j];
+                        }
+            }
+            attention_backward(m, job, kt + (b0 - r0) * hk * d * lp, vc + (b0 - r0) * hk * lp * d,
+                               job->valid + b0 * lp, job->pos + b0 * len, 0, plen, qkv + base * nq,
+                               datt + base * hq * d, big + base * nq, dk0, dv0, attwork);
+            key_value_grads(m, lp, job->pos + b0 * len, 0, plen, dk0, dv0, big + base * nq);
+            base += plen + (b1 - b0) * (len - plen);
+        }
         gk_rms_rows(xin, t->ln1, normed, cols, h, t->eps1);
-        gk_gemm_grad(big, normed, cols, nq, h, g_qkv, t->b_qkv ? g_bqkv : NULL);
+        if (gk_gemm_grad(big, normed, cols, nq, h, g_qkv, t->b_qkv ? g_bqkv : NULL) != 0) return (void *)1;
         gk_gemm(big, cols, nq, t->t_qkv, h, NULL, dn, 0);
         memcpy(dx, dmid, sizeof(float) * (size_t)(cols * h));
         rms_backward(dn, xin, t->ln1, t->eps1, cols, h, dx, 1, g_ln1);
     }
-    memcpy(job->grad_input + job->first * len * h, dx, sizeof(float) * (size_t)(cols * h));
+    memcpy(job->grad_input, dx, sizeof(float) * (size_t)(cols * h));
     return NULL;
 }
 
@@ -328,82 +433,118 @@ static void *backward_rows(void *arg) {
 
 #define MAX_THREADS 16
 
-static int threads_for(int64_t batch, int threads) {
+/* Groups split between threads, contiguous and about equal in rows: thread t takes the
+ * groups whose first row lies in its share of the rows. Returns the thread count. */
+static int plan(const int64_t *first, int64_t groups, int threads, int64_t *bounds) {
     int n = threads < MAX_THREADS ? threads : MAX_THREADS;
-    if (n > batch) n = (int)batch;
-    return n < 1 ? 1 : n;
-}
-
-/* Floats of saved activations and of work space gk_train_forward/backward need. */
-int64_t gk_train_saved_floats(const gk_model *m, int64_t batch, int64_t length, int threads) {
-    const int n = threads_for(batch, threads);
-    const int64_t lp = (length + LANES - 1) / LANES * LANES;
-    int64_t total = 0;
-    for (int t = 0; t < n; t++) total += saved_floats(m, batch * (t + 1) / n - batch * t / n, length, lp);
-    return total;
-}
-
-int64_t gk_train_work_floats(const gk_model *m, int64_t batch, int64_t length, int threads) {
-    const int n = threads_for(batch, threads);
-    const int64_t lp = (length + LANES - 1) / LANES * LANES;
-    int64_t total = 0;
-    for (int t = 0; t < n; t++) total += work_floats(m, batch * (t + 1) / n - batch * t / n, length, lp);
-    return total;
-}
-
-static void run(train_job *jobs, int n, void *(*fn)(void *)) {
-    pthread_t helpers[MAX_THREADS];
-    int spawned[MAX_THREADS] = {0};
-    for (int t = 1; t < n; t++) spawned[t] = pthread_create(&helpers[t], NULL, fn, &jobs[t]) == 0;
-    fn(&jobs[0]);
+    if (n > groups) n = (int)groups;
+    if (n < 1) n = 1;
+    const int64_t rows = first[groups];
+    int64_t g = 0;
+    bounds[0] = 0;
     for (int t = 1; t < n; t++) {
-        if (spawned[t])
-            pthread_join(helpers[t], NULL);
-        else
-            fn(&jobs[t]); /* no thread to be had: do its rows here */
+        while (g < groups && first[g] < rows * t / n) g++;
+        bounds[t] = g > bounds[t - 1] ? g : bounds[t - 1];
     }
+    bounds[n] = groups;
+    return n;
 }
 
-static int make_jobs(train_job *jobs, const gk_model *m, int64_t batch, int64_t length, const float *input,
-                     const int64_t *pos, const uint8_t *valid, const int64_t *targets, float temperature,
-                     int threads, float *saved, float *work) {
-    const int n = threads_for(batch, threads);
+static int64_t thread_heads(const int64_t *first, int64_t g0, int64_t g1, int64_t length) {
+    return (first[g1] - first[g0]) * length;
+}
+
+/* Floats of saved activations and of work space gk_train_forward/backward need for
+ * these arguments (the work space also holds some int64 index arrays). */
+int64_t gk_train_saved_floats(const gk_model *m, int64_t groups, const int64_t *first, int64_t plen,
+                              int64_t length, int threads) {
+    int64_t bounds[MAX_THREADS + 1], total = 0;
+    const int n = plan(first, groups, threads, bounds);
+    const int64_t lp = (length + LANES - 1) / LANES * LANES;
+    for (int t = 0; t < n; t++)
+        total += saved_floats(m, cols_of(first, bounds[t], bounds[t + 1], plen, length),
+                              first[bounds[t + 1]] - first[bounds[t]], lp);
+    return total;
+}
+
+int64_t gk_train_work_floats(const gk_model *m, int64_t groups, const int64_t *first, int64_t plen,
+                             int64_t length, int threads) {
+    int64_t bounds[MAX_THREADS + 1], total = 0;
+    const int n = plan(first, groups, threads, bounds);
     const int64_t lp = (length + LANES - 1) / LANES * LANES;
     for (int t = 0; t < n; t++) {
-        const int64_t first = batch * t / n, last = batch * (t + 1) / n;
-        jobs[t] = (train_job){m, first, last, length, lp, input, pos, valid, targets, 1.0f / temperature,
-                              NULL, NULL, NULL, NULL, NULL, saved, work};
-        saved += saved_floats(m, last - first, length, lp);
-        work += work_floats(m, last - first, length, lp);
+        const int64_t rows = first[bounds[t + 1]] - first[bounds[t]];
+        total += work_floats(m, cols_of(first, bounds[t], bounds[t + 1], plen, length), rows,
+                             thread_heads(first, bounds[t], bounds[t + 1], length), lp) +
+                 4 * rows * length; /* two int64 index arrays */
+    }
+    return total;
+}
+
+static int run(train_job *jobs, int n, void *(*fn)(void *)) {
+    pthread_t helpers[MAX_THREADS];
+    void *status[MAX_THREADS] = {0};
+    int spawned[MAX_THREADS] = {0};
+    for (int t = 1; t < n; t++) spawned[t] = pthread_create(&helpers[t], NULL, fn, &jobs[t]) == 0;
+    status[0] = fn(&jobs[0]);
+    for (int t = 1; t < n; t++) {
+        if (spawned[t])
+            pthread_join(helpers[t], &status[t]);
+        else
+            status[t] = fn(&jobs[t]); /* no thread to be had: do its rows here */
+    }
+    for (int t = 0; t < n; t++)
+        if (status[t]) return -1;
+    return n;
+}
+
+static int make_jobs(train_job *jobs, const gk_model *m, int64_t groups, const int64_t *first, int64_t plen,
+                     int64_t length, const float *input, const int64_t *pos, const uint8_t *valid,
+                     const int64_t *targets, float temperature, int threads, float *saved, float *work) {
+    int64_t bounds[MAX_THREADS + 1], start = 0;
+    const int n = plan(first, groups, threads, bounds);
+    const int64_t lp = (length + LANES - 1) / LANES * LANES;
+    for (int t = 0; t < n; t++) {
+        const int64_t g0 = bounds[t], g1 = bounds[t + 1], rows = first[g1] - first[g0];
+        const int64_t cols = cols_of(first, g0, g1, plen, length);
+        jobs[t] = (train_job){m, g0, g1, first, plen, length, lp, input + start * m->hidden, pos, valid, targets,
+                              1.0f / temperature, NULL, NULL, NULL, NULL, NULL, saved, work};
+        start += cols;
+        saved += saved_floats(m, cols, rows, lp);
+        work += work_floats(m, cols, rows, thread_heads(first, g0, g1, length), lp) + 4 * rows * length;
     }
     return n;
 }
 
-/* Forward over batch rows of `length` columns: logp [B, length] of targets (0 where -1)
- * and entropy [B, length] (or NULL), keeping activations in `saved` for the backward,
- * which must be called with the same arguments. valid is [B, round_up(length, LANES)]. */
-void gk_train_forward(const gk_model *m, int64_t batch, int64_t length, const float *input, const int64_t *pos,
-                      const uint8_t *valid, const int64_t *targets, float temperature, float *logp, float *entropy,
-                      int threads, float *saved, float *work) {
+/* Forward of a rollout-shaped batch (see the top of this file): logp and entropy (or
+ * NULL) [B, length] at the columns it covers, keeping activations in `saved` for the
+ * backward, which must be called with the same arguments. input [cols, hidden] holds
+ * the product rows' input embeddings, group after group. */
+void gk_train_forward(const gk_model *m, int64_t groups, const int64_t *first, int64_t plen, int64_t length,
+                      const float *input, const int64_t *pos, const uint8_t *valid, const int64_t *targets,
+                      float temperature, float *logp, float *entropy, int threads, float *saved, float *work) {
     train_job jobs[MAX_THREADS];
-    const int n = make_jobs(jobs, m, batch, length, input, pos, valid, targets, temperature, threads, saved, work);
+    const int n = make_jobs(jobs, m, groups, first, plen, length, input, pos, valid, targets, temperature, threads,
+                            saved, work);
     for (int t = 0; t < n; t++) jobs[t].logp = logp, jobs[t].entropy = entropy;
     run(jobs, n, forward_rows);
 }
 
-/* Backward of gk_train_forward for grad_logp [B, length]: grad_input [B, length, hidden]
- * and parameter gradients, thread t's in grads + t * gk_train_grad_floats(m) (zeroed by
- * the caller, summed by the caller). Returns the number of threads used. */
-int gk_train_backward(const gk_model *m, int64_t batch, int64_t length, const float *input, const int64_t *pos,
-                      const uint8_t *valid, const int64_t *targets, float temperature, const float *grad_logp,
-                      float *grad_input, float *grads, int threads, float *saved, float *work) {
+/* Backward of gk_train_forward for grad_logp [B, length]: grad_input [cols, hidden] and
+ * parameter gradients, thread t's at grads + t * gk_train_grad_floats(m) (zeroed and
+ * then summed by the caller). Returns the number of threads used, or -1 when scratch
+ * memory could not be had. */
+int gk_train_backward(const gk_model *m, int64_t groups, const int64_t *first, int64_t plen, int64_t length,
+                      const float *input, const int64_t *pos, const uint8_t *valid, const int64_t *targets,
+                      float temperature, const float *grad_logp, float *grad_input, float *grads, int threads,
+                      float *saved, float *work) {
     train_job jobs[MAX_THREADS];
-    const int n = make_jobs(jobs, m, batch, length, input, pos, valid, targets, temperature, threads, saved, work);
+    const int n = make_jobs(jobs, m, groups, first, plen, length, input, pos, valid, targets, temperature, threads,
+                            saved, work);
     for (int t = 0; t < n; t++) {
         jobs[t].grad_logp = grad_logp;
-        jobs[t].grad_input = grad_input;
+        jobs[t].grad_input = grad_input + (jobs[t].input - input);
         jobs[t].grads = grads + t * gk_train_grad_floats(m);
     }
-    run(jobs, n, backward_rows);
-    return n;
+    return run(jobs, n, backward_rows);
 }

@@ -60,11 +60,9 @@ def test_in_process_run_reports_every_figure(tmp_path):
     for s in r["per_step"]:
         n, p, c = 32, s["prompt_len"], s["completion_len_max"]
         assert s["gen_positions_simple"] == n * p + n * (c - 1)  # TRL's count for this batch shape
-        # each of the step's 4 prompts runs once (optim.share_prompt), then every row's completion
-        assert s["train_positions"] == 4 * p + n * c
-        # the decoded reference pass (optim.native_passes) feeds each completion but its
-        # last token, which predicts nothing that is scored
-        assert s["ref_positions"] == 4 * p + n * (c - 1)
+        # each of the step's 4 prompts runs once (optim.share_prompt, and the C passes of
+        # optim.native_passes), then every row's completion
+        assert s["ref_positions"] == s["train_positions"] == 4 * p + n * c
         assert s["gen_positions_executed"] <= s["gen_positions_simple"]
         for k in ("generate_s", "ref_fwd_s", "policy_fwd_s", "backward_s", "optimizer_s"):
             assert s[k] >= 0.0

@@ -1,10 +1,11 @@
 """The policy's training pass of a small Llama-family CPU model in grpokit's C code.
 
-`sequence_logprobs` with gradients, for models the whole C decode step covers
+`sequence_logprobs` for models the whole C decode step covers
 (`rollout.lean.whole_step_reason`: Qwen2/Llama/Mistral, float32 on a CPU, at most
 WHOLE_STEP_MAX_BYTES of weights, no adapters): the forward runs in `native/train.c`
-keeping what its backward needs, and the backward there too, sequences split between
-threads. It is one autograd node: the input embeddings (a torch module, so hooks and
+keeping what its backward needs (nothing, without gradients: the reference pass), and
+the backward there too, sequences split between threads. With gradients it is one
+autograd node: the input embeddings (a torch module, so hooks and
 its gradient stay torch's) and every weight are its inputs, the log-probs its output,
 so the loss, clipping and optimizer around it are unchanged. Gradients equal autograd's
 through transformers' forward up to float rounding (tests/test_native_pass.py).
@@ -105,7 +106,7 @@ class _Pass:
     Rows are reordered so that the rows sharing a prompt are contiguous (train.c's groups)."""
 
     def __init__(self, lib, base, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
-                 prompt_len: int, temperature: float, threads: int):
+                 prompt_len: int, temperature: float, threads: int, keep: bool):
         n, length = input_ids.shape
         dec = base.model
         attn = dec.layers[0].self_attn
@@ -114,7 +115,8 @@ class _Pass:
         kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
         cos, sin = dec.rotary_emb(torch.zeros(1, 1), torch.arange(length)[None])  # [1, L, D]
         self.step = _whole_step(lib, base, heads, kv_heads, attn.head_dim, attn.scaling, cos[0].contiguous(),
-                                sin[0].contiguous(), backward=True)
+                                sin[0].contiguous(), backward=keep)
+        self.keep = keep  # activations kept for a backward
         self.lib, self.base, self.threads = lib, base, threads
         self.n, self.length, self.plen = n, length, prompt_len
         key = torch.cat([input_ids[:, :prompt_len], attention_mask[:, :prompt_len]], dim=1)  # [N, 2P]
@@ -143,7 +145,7 @@ class _Pass:
         self.temperature = temperature
         m = ctypes.byref(self.step.model)
         shape = (self.groups, self.first.data_ptr(), prompt_len, length, threads)
-        self.saved = _take(lib.gk_train_saved_floats(m, *shape))
+        self.saved = _take(lib.gk_train_saved_floats(m, *shape, int(keep)))
         self.work = _take(lib.gk_train_work_floats(m, *shape))
 
     def release(self) -> None:
@@ -164,17 +166,18 @@ class _Pass:
         holding token c + 1's."""
         self.x = x
         logp = torch.zeros(self.n, self.length)
-        ent = torch.zeros(self.n, self.length)
+        ent = torch.zeros(self.n, self.length) if with_entropy else torch.empty(0)
         with intra_op_threads(1, park=True):
             self.lib.gk_train_forward(*self._args(x), logp.data_ptr(), ent.data_ptr() if with_entropy else None,
-                                      self.threads, self.saved.data_ptr(), self.work.data_ptr())
+                                      self.threads, self.saved.data_ptr(), self.work.data_ptr(), int(self.keep))
+        if not self.keep:
+            self.release()
         return logp, ent
 
     def backward(self, grad_logp: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         grad_logp = grad_logp.float().contiguous()
         grad_x = torch.empty_like(self.x)
-        per = self.lib.gk_train_grad_floats(ctypes.byref(self.step.model))
-        grads = torch.zeros(min(self.threads, self.groups), per)
+        grads = torch.empty(self.lib.gk_train_grad_floats(ctypes.byref(self.step.model)))
         with intra_op_threads(1, park=True):
             used = self.lib.gk_train_backward(*self._args(self.x), grad_logp.data_ptr(), grad_x.data_ptr(),
                                               grads.data_ptr(), self.threads, self.saved.data_ptr(),
@@ -182,7 +185,7 @@ class _Pass:
         self.release()  # a pass is backed through once
         if used < 0:
             raise MemoryError("gk_train_backward: no memory for its packed chunks")
-        return grad_x, _split(self.base, grads[:used].sum(0), self.step.model.vocab_pad)
+        return grad_x, _split(self.base, grads, self.step.model.vocab_pad)
 
 
 class _PassFn(torch.autograd.Function):
@@ -213,10 +216,14 @@ def native_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         raise ValueError("native_logprobs: needs a prompt of at least one column and no scored token in it")
     lib = native.library()
     base = base_model(model)
+    grad = torch.is_grad_enabled()
     run = _Pass(lib, base, input_ids, attention_mask, loss_mask, prompt_len,
-                temperature if temperature not in (0.0, 1.0) else 1.0, available_threads())
+                temperature if temperature not in (0.0, 1.0) else 1.0, available_threads(), keep=grad)
     x = base.model.embed_tokens(run.ids.reshape(-1)[run.rows])  # [product rows, H]
-    lp, ent = _PassFn.apply(run, with_entropy, x, *_params(base))
+    if grad:
+        lp, ent = _PassFn.apply(run, with_entropy, x, *_params(base))
+    else:  # a no-grad pass (the reference model's): nothing is kept
+        lp, ent = run.forward(x.contiguous(), with_entropy)
     back = torch.empty_like(run.order)
     back[run.order] = torch.arange(run.order.numel())
     keep = (loss_mask > 0).float()

@@ -162,7 +162,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
             logp_now = None if grouping.replay is None else reference_logprobs(
                 model, grouping.replay, temperature=cfg.rollout.temperature,
                 micro_batch_size=cfg.optim.micro_batch_size, share_prompt=share_prompt,
-                decoded=cfg.optim.native_passes).cpu()
+                native=cfg.optim.native_passes).cpu()
             advantages = grouping.advantages(scores.total, comp.advantage_fn, scale=algo.scale_rewards,  # Phase 3
                                              eps=algo.eps, logp_now=logp_now)
         t_adv = time.perf_counter()
@@ -171,7 +171,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
             with comp.reference.active() as ref_model:
                 ref_logp = reference_logprobs(ref_model, train_batch, temperature=cfg.rollout.temperature,
                                               micro_batch_size=cfg.optim.micro_batch_size,
-                                              share_prompt=share_prompt, decoded=cfg.optim.native_passes)
+                                              share_prompt=share_prompt, native=cfg.optim.native_passes)
             release()
         synchronize(device)
         t_ref = time.perf_counter()

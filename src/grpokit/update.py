@@ -15,7 +15,6 @@ from grpokit.algo.losses import policy_loss
 from grpokit.device import batch_to, model_device, synchronize
 from grpokit.forward import sequence_logprobs
 from grpokit.native_pass import native_logprobs, native_pass_reason
-from grpokit.rollout.teacher import decodable, decoded_logprobs
 from grpokit.types import RolloutBatch
 
 
@@ -46,8 +45,8 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
     """Run settings.mu optimizer steps on the batch; return averaged metrics.
 
     The batch, advantages and reference log-probs may live on the CPU: they are moved
-    to the model's device here, once per call. native: where `native_pass.native_pass_reason`
-    allows (small Llama-family CPU models), the policy pass runs in grpokit's C code."""
+    to the model's device here, once per call. native: where `native_applies` (small
+    Llama-family CPU models), the policy pass runs in grpokit's C code (`native_pass`)."""
     device = model_device(model)
     batch, advantages = batch_to(batch, device), advantages.to(device)
     ref_logp = ref_logp.to(device) if ref_logp is not None else None
@@ -75,8 +74,7 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
         sums[key] = sums.get(key, 0.0) + value
         counts[key] = counts.get(key, 0) + 1
 
-    use_native = (native and 0 < batch.prompt_len < mask.shape[1] and not bool((mask[:, :batch.prompt_len] > 0).any())
-                  and native_pass_reason(model) is None)
+    use_native = native and native_applies(model, batch)
     model.train()
     for p in range(settings.mu):
         optimizer.zero_grad(set_to_none=True)
@@ -129,6 +127,14 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
     return out
 
 
+def native_applies(model, batch: RolloutBatch) -> bool:
+    """Whether `native_pass.native_logprobs` takes this model's passes over the batch: a
+    model it covers, a prompt of at least one column and no scored token in it."""
+    p = batch.prompt_len
+    return (0 < p < batch.input_ids.shape[1] and not bool((batch.loss_mask[:, :p] > 0).any())
+            and native_pass_reason(model) is None)
+
+
 def _trim(ids, attn, mask):
     """Drop trailing all-padding columns of a micro-batch (less compute, same values)."""
     used = attn.sum(0).nonzero()
@@ -138,16 +144,17 @@ def _trim(ids, attn, mask):
 
 @torch.no_grad()
 def reference_logprobs(ref_model, batch: RolloutBatch, *, temperature: float, micro_batch_size: int = 0,
-                       share_prompt: bool = True, decoded: bool = True) -> torch.Tensor:
+                       share_prompt: bool = True, native: bool = True) -> torch.Tensor:
     """Per-token log-probs of the batch under `ref_model` [N, L], on the model's device.
 
-    decoded: where `rollout.teacher.decodable` allows (small Llama-family CPU models),
-    compute them by KV-cached decoding in grpokit's C step instead of a forward pass."""
+    native: where `native_applies` (small Llama-family CPU models), the pass runs in
+    grpokit's C code (`native_pass`)."""
     temp = temperature if temperature > 0 else 1.0
     device = model_device(ref_model)
-    if decoded and decodable(ref_model, batch.attention_mask, batch.prompt_len):
-        return decoded_logprobs(ref_model, batch.input_ids, batch.attention_mask, batch.loss_mask,
+    if native and native_applies(ref_model, batch):
+        lp, _ = native_logprobs(ref_model, batch.input_ids, batch.attention_mask, batch.loss_mask,
                                 prompt_len=batch.prompt_len, temperature=temp)
+        return lp
     batch = batch_to(batch, device)
     out = torch.zeros_like(batch.logprobs)  # [N, L]
     for mb in _micro_batches(torch.arange(batch.size, device=device), micro_batch_size):

@@ -39,6 +39,7 @@ typedef struct {
     float *grad_input;                 /* [cols, hidden] this thread's (backward) */
     float *grads;                      /* this thread's parameter gradients (backward), zeroed */
     float *saved, *work;               /* this thread's activations and work space */
+    int keep;                          /* keep every layer's activations (for a backward) */
 } train_job;
 
 static int64_t nqkv(const gk_model *m) { return (m->hq + 2 * m->hk) * m->d; }
@@ -60,8 +61,8 @@ static int64_t layer_saved(const gk_model *m, int64_t cols, int64_t rows, int64_
     return cols * (2 * m->hidden + nqkv(m) + m->hq * m->d + 2 * m->inter) + 2 * rows * m->hk * lpad * m->d;
 }
 
-static int64_t saved_floats(const gk_model *m, int64_t cols, int64_t rows, int64_t lpad) {
-    return m->n_layers * layer_saved(m, cols, rows, lpad) + cols * m->hidden + LANES;
+static int64_t saved_floats(const gk_model *m, int64_t cols, int64_t rows, int64_t lpad, int keep) {
+    return (keep ? m->n_layers : 1) * layer_saved(m, cols, rows, lpad) + cols * m->hidden + LANES;
 }
 
 /* attention scratch: scores, their gradients, rotated q, its gradient, keys [hk, lpad, d]
@@ -139,7 +140,7 @@ static void *forward_rows(void *arg) {
         const gk_layer *t = m->layers + l;
         float *xin = s, *qkv = xin + cols * h, *att = qkv + cols * nq, *xmid = att + cols * hq * d;
         float *gu = xmid + cols * h, *kt = gu + cols * 2 * inter, *vc = kt + rows * hk * d * lp;
-        s += layer_saved(m, cols, rows, lp);
+        if (job->keep) s += layer_saved(m, cols, rows, lp); /* else the next layer reuses the space */
         memcpy(xin, x, sizeof(float) * (size_t)(cols * h));
         gk_rms_rows(x, t->ln1, normed, cols, h, t->eps1);
         gk_gemm(normed, cols, h, t->w_qkv, nq, t->b_qkv, qkv, 0);
@@ -165,6 +166,7 @@ static void *forward_rows(void *arg) {
         gk_swiglu_rows(gu, act, cols, inter);
         gk_gemm(act, cols, inter, t->w_down, h, t->b_down, x, 1);
     }
+    if (!job->keep) s += layer_saved(m, cols, rows, lp);
     memcpy(s, x, sizeof(float) * (size_t)(cols * h));
     gk_rms_rows(x, m->final_w, normed, cols, h, m->final_eps);
     const int64_t n = head_rows(job, src, at);
@@ -336,6 +338,7 @@ static void *backward_rows(void *arg) {
     int64_t *src = (int64_t *)(attwork + ATT_WORK(m, lp)), *at = src + rows * len;
     const float *xfin = job->saved + m->n_layers * layer_saved(m, cols, rows, lp);
     float *gfinal = job->grads + m->n_layers * layer_grads(m), *ghead = gfinal + h, *ghead_b = ghead + vp * h;
+    memset(job->grads, 0, sizeof(float) * (size_t)gk_train_grad_floats(m));
 
     /* output layer: d logp / d z = onehot(target) - softmax(z), z = logits / temperature */
     gk_rms_rows(xfin, m->final_w, normed, cols, h, m->final_eps);
@@ -457,13 +460,13 @@ static int64_t thread_heads(const int64_t *first, int64_t g0, int64_t g1, int64_
 /* Floats of saved activations and of work space gk_train_forward/backward need for
  * these arguments (the work space also holds some int64 index arrays). */
 int64_t gk_train_saved_floats(const gk_model *m, int64_t groups, const int64_t *first, int64_t plen,
-                              int64_t length, int threads) {
+                              int64_t length, int threads, int keep) {
     int64_t bounds[MAX_THREADS + 1], total = 0;
     const int n = plan(first, groups, threads, bounds);
     const int64_t lp = (length + LANES - 1) / LANES * LANES;
     for (int t = 0; t < n; t++)
         total += saved_floats(m, cols_of(first, bounds[t], bounds[t + 1], plen, length),
-                              first[bounds[t + 1]] - first[bounds[t]], lp);
+                              first[bounds[t + 1]] - first[bounds[t]], lp, keep);
     return total;
 }
 
@@ -476,9 +479,16 @@ int64_t gk_train_work_floats(const gk_model *m, int64_t groups, const int64_t *f
         const int64_t rows = first[bounds[t + 1]] - first[bounds[t]];
         total += work_floats(m, cols_of(first, bounds[t], bounds[t + 1], plen, length), rows,
                              thread_heads(first, bounds[t], bounds[t + 1], length), lp) +
-                 4 * rows * length; /* two int64 index arrays */
+                 4 * rows * length + gk_train_grad_floats(m); /* two int64 index arrays, gradients */
     }
     return total;
+}
+
+/* Floats of a job's work space before its gradient buffer. */
+static int64_t work_floats_of(const train_job *job) {
+    const int64_t rows = job->first[job->g1] - job->first[job->g0];
+    return work_floats(job->m, cols_of(job->first, job->g0, job->g1, job->plen, job->length), rows,
+                       thread_heads(job->first, job->g0, job->g1, job->length), job->lpad) + 4 * rows * job->length;
 }
 
 static int run(train_job *jobs, int n, void *(*fn)(void *)) {
@@ -500,7 +510,7 @@ static int run(train_job *jobs, int n, void *(*fn)(void *)) {
 
 static int make_jobs(train_job *jobs, const gk_model *m, int64_t groups, const int64_t *first, int64_t plen,
                      int64_t length, const float *input, const int64_t *pos, const uint8_t *valid,
-                     const int64_t *targets, float temperature, int threads, float *saved, float *work) {
+                     const int64_t *targets, float temperature, int threads, float *saved, float *work, int keep) {
     int64_t bounds[MAX_THREADS + 1], start = 0;
     const int n = plan(first, groups, threads, bounds);
     const int64_t lp = (length + LANES - 1) / LANES * LANES;
@@ -508,31 +518,34 @@ static int make_jobs(train_job *jobs, const gk_model *m, int64_t groups, const i
         const int64_t g0 = bounds[t], g1 = bounds[t + 1], rows = first[g1] - first[g0];
         const int64_t cols = cols_of(first, g0, g1, plen, length);
         jobs[t] = (train_job){m, g0, g1, first, plen, length, lp, input + start * m->hidden, pos, valid, targets,
-                              1.0f / temperature, NULL, NULL, NULL, NULL, NULL, saved, work};
+                              1.0f / temperature, NULL, NULL, NULL, NULL, NULL, saved, work, keep};
         start += cols;
-        saved += saved_floats(m, cols, rows, lp);
-        work += work_floats(m, cols, rows, thread_heads(first, g0, g1, length), lp) + 4 * rows * length;
+        saved += saved_floats(m, cols, rows, lp, keep);
+        work += work_floats(m, cols, rows, thread_heads(first, g0, g1, length), lp) + 4 * rows * length +
+                gk_train_grad_floats(m);
     }
     return n;
 }
 
 /* Forward of a rollout-shaped batch (see the top of this file): logp and entropy (or
- * NULL) [B, length] at the columns it covers, keeping activations in `saved` for the
- * backward, which must be called with the same arguments. input [cols, hidden] holds
- * the product rows' input embeddings, group after group. */
+ * NULL) [B, length] at the columns it covers. With keep, the activations stay in `saved`
+ * for the backward, which must be called with the same arguments; without, `saved`
+ * needs room for one layer's (a no-grad pass). input [cols, hidden] holds the product
+ * rows' input embeddings, group after group. */
 void gk_train_forward(const gk_model *m, int64_t groups, const int64_t *first, int64_t plen, int64_t length,
                       const float *input, const int64_t *pos, const uint8_t *valid, const int64_t *targets,
-                      float temperature, float *logp, float *entropy, int threads, float *saved, float *work) {
+                      float temperature, float *logp, float *entropy, int threads, float *saved, float *work,
+                      int keep) {
     train_job jobs[MAX_THREADS];
     const int n = make_jobs(jobs, m, groups, first, plen, length, input, pos, valid, targets, temperature, threads,
-                            saved, work);
+                            saved, work, keep);
     for (int t = 0; t < n; t++) jobs[t].logp = logp, jobs[t].entropy = entropy;
     run(jobs, n, forward_rows);
 }
 
 /* Backward of gk_train_forward for grad_logp [B, length]: grad_input [cols, hidden] and
- * parameter gradients, thread t's at grads + t * gk_train_grad_floats(m) (zeroed and
- * then summed by the caller). Returns the number of threads used, or -1 when scratch
+ * the parameter gradients in grads [gk_train_grad_floats(m)] (overwritten; the threads'
+ * own sums are added up here). Returns the number of threads used, or -1 when scratch
  * memory could not be had. */
 int gk_train_backward(const gk_model *m, int64_t groups, const int64_t *first, int64_t plen, int64_t length,
                       const float *input, const int64_t *pos, const uint8_t *valid, const int64_t *targets,
@@ -540,11 +553,18 @@ int gk_train_backward(const gk_model *m, int64_t groups, const int64_t *first, i
                       float *saved, float *work) {
     train_job jobs[MAX_THREADS];
     const int n = make_jobs(jobs, m, groups, first, plen, length, input, pos, valid, targets, temperature, threads,
-                            saved, work);
+                            saved, work, 1);
     for (int t = 0; t < n; t++) {
         jobs[t].grad_logp = grad_logp;
         jobs[t].grad_input = grad_input + (jobs[t].input - input);
-        jobs[t].grads = grads + t * gk_train_grad_floats(m);
+        /* the other threads' gradients go after their work space (see gk_train_work_floats) */
+        jobs[t].grads = t == 0 ? grads : jobs[t].work + work_floats_of(&jobs[t]);
     }
-    return run(jobs, n, backward_rows);
+    const int used = run(jobs, n, backward_rows);
+    if (used < 0) return -1;
+    const int64_t per = gk_train_grad_floats(m);
+    for (int t = 1; t < used; t++) /* thread 0's gradients are the caller's buffer */
+#pragma omp simd
+        for (int64_t i = 0; i < per; i++) grads[i] += jobs[t].grads[i];
+    return used;
 }

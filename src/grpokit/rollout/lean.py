@@ -305,21 +305,6 @@ class LeanDecoder:
         hidden = self._run(tokens[:, None], pos[:, None], mask, prefill=False)
         return self.logits(hidden[:, -1])
 
-    @torch.no_grad()
-    def extend(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Logits after each of T known tokens per row [B, T, V], from one call of the
-        whole step (which must be in use): tokens [B, T] at positions pos [B, T] fill the
-        next T cache columns, each attending to the ones before it."""
-        if self.whole is None:
-            raise RuntimeError("LeanDecoder.extend needs the whole step in C (rollout.lean.whole_step_reason)")
-        width = tokens.shape[1]
-        if self.length + width > self.capacity:
-            raise ValueError(f"{width} more tokens overflow the KV cache ({self.length} of {self.capacity} used)")
-        self.valid[:, self.length:self.length + width] = True
-        logits = self.whole(tokens, pos, self.length, self.valid, threads=self.threads)
-        self.length += width
-        return logits
-
     def _native_step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """`step` with grpokit's C kernels between the products, and residual additions
         folded into the o and down products."""

@@ -148,14 +148,15 @@ def test_native_sampling_equals_transformers_forward(hidden, heads, kv):
 
 
 def test_native_step_logits_equal_the_torch_step():
-    """Step by step, the native step's logits equal the lean torch step's, before and
+    """Step by step, the native step's logits (kernels between torch's products; the whole
+    step in C is tests/test_native_step.py's) equal the lean torch step's, before and
     after rows are dropped; capacity 20 is stored as 32 columns."""
     model = _model(64, 4, 2)
     ids = torch.tensor([[0, 5, 6], [7, 8, 9], [0, 0, 4]])
     mask = (ids != 0).long()
     pos = (mask.cumsum(1) - 1).clamp_min(0)
-    decs = [LeanDecoder(model, capacity=20, use_native=n) for n in (False, True)]
-    assert decs[1].columns == 32 and decs[1].capacity == 20
+    decs = [LeanDecoder(model, capacity=20, use_native=n, whole_step=False) for n in (False, True)]
+    assert decs[1].columns == 32 and decs[1].capacity == 20 and decs[1].whole is None
     logits = [d.logits(d.prefill(ids, mask, pos)[:, -1]) for d in decs]
     nxt = pos[:, -1] + 1
     for t in range(12):

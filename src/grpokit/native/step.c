@@ -12,6 +12,7 @@
  * vector registers.
  */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "kernels.h"
@@ -120,4 +121,13 @@ void gk_decode_step(const gk_model *m, int64_t batch, int64_t width, const float
         else
             step_rows(&jobs[t]); /* no thread to be had: do its rows here */
     }
+}
+
+/* Sizes and last-field offsets of the structs, for the Python side's ctypes mirrors to be
+ * checked against (a mismatch reads garbage, or crashes). */
+void gk_struct_layout(int64_t *out) {
+    out[0] = (int64_t)sizeof(gk_layer);
+    out[1] = (int64_t)offsetof(gk_layer, t_down);
+    out[2] = (int64_t)sizeof(gk_model);
+    out[3] = (int64_t)offsetof(gk_model, t_head);
 }

@@ -4,7 +4,8 @@
  * torch op costs a few microseconds of dispatch, and attention for one new token costs
  * tens: RMSNorm is several ops on a CPU, and rotary embedding, the KV-cache write and
  * attention are a dozen more. These kernels do each of those jobs in one call from
- * Python (ctypes); the matrix products stay with torch/MKL.
+ * Python (ctypes) while the matrix products stay with torch/MKL; for small models
+ * step.c runs the whole step, products included, and uses gk_attend_row from here.
  *
  * Built at first use with the machine's C compiler (grpokit.native). Loops are written
  * so the compiler vectorises them (-O3 -march=native -fopenmp-simd); no -ffast-math, so
@@ -29,6 +30,30 @@ void gk_rms_norm(const float *x, const float *w, float *out, int64_t rows, int64
         for (int64_t i = 0; i < n; i++) o[i] = w[i] * (xr[i] * rstd);
     }
 }
+
+/* One new token per row: rotary embedding of q and k, the KV-cache write, attention.
+ *
+ * qkv   [B, (hq + 2 hk) d]  this token's projections per row: q heads, k heads, v heads
+ * cos, sin [*, d]           rotary tables by position; row b uses position pos[b]
+ * kt    [B, hk, d, cap]     key cache, transposed so that one query's scores are
+ *                           contiguous multiply-adds over the cache columns; cap must
+ *                           be a multiple of LANES (columns past col are read, unused)
+ * vc    [B, hk, cap, d]     value cache; this token's rotated k and its v go to column col
+ * valid [B, cap]            columns a row may attend to (column col must be set)
+ * out   [B, hq d]           softmax(scale q k^T) v over the valid columns 0..col
+ * q head h reads kv head h / (hq / hk) (grouped-query attention); d must be a
+ * multiple of LANES.
+ * Rows are split between two threads when `threads` > 1 and the work is large enough.
+ * Returns 0, or -1 when scratch memory could not be had. */
+typedef struct {
+    const float *qkv, *cos, *sin;
+    const int64_t *pos;
+    float *kt, *vc, *out;
+    const uint8_t *valid;
+    int64_t first, last, hq, hk, d, cap, col;
+    float scale;
+    int status;
+} attend_job;
 
 void gk_attend_row(const float *qkv, const float *c, const float *s, float *kt_row, float *vc_row,
                    const uint8_t *ok, int64_t hq, int64_t hk, int64_t d, int64_t cap, int64_t col, float scale,

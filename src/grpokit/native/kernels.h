@@ -1,6 +1,7 @@
-/* What grpokit's C kernels share: the block width, GCC vector types of it, and an exp
- * that vectorises. Included by decode.c and step.c, which grpokit.native compiles into
- * one library. */
+/* What grpokit's C kernels share: the block width, GCC vector types of it, an exp that
+ * vectorises, rotary embedding and the masked softmax of attention, the whole-model
+ * structs and the products' declarations. Included by decode.c, products.c, step.c and
+ * train.c, which grpokit.native compiles into one library. */
 #ifndef GRPOKIT_KERNELS_H
 #define GRPOKIT_KERNELS_H
 
@@ -12,40 +13,6 @@
  * (-DLANES), so the Python side's block size and this one are the same number. */
 #ifndef LANES
 #error "build through grpokit.native, which passes -DLANES"
-/* Weights of the whole-model code are stored in panels of PANEL columns (products.c). */
-#define PANEL (4 * LANES)
-
-/* One decoder layer. Transposed weights: w_qkv [hidden, (hq + 2 hk) d] (q, k, v heads),
- * w_o [hq d, hidden], w_gu [hidden, 2 inter] (gate columns, then up columns),
- * w_down [inter, hidden]. Biases are NULL when absent. Caches as gk_decode_attention's:
- * k_cache [B, hk, d, cap], v_cache [B, hk, cap, d]. */
-typedef struct {
-    const float *ln1, *ln2;
-    float eps1, eps2;
-    const float *w_qkv, *b_qkv, *w_o, *b_o, *w_gu, *b_gu, *w_down, *b_down;
-    float *k_cache, *v_cache;
-    /* training only (train.c): the same weights untransposed ([out, in] as [k, n] panels),
-     * for the gradient of a product's input */
-    const float *t_qkv, *t_o, *t_gu, *t_down;
-} gk_layer;
-
-/* The model: sizes, the layers, the final norm, the output layer transposed
- * [hidden, vocab_pad] (zero columns past vocab), and the rotary tables [positions, d].
- * hidden, inter and d are multiples of LANES. The input embedding stays with torch. */
-typedef struct {
-    int64_t n_layers, hidden, hq, hk, d, inter, vocab, vocab_pad, cap;
-    const gk_layer *layers;
-    const float *final_w, *head, *head_b, *cos, *sin;
-    float final_eps, scale;
-    const float *t_head; /* training only: the output layer [vocab_pad, hidden] in panels */
-} gk_model;
-
-void gk_gemm(const float *x, int64_t rows, int64_t k, const float *w, int64_t n, const float *bias, float *y,
-             int accumulate);
-int gk_gemm_grad(const float *dy, const float *x, int64_t rows, int64_t n, int64_t k, float *dw, float *db);
-void gk_rms_rows(const float *x, const float *w, float *out, int64_t rows, int64_t n, float eps);
-void gk_swiglu_rows(const float *gu, float *out, int64_t rows, int64_t inter);
-
 #endif
 
 /* GCC/clang vector types of LANES floats: the compiler maps them onto the machine's
@@ -96,29 +63,6 @@ static inline void rotate(const float *x, const float *cos, const float *sin, fl
     for (int64_t i = half; i < d; i++) out[i] = x[i] * cos[i] + x[i - half] * sin[i];
 }
 
-/* One new token per row: rotary embedding of q and k, the KV-cache write, attention.
- *
- * qkv   [B, (hq + 2 hk) d]  this token's projections per row: q heads, k heads, v heads
- * cos, sin [*, d]           rotary tables by position; row b uses position pos[b]
- * kt    [B, hk, d, cap]     key cache, transposed so that one query's scores are
- *                           contiguous multiply-adds over the cache columns; cap must
- *                           be a multiple of LANES (columns past col are read, unused)
- * vc    [B, hk, cap, d]     value cache; this token's rotated k and its v go to column col
- * valid [B, cap]            columns a row may attend to (column col must be set)
- * out   [B, hq d]           softmax(scale q k^T) v over the valid columns 0..col
- * q head h reads kv head h / (hq / hk) (grouped-query attention); d must be a
- * multiple of LANES.
- * Rows are split between two threads when `threads` > 1 and the work is large enough.
- * Returns 0, or -1 when scratch memory could not be had. */
-typedef struct {
-    const float *qkv, *cos, *sin;
-    const int64_t *pos;
-    float *kt, *vc, *out;
-    const uint8_t *valid;
-    int64_t first, last, hq, hk, d, cap, col;
-    float scale;
-    int status;
-} attend_job;
 
 /* s[j] <- ok[j] ? exp(scale s[j] - max) : 0 for j < n, and 0 from n up to the next
  * multiple of LANES, where max is taken over the valid ones; returns the sum. */

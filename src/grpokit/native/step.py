@@ -60,33 +60,29 @@ def supported(*, hidden: int, inter: int, head_dim: int, heads: int, kv_heads: i
 PANEL = 4 * LANES  # step.c's panel width
 
 
-def _panels(lib, weights: list[torch.Tensor], pad: int = 0) -> torch.Tensor:
-    """The weights [out_i, in] side by side, transposed to [in, sum(out_i) + pad] (padding
-    columns zero), in step.c's panels: columns c .. c + PANEL - 1 as one contiguous
-    [in, width] block."""
-    k = weights[0].shape[1]
+def _packed(lib, weights: list[torch.Tensor], pad: int, transpose: bool) -> torch.Tensor:
+    """The weights in step.c's panels (columns c .. c + PANEL - 1 of a matrix as one
+    contiguous block of its rows). transpose: the weights [out_i, in] side by side and
+    transposed, [in, sum(out_i) + pad], as the forward multiplies by them; else stacked as
+    they are, [sum(rows_i) + pad, in], as train.c's backward does. Padding is zeros."""
+    width = weights[0].shape[1]  # in
     total = sum(w.shape[0] for w in weights) + pad
-    out = (torch.zeros if pad else torch.empty)(k * total, dtype=torch.float32)
-    col = 0
+    out = (torch.zeros if pad else torch.empty)(total * width, dtype=torch.float32)
+    pack = lib.gk_pack_panels if transpose else lib.gk_pack_rows
+    at = 0
     for w in weights:
         w = w.detach().float().contiguous()
-        lib.gk_pack_panels(w.data_ptr(), w.shape[0], k, out.data_ptr(), total, col)
-        col += w.shape[0]
+        pack(w.data_ptr(), w.shape[0], width, out.data_ptr(), total, at)
+        at += w.shape[0]
     return out
+
+
+def _panels(lib, weights: list[torch.Tensor], pad: int = 0) -> torch.Tensor:
+    return _packed(lib, weights, pad, transpose=True)
 
 
 def _row_panels(lib, weights: list[torch.Tensor], pad: int = 0) -> torch.Tensor:
-    """The weights [rows_i, in] stacked ([sum(rows_i) + pad, in], padding rows zero) in
-    step.c's panels, not transposed: what train.c's backward multiplies by."""
-    n = weights[0].shape[1]
-    total = sum(w.shape[0] for w in weights) + pad
-    out = (torch.zeros if pad else torch.empty)(total * n, dtype=torch.float32)
-    row = 0
-    for w in weights:
-        w = w.detach().float().contiguous()
-        lib.gk_pack_rows(w.data_ptr(), w.shape[0], n, out.data_ptr(), total, row)
-        row += w.shape[0]
-    return out
+    return _packed(lib, weights, pad, transpose=False)
 
 
 class WholeStep:

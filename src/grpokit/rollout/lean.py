@@ -8,8 +8,11 @@ generation call, for models where that copy stays under FUSE_MAX_BYTES), a
 preallocated KV cache written in place, rotary tables computed once, and grouped-query
 attention without repeating the cached keys. On a CPU in float32 the one-token step
 runs its norms, rotary embedding, cache write and attention in grpokit's C kernels
-(`grpokit.native`; the key cache is then stored transposed). It is used only for
-sampling (no autograd); training passes keep transformers' forward.
+(`grpokit.native`; the key cache is then stored transposed), and for models of at most
+WHOLE_STEP_MAX_BYTES of weights the whole step, products included, is one C call
+(`native.step`), as is the prefill when no embeddings are asked for. It is used only
+for sampling (no autograd); training passes of such small models run in C too
+(`grpokit.native_pass`), the others keep transformers' forward.
 
 `unsupported_reason` says why a model must take the transformers path instead (other
 architectures, LoRA-wrapped layers, sliding-window attention, length-dependent RoPE).
@@ -28,7 +31,10 @@ from grpokit.rollout.threads import available_threads
 
 STATIC_ROPE = {"default", "linear", "llama3", "yarn"}  # tables that do not depend on the sequence length
 FUSE_MAX_BYTES = 512 * 2**20  # larger models skip the concatenated weight copies
-WHOLE_STEP_MAX_BYTES = 16 * 2**20  # float32 weight bytes up to which the step runs as one C call
+# float32 weight bytes up to which the step runs as one C call. Its threads split the rows,
+# so each streams every weight: measured to pay on W1 (4 MiB) and the demo's models;
+# larger ones (W2's 160 MiB, bound by weight traffic) keep MKL's products on all threads.
+WHOLE_STEP_MAX_BYTES = 16 * 2**20
 WHOLE_STEP_MIN_ROWS = 4  # rows per thread of the whole step, at least
 
 

@@ -19,12 +19,21 @@ P, C = 5, 7  # prompt and completion columns
 def _model(arch: str = "qwen2", *, heads: int = 4, kv: int = 2, tied: bool = False, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    cfg_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}[arch]
+    biases = arch == "llama-biases"  # q/k/v/o and MLP biases: every bias slot of train.c in use
+    cfg_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM),
+                          "llama-biases": (LlamaConfig, LlamaForCausalLM)}[arch]
+    kw = {"attention_bias": True, "mlp_bias": True} if biases else {}
     cfg = cfg_cls(vocab_size=45, hidden_size=64, num_hidden_layers=2, num_attention_heads=heads,
                   num_key_value_heads=kv, intermediate_size=96, max_position_embeddings=64,
-                  tie_word_embeddings=tied, pad_token_id=0)
+                  tie_word_embeddings=tied, pad_token_id=0, **kw)
     torch.manual_seed(seed)
-    return model_cls(cfg).train()
+    model = model_cls(cfg).train()
+    if biases:  # transformers initialises biases to zero; make their gradients' use visible
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("bias"):
+                    p.normal_(0, 0.1)
+    return model
 
 
 def _batch(seed: int = 0):
@@ -58,7 +67,7 @@ def _grads(model, fn, temperature, **kw):
 
 
 @pytest.mark.parametrize("arch,heads,kv,tied", [("qwen2", 4, 2, False), ("llama", 2, 2, False),
-                                                ("qwen2", 2, 1, True)])
+                                                ("qwen2", 2, 1, True), ("llama-biases", 4, 2, False)])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_log_probs_entropy_and_gradients_equal_autograd(arch, heads, kv, tied, temperature):
     model = _model(arch, heads=heads, kv=kv, tied=tied)

@@ -163,10 +163,11 @@ class OptimConfig:
                                              "docs/performance.md); true/false force it")
     native_passes: bool = opt(True, "Llama-family float32 CPU models small enough for grpokit's whole C decode "
                                     "step (at most 16 MiB of weights) run their passes over a rollout batch in "
-                                    "grpokit's C code: the no-grad ones (reference model, replayed rows) as "
-                                    "KV-cached decoding of the known tokens, the policy's forward and backward as "
-                                    "one C forward and one C backward; the same log-probs and gradients up to "
-                                    "float rounding (docs/performance.md)")
+                                    "grpokit's C code: the policy's forward and backward as one C forward that "
+                                    "keeps its activations (gradient checkpointing does not apply) and one C "
+                                    "backward, the no-grad ones (reference model, replayed rows) as that forward "
+                                    "keeping nothing; the same log-probs and gradients up to float rounding "
+                                    "(docs/performance.md)")
 
 
 @dataclass

@@ -5,10 +5,10 @@
 WHOLE_STEP_MAX_BYTES of weights, no adapters): the forward runs in `native/train.c`
 keeping what its backward needs (nothing, without gradients: the reference pass), and
 the backward there too, sequences split between threads. With gradients it is one
-autograd node: the input embeddings (a torch module, so hooks and
-its gradient stay torch's) and every weight are its inputs, the log-probs its output,
-so the loss, clipping and optimizer around it are unchanged. Gradients equal autograd's
-through transformers' forward up to float rounding (tests/test_native_pass.py).
+autograd node whose inputs are the input embeddings (a torch module, so hooks and its
+gradient stay torch's) and every weight, and whose output is the log-probs: the loss,
+clipping and optimizer around it are unchanged. Gradients equal autograd's through
+transformers' forward up to float rounding (tests/test_native_pass.py).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from grpokit import native
 from grpokit.forward import base_model
-from grpokit.rollout.lean import _whole_step, whole_step_reason
+from grpokit.rollout.lean import whole_step_reason, whole_step_weights
 from grpokit.rollout.threads import available_threads, intra_op_threads
 
 
@@ -114,7 +114,7 @@ class _Pass:
         heads = cfg.num_attention_heads
         kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
         cos, sin = dec.rotary_emb(torch.zeros(1, 1), torch.arange(length)[None])  # [1, L, D]
-        self.step = _whole_step(lib, base, heads, kv_heads, attn.head_dim, attn.scaling, cos[0].contiguous(),
+        self.step = whole_step_weights(lib, base, heads, kv_heads, attn.head_dim, attn.scaling, cos[0].contiguous(),
                                 sin[0].contiguous(), backward=keep)
         self.keep = keep  # activations kept for a backward
         self.lib, self.base, self.threads = lib, base, threads

@@ -191,7 +191,7 @@ class LeanDecoder:
         self.whole = None  # the whole step in one C call (native.step), for small models
         self.threads = available_threads()  # the whole step's (torch may be held to one meanwhile)
         if self.native is not None and whole:
-            self.whole = _whole_step(self.native, base, self.n_heads, self.n_kv, self.head_dim, self.scale,
+            self.whole = whole_step_weights(self.native, base, self.n_heads, self.n_kv, self.head_dim, self.scale,
                                      self.cos, self.sin)
 
     def _layer(self, t: _Layer, kc: torch.Tensor, vc: torch.Tensor, x: torch.Tensor, cos, sin, mask, c0: int,
@@ -366,7 +366,7 @@ def whole_step_reason(model) -> str | None:
     return None
 
 
-def _whole_step(lib, base, heads: int, kv_heads: int, head_dim: int, scale: float, cos: torch.Tensor,
+def whole_step_weights(lib, base, heads: int, kv_heads: int, head_dim: int, scale: float, cos: torch.Tensor,
                 sin: torch.Tensor, backward: bool = False) -> native_step.WholeStep:
     """`base`'s weights in the whole step's layout (whole_step_reason(base) is None);
     backward: with the panels the C training pass needs too."""

@@ -207,3 +207,30 @@ def test_ctypes_structs_mirror_the_c_structs():
     got = torch.zeros(4, dtype=torch.int64)
     LIB.gk_struct_layout(got.data_ptr())
     assert got.tolist() == [ctypes.sizeof(_Layer), _Layer.t_down.offset, ctypes.sizeof(_Model), _Model.t_head.offset]
+
+
+def test_dropped_rows_are_not_copied_and_later_copies_follow_them():
+    """Rows that only leave stay where their caches are (a row map, no copy); a later
+    select that repeats or reorders rows copies from where they are."""
+    model = _model()
+    ids = torch.tensor([[3, 4, 5], [0, 6, 7], [8, 9, 10], [0, 0, 11]])
+    mask = (ids != 0).long()
+    pos = (mask.cumsum(1) - 1).clamp_min(0)
+    plain, whole = LeanDecoder(model, capacity=16, use_native=False), LeanDecoder(model, capacity=16)
+    logits = [plain.logits(plain.prefill(ids, mask, pos)[:, -1]), whole.prefill_logits(ids, mask, pos)]
+    nxt = pos[:, -1] + 1
+    cache = whole.k[0]
+    for t, keep in enumerate([None, torch.tensor([0, 2, 3]), None, torch.tensor([2, 2, 0]), None]):
+        assert torch.allclose(logits[0], logits[1], atol=1e-5), f"step {t}"
+        tok = logits[0].argmax(-1)
+        if keep is not None:
+            for d in (plain, whole):
+                d.select(keep)
+            tok, nxt = tok[keep], nxt[keep]
+            if t == 1:
+                assert whole.k[0] is cache and whole.rows.tolist() == [0, 2, 3]  # no copy
+            else:
+                assert whole.rows is None and whole.k[0].shape[0] == 3  # rows 3, 3 and 0 of the first batch
+        logits = [plain.step(tok, nxt), whole.step(tok, nxt)]
+        nxt = nxt + 1
+    assert torch.allclose(logits[0], logits[1], atol=1e-5)

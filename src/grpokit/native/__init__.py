@@ -45,7 +45,7 @@ SIGNATURES = {
                                 ctypes.c_int, _ptr, _ptr, ctypes.c_int]),
     "gk_train_backward": (ctypes.c_int, [_ptr, _i64, _ptr, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _f32, _ptr, _ptr,
                                          _ptr, ctypes.c_int, _ptr, _ptr]),
-    "gk_decode_step": (None, [_ptr, _i64, _i64, _ptr, _ptr, _i64, _ptr, _ptr, ctypes.c_int, _i64, _ptr]),
+    "gk_decode_step": (None, [_ptr, _i64, _i64, _ptr, _ptr, _ptr, _i64, _ptr, _ptr, ctypes.c_int, _i64, _ptr]),
 }
 
 _state: dict[str, object] = {}

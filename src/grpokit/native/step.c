@@ -20,7 +20,7 @@
 typedef struct {
     const gk_model *m;
     const float *input;
-    const int64_t *pos;
+    const int64_t *pos, *rows; /* rows: the cache row of each batch row (NULL: the same) */
     const uint8_t *valid;
     int64_t first, last, width, col;
     float *logits, *scratch;
@@ -56,7 +56,7 @@ static void *step_rows(void *arg) {
         gk_gemm(normed, rows, h, t->w_qkv, nqkv, t->b_qkv, big, 0);
         /* a row's tokens in order: each writes its cache column, then attends up to it */
         for (int64_t r = 0; r < rows; r++) {
-            const int64_t b = job->first + r / w, p = pos[r];
+            const int64_t b = job->rows ? job->rows[job->first + r / w] : job->first + r / w, p = pos[r];
             gk_attend_row(big + r * nqkv, m->cos + p * d, m->sin + p * d, t->k_cache + b * hk * d * cap,
                           t->v_cache + b * hk * cap * d, job->valid + b * cap, hq, hk, d, cap, col + r % w,
                           m->scale, att + r * hq * d, scratch);
@@ -97,19 +97,21 @@ int64_t gk_decode_step_scratch(const gk_model *m, int64_t batch, int64_t width, 
 
 /* `width` tokens per row through the whole model: their input embeddings input
  * [B, width, hidden] at positions pos [B, width] go to cache columns col .. col + width - 1
- * (valid [B, cap] must have the columns of real tokens set) and logits [B, width, vocab]
- * come back. One token per row is a decode step; more is a prefill, or the forward of
+ * (valid [caches, cap] must have the columns of real tokens set) and logits
+ * [B, width, vocab] come back. Batch row b uses cache row rows[b] (rows NULL: row b), so
+ * finished rows can leave the batch without their caches being copied. One token per row is a decode step; more is a prefill, or the forward of
  * known tokens. Rows are split between up to `threads` threads, at least `min_rows`
  * each; scratch holds gk_decode_step_scratch(...) floats. */
 void gk_decode_step(const gk_model *m, int64_t batch, int64_t width, const float *input, const int64_t *pos,
-                    int64_t col, const uint8_t *valid, float *logits, int threads, int64_t min_rows, float *scratch) {
+                    const int64_t *rows, int64_t col, const uint8_t *valid, float *logits, int threads,
+                    int64_t min_rows, float *scratch) {
     const int n = split(batch, threads, min_rows);
     step_job jobs[MAX_THREADS];
     pthread_t helpers[MAX_THREADS];
     int spawned[MAX_THREADS] = {0};
     for (int t = 0; t < n; t++) {
         const int64_t first = batch * t / n, last = batch * (t + 1) / n;
-        jobs[t] = (step_job){m, input, pos, valid, first, last, width, col, logits, scratch};
+        jobs[t] = (step_job){m, input, pos, rows, valid, first, last, width, col, logits, scratch};
         /* each job's share, rounded up to whole blocks so that no two share a cache line */
         scratch += (job_floats(m, last - first, width, col) + LANES - 1) / LANES * LANES;
     }

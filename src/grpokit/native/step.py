@@ -147,18 +147,23 @@ class WholeStep:
         self._caches = (k_caches, v_caches)  # alive while the structs point at them
 
     def __call__(self, tokens: torch.Tensor, pos: torch.Tensor, column: int, valid: torch.Tensor, *,
-                 threads: int, min_rows: int = 1) -> torch.Tensor:
+                 threads: int, min_rows: int = 1, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for tokens [B] or [B, T] (int64) at positions pos of the same shape,
-        cached from `column` on: [B, vocab] or [B, T, vocab]. valid [B, columns] (bool)
-        marks what each row attends to, the new tokens' columns included. A row's
-        tokens attend to each other causally, as in a prefill."""
+        cached from `column` on: [B, vocab] or [B, T, vocab]. valid [caches, columns]
+        (bool) marks what each cache row attends to, the new tokens' columns included. A
+        row's tokens attend to each other causally, as in a prefill. rows [B] (int64): the
+        cache row of each batch row (default: the same one)."""
         if tokens.dtype != torch.int64 or pos.dtype != torch.int64 or valid.dtype != torch.bool:
             raise ValueError("WholeStep: tokens and positions must be int64, valid bool")
         if pos.shape != tokens.shape or tokens.dim() not in (1, 2):
             raise ValueError(f"WholeStep: tokens {tuple(tokens.shape)} and positions {tuple(pos.shape)} must both "
                              f"be [B] or [B, T]")
         width = 1 if tokens.dim() == 1 else tokens.shape[1]
-        if column + width > self.model.cap or valid.shape != (tokens.shape[0], self.model.cap):
+        caches = tokens.shape[0] if rows is None else self._caches[0][0].shape[0]
+        if rows is not None and (rows.dtype != torch.int64 or rows.shape != tokens.shape[:1] or rows.numel() and (
+                int(rows.min()) < 0 or int(rows.max()) >= caches)):
+            raise ValueError(f"WholeStep: rows must be int64 [B] cache rows in [0, {caches})")
+        if column + width > self.model.cap or valid.shape != (caches, self.model.cap):
             raise ValueError(f"WholeStep: columns {column}..{column + width - 1} and valid {tuple(valid.shape)} do "
                              f"not fit caches of {self.model.cap} columns for {tokens.shape[0]} rows")
         # the kernel indexes the rotary tables with these, unchecked
@@ -171,7 +176,8 @@ class WholeStep:
                                                min_rows)
         if self._scratch.numel() < need:  # kept between calls: see gk_decode_step_scratch
             self._scratch = torch.empty(need)
+        rows = None if rows is None else rows.contiguous()
         self.lib.gk_decode_step(ctypes.byref(self.model), tokens.shape[0], width, x.data_ptr(), pos.data_ptr(),
-                                column, valid.data_ptr(), out.data_ptr(), threads, min_rows,
-                                self._scratch.data_ptr())
+                                None if rows is None else rows.data_ptr(), column, valid.data_ptr(), out.data_ptr(),
+                                threads, min_rows, self._scratch.data_ptr())
         return out

@@ -189,6 +189,7 @@ class LeanDecoder:
         cos, sin = self.rotary(probe, positions)  # [1, capacity, D]
         self.cos, self.sin = cos[0].contiguous(), sin[0].contiguous()  # [capacity, D]
         self.whole = None  # the whole step in one C call (native.step), for small models
+        self.rows: torch.Tensor | None = None  # whole step: the cache row of each batch row (None: the same)
         self.threads = available_threads()  # the whole step's (torch may be held to one meanwhile)
         if self.native is not None and whole:
             self.whole = whole_step_weights(self.native, base, self.n_heads, self.n_kv, self.head_dim, self.scale,
@@ -276,6 +277,7 @@ class LeanDecoder:
     def _allocate(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
         """Empty caches for the batch, the prompt's columns marked valid where mask is set."""
         b, p = ids.shape
+        self.rows = None
         if p > self.capacity:
             raise ValueError(f"prompt of {p} tokens exceeds the cache capacity {self.capacity}")
         shape = (b, self.n_kv, self.columns, self.head_dim)
@@ -301,7 +303,7 @@ class LeanDecoder:
         self.valid[:, self.length] = True
         if self.whole is not None:
             logits = self.whole(tokens, pos, self.length, self.valid, threads=self.threads,
-                                min_rows=WHOLE_STEP_MIN_ROWS)
+                                min_rows=WHOLE_STEP_MIN_ROWS, rows=self.rows)
             self.length += 1
             return logits
         self.packs.fit(tokens.shape[0])
@@ -329,6 +331,12 @@ class LeanDecoder:
         return self.logits(native_ops.rms_norm(lib, x[:, -1], self.final_w, self.final_eps))
 
     def select(self, keep: torch.Tensor) -> None:
+        if self.whole is not None and keep.numel() and bool((keep[1:] > keep[:-1]).all()):
+            # Rows only leave: the whole step reads each remaining row's cache where it is.
+            self.rows = keep if self.rows is None else self.rows[keep]
+            return
+        if self.rows is not None:  # copies from where the rows' caches are
+            keep, self.rows = self.rows[keep], None
         if self.native is not None:  # keep the keys' [B, Hk, D, columns] storage
             self.k = [k.transpose(2, 3).index_select(0, keep).transpose(2, 3) for k in self.k]
         else:

@@ -113,6 +113,10 @@ def test_bad_batches_are_refused():
     batch = RolloutBatch(ids, mask, loss, torch.zeros_like(loss), P, [], [], torch.zeros(10, dtype=torch.long),
                          torch.zeros(10, dtype=torch.bool))
     assert not native_applies(model, batch)
+    loss[0, 2] = 0.0
+    ids[0, P] = 45  # past the 45-token vocabulary: refused before the kernel indexes with it
+    with pytest.raises((ValueError, IndexError)):
+        native_logprobs(model, ids, mask, loss, prompt_len=P)
     model.config.attention_dropout = 0.1
     assert native_pass_reason(model) == "dropout"
 

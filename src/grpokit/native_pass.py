@@ -107,6 +107,7 @@ class _Pass:
 
     def __init__(self, lib, base, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor,
                  prompt_len: int, temperature: float, threads: int, keep: bool):
+        self.saved = self.work = None  # pooled buffers, taken last (release() may run after a failed init)
         n, length = input_ids.shape
         dec = base.model
         attn = dec.layers[0].self_attn
@@ -114,8 +115,8 @@ class _Pass:
         heads = cfg.num_attention_heads
         kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
         cos, sin = dec.rotary_emb(torch.zeros(1, 1), torch.arange(length)[None])  # [1, L, D]
-        self.step = whole_step_weights(lib, base, heads, kv_heads, attn.head_dim, attn.scaling, cos[0].contiguous(),
-                                sin[0].contiguous(), backward=keep)
+        self.step = whole_step_weights(lib, base, heads, kv_heads, attn.head_dim, attn.scaling,
+                                       cos[0].contiguous(), sin[0].contiguous(), backward=keep)
         self.keep = keep  # activations kept for a backward
         self.lib, self.base, self.threads = lib, base, threads
         self.n, self.length, self.plen = n, length, prompt_len
@@ -133,6 +134,9 @@ class _Pass:
         # column c predicts token c + 1: its target where that token is scored, else -1
         self.targets = torch.full((n, length), -1, dtype=torch.long)
         self.targets[:, :-1] = torch.where(lmask[:, 1:] > 0, ids[:, 1:], -1)
+        vocab = base.get_output_embeddings().weight.shape[0]
+        if int(self.targets.max()) >= vocab:  # the kernel indexes the logits with these, unchecked
+            raise ValueError(f"native_logprobs: a scored token id is outside the output layer's {vocab} rows")
         # product rows, group after group: the prompt's columns of its first row, then every
         # row's completion columns (indices into the [N * L] embeddings)
         flat = torch.arange(n * length).view(n, length)
@@ -175,6 +179,8 @@ class _Pass:
         return logp, ent
 
     def backward(self, grad_logp: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if self.saved is None:
+            raise RuntimeError("native_logprobs: a pass can be backed through once (retain_graph is not supported)")
         grad_logp = grad_logp.float().contiguous()
         grad_x = torch.empty_like(self.x)
         grads = torch.empty(self.lib.gk_train_grad_floats(ctypes.byref(self.step.model)))

@@ -192,8 +192,8 @@ class LeanDecoder:
         self.rows: torch.Tensor | None = None  # whole step: the cache row of each batch row (None: the same)
         self.threads = available_threads()  # the whole step's (torch may be held to one meanwhile)
         if self.native is not None and whole:
-            self.whole = whole_step_weights(self.native, base, self.n_heads, self.n_kv, self.head_dim, self.scale,
-                                     self.cos, self.sin)
+            self.whole = whole_step_weights(self.native, base, self.n_heads, self.n_kv, self.head_dim,
+                                            self.scale, self.cos, self.sin)
 
     def _layer(self, t: _Layer, kc: torch.Tensor, vc: torch.Tensor, x: torch.Tensor, cos, sin, mask, c0: int,
                prefill: bool, col: torch.Tensor | None = None) -> torch.Tensor:

@@ -99,9 +99,10 @@ int64_t gk_decode_step_scratch(const gk_model *m, int64_t batch, int64_t width, 
  * [B, width, hidden] at positions pos [B, width] go to cache columns col .. col + width - 1
  * (valid [caches, cap] must have the columns of real tokens set) and logits
  * [B, width, vocab] come back. Batch row b uses cache row rows[b] (rows NULL: row b), so
- * finished rows can leave the batch without their caches being copied. One token per row is a decode step; more is a prefill, or the forward of
- * known tokens. Rows are split between up to `threads` threads, at least `min_rows`
- * each; scratch holds gk_decode_step_scratch(...) floats. */
+ * finished rows can leave the batch without their caches being copied. One token per
+ * row is a decode step; more is a prefill, or the forward of known tokens. Rows are
+ * split between up to `threads` threads, at least `min_rows` each; scratch holds
+ * gk_decode_step_scratch(...) floats. */
 void gk_decode_step(const gk_model *m, int64_t batch, int64_t width, const float *input, const int64_t *pos,
                     const int64_t *rows, int64_t col, const uint8_t *valid, float *logits, int threads,
                     int64_t min_rows, float *scratch) {

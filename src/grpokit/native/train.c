@@ -118,7 +118,8 @@ static void copy_columns(const gk_model *m, float *kt, float *vc, int64_t lpad, 
     const int64_t hk = m->hk, d = m->d;
     for (int64_t g = 0; g < hk; g++) {
         for (int64_t i = 0; i < d; i++)
-            memcpy(kt + ((to * hk + g) * d + i) * lpad, kt + ((from * hk + g) * d + i) * lpad, sizeof(float) * (size_t)n);
+            memcpy(kt + ((to * hk + g) * d + i) * lpad, kt + ((from * hk + g) * d + i) * lpad,
+                   sizeof(float) * (size_t)n);
         memcpy(vc + (to * hk + g) * lpad * d, vc + (from * hk + g) * lpad * d, sizeof(float) * (size_t)(n * d));
     }
 }

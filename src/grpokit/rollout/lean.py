@@ -390,9 +390,10 @@ def whole_step_weights(lib, base, heads: int, kv_heads: int, head_dim: int, scal
         layers.append(native_step.LayerWeights(
             ln1=layer.input_layernorm.weight, eps1=layer.input_layernorm.variance_epsilon,
             q=a.q_proj.weight.detach(), k=a.k_proj.weight.detach(), v=a.v_proj.weight.detach(),
-            qkv_bias=cat_bias(a.q_proj, a.k_proj, a.v_proj), o=a.o_proj.weight.detach(), o_bias=_detached(a.o_proj.bias),
-            ln2=layer.post_attention_layernorm.weight, eps2=layer.post_attention_layernorm.variance_epsilon,
-            gate=m.gate_proj.weight.detach(), up=m.up_proj.weight.detach(), gate_up_bias=cat_bias(m.gate_proj, m.up_proj),
+            qkv_bias=cat_bias(a.q_proj, a.k_proj, a.v_proj), o=a.o_proj.weight.detach(),
+            o_bias=_detached(a.o_proj.bias), ln2=layer.post_attention_layernorm.weight,
+            eps2=layer.post_attention_layernorm.variance_epsilon, gate=m.gate_proj.weight.detach(),
+            up=m.up_proj.weight.detach(), gate_up_bias=cat_bias(m.gate_proj, m.up_proj),
             down=m.down_proj.weight.detach(), down_bias=_detached(m.down_proj.bias)))
     return native_step.WholeStep(lib, layers, embed=dec.embed_tokens, final_w=dec.norm.weight,
                                  final_eps=dec.norm.variance_epsilon, head=head.weight.detach(),

@@ -12,6 +12,7 @@ from grpokit import native
 from grpokit.native import ops
 from grpokit.rollout.generate import generate
 from grpokit.rollout.lean import LeanDecoder, _rotate
+from test_native_step import _model  # a small Qwen2 whose rows finish at different steps
 
 LIB = native.library()
 pytestmark = pytest.mark.skipif(LIB is None, reason="no C compiler: the decode step keeps torch's ops")
@@ -117,23 +118,9 @@ def test_softmax_exp_is_accurate_over_the_float_range():
     assert abs(out[0, 0, 1].item() - (p * scores.double()).sum().item()) < 1e-5
 
 
-def _model(hidden: int, heads: int, kv: int, seed: int = 0):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    cfg = Qwen2Config(vocab_size=61, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads,
-                      num_key_value_heads=kv, intermediate_size=96, max_position_embeddings=128,
-                      tie_word_embeddings=False, pad_token_id=0, eos_token_id=1, bos_token_id=1)
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(cfg).eval()
-    with torch.no_grad():  # rows finish at different steps, so the cache drops rows mid-way
-        model.lm_head.weight[1] *= 0
-        model.lm_head.weight[1] += model.lm_head.weight[2:].mean(0)
-    return model
-
-
 @pytest.mark.parametrize("hidden,heads,kv", [(64, 4, 2), (128, 4, 4)])
 def test_native_sampling_equals_transformers_forward(hidden, heads, kv):
-    model = _model(hidden, heads, kv)
+    model = _model(hidden=hidden, heads=heads, kv=kv)
     assert LeanDecoder(model, capacity=8).native is not None
     assert LeanDecoder(model, capacity=8, use_native=False).native is None
     g = torch.Generator().manual_seed(0)
@@ -151,7 +138,7 @@ def test_native_step_logits_equal_the_torch_step():
     """Step by step, the native step's logits (kernels between torch's products; the whole
     step in C is tests/test_native_step.py's) equal the lean torch step's, before and
     after rows are dropped; capacity 20 is stored as 32 columns."""
-    model = _model(64, 4, 2)
+    model = _model(hidden=64, heads=4, kv=2)
     ids = torch.tensor([[0, 5, 6], [7, 8, 9], [0, 0, 4]])
     mask = (ids != 0).long()
     pos = (mask.cumsum(1) - 1).clamp_min(0)

@@ -1,4 +1,4 @@
-"""grpokit's C kernels (decode.c, step.c), compiled with the machine's C compiler at first use.
+"""grpokit's C kernels (decode.c, products.c, step.c, train.c), compiled with the machine's C compiler at first use.
 
 The shared library is built once per source text, compiler and CPU into
 $GRPOKIT_CACHE (default ~/.cache/grpokit/native) and loaded with ctypes; it needs no

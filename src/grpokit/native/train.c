@@ -454,12 +454,17 @@ static int plan(const int64_t *first, int64_t groups, int threads, int64_t *boun
     return n;
 }
 
-static int64_t thread_heads(const int64_t *first, int64_t g0, int64_t g1, int64_t length) {
-    return (first[g1] - first[g0]) * length;
+/* Floats of work space of the thread taking groups g0 .. g1 - 1: work_floats for its
+ * product rows and head rows (rows x length), and two int64 index arrays of rows x length.
+ * Its own parameter gradients (gk_train_grad_floats) come after it. */
+static int64_t job_work(const gk_model *m, const int64_t *first, int64_t g0, int64_t g1, int64_t plen,
+                        int64_t length, int64_t lpad) {
+    const int64_t rows = first[g1] - first[g0];
+    return work_floats(m, cols_of(first, g0, g1, plen, length), rows, rows * length, lpad) + 4 * rows * length;
 }
 
 /* Floats of saved activations and of work space gk_train_forward/backward need for
- * these arguments (the work space also holds some int64 index arrays). */
+ * these arguments. */
 int64_t gk_train_saved_floats(const gk_model *m, int64_t groups, const int64_t *first, int64_t plen,
                               int64_t length, int threads, int keep) {
     int64_t bounds[MAX_THREADS + 1], total = 0;
@@ -476,20 +481,9 @@ int64_t gk_train_work_floats(const gk_model *m, int64_t groups, const int64_t *f
     int64_t bounds[MAX_THREADS + 1], total = 0;
     const int n = plan(first, groups, threads, bounds);
     const int64_t lp = (length + LANES - 1) / LANES * LANES;
-    for (int t = 0; t < n; t++) {
-        const int64_t rows = first[bounds[t + 1]] - first[bounds[t]];
-        total += work_floats(m, cols_of(first, bounds[t], bounds[t + 1], plen, length), rows,
-                             thread_heads(first, bounds[t], bounds[t + 1], length), lp) +
-                 4 * rows * length + gk_train_grad_floats(m); /* two int64 index arrays, gradients */
-    }
+    for (int t = 0; t < n; t++)
+        total += job_work(m, first, bounds[t], bounds[t + 1], plen, length, lp) + gk_train_grad_floats(m);
     return total;
-}
-
-/* Floats of a job's work space before its gradient buffer. */
-static int64_t work_floats_of(const train_job *job) {
-    const int64_t rows = job->first[job->g1] - job->first[job->g0];
-    return work_floats(job->m, cols_of(job->first, job->g0, job->g1, job->plen, job->length), rows,
-                       thread_heads(job->first, job->g0, job->g1, job->length), job->lpad) + 4 * rows * job->length;
 }
 
 static int run(train_job *jobs, int n, void *(*fn)(void *)) {
@@ -518,12 +512,14 @@ static int make_jobs(train_job *jobs, const gk_model *m, int64_t groups, const i
     for (int t = 0; t < n; t++) {
         const int64_t g0 = bounds[t], g1 = bounds[t + 1], rows = first[g1] - first[g0];
         const int64_t cols = cols_of(first, g0, g1, plen, length);
+        const int64_t own = job_work(m, first, g0, g1, plen, length, lp);
+        /* grads: the thread's own gradients, after its work space (thread 0's become the
+         * caller's buffer in gk_train_backward) */
         jobs[t] = (train_job){m, g0, g1, first, plen, length, lp, input + start * m->hidden, pos, valid, targets,
-                              1.0f / temperature, NULL, NULL, NULL, NULL, NULL, saved, work, keep};
+                              1.0f / temperature, NULL, NULL, NULL, NULL, work + own, saved, work, keep};
         start += cols;
         saved += saved_floats(m, cols, rows, lp, keep);
-        work += work_floats(m, cols, rows, thread_heads(first, g0, g1, length), lp) + 4 * rows * length +
-                gk_train_grad_floats(m);
+        work += own + gk_train_grad_floats(m);
     }
     return n;
 }
@@ -558,9 +554,8 @@ int gk_train_backward(const gk_model *m, int64_t groups, const int64_t *first, i
     for (int t = 0; t < n; t++) {
         jobs[t].grad_logp = grad_logp;
         jobs[t].grad_input = grad_input + (jobs[t].input - input);
-        /* the other threads' gradients go after their work space (see gk_train_work_floats) */
-        jobs[t].grads = t == 0 ? grads : jobs[t].work + work_floats_of(&jobs[t]);
     }
+    jobs[0].grads = grads;
     const int used = run(jobs, n, backward_rows);
     if (used < 0) return -1;
     const int64_t per = gk_train_grad_floats(m);

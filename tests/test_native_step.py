@@ -3,6 +3,7 @@ products, the panel layouts, and logits equal to the lean torch step's."""
 from __future__ import annotations
 
 import ctypes
+import platform
 
 import pytest
 import torch
@@ -60,8 +61,8 @@ def test_product_literal_values():
 
 @pytest.mark.parametrize("rows,k,n", [(1, 16, 16), (7, 200, 80), (37, 384, 272)])
 def test_product_equals_torch(rows, k, n):
-    """Row tails (rows % 4), a depth over K_CHUNK (summed a chunk at a time) and panels of
-    every width."""
+    """Row tails (rows not a multiple of the 4- or 6-row register tile), a depth over
+    K_CHUNK (summed a chunk at a time) and panels of every width."""
     g = torch.Generator().manual_seed(rows)
     x, w_t, b, y = torch.randn(rows, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g), \
         torch.randn(rows, n, generator=g)
@@ -82,6 +83,45 @@ def test_gradient_product_literal_values_and_torch():
     dy, x = torch.randn(300, 77, generator=g), torch.randn(300, 208, generator=g)  # rows over R_CHUNK, n % 4 != 0
     dw = torch.zeros(77, 208)
     LIB.gk_gemm_grad(dy.data_ptr(), x.data_ptr(), 300, 77, 208, dw.data_ptr(), None)
+    assert torch.allclose(dw, dy.t() @ x, atol=1e-3)
+
+
+def _cpu_flags() -> set[str]:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+# -march level, the CPU flag it needs, and the register tile products.c picks for it
+ISAS = [("x86-64", "sse2", "4 floats, 16 registers"), ("x86-64-v3", "avx2", "8 floats, 16 registers"),
+        ("x86-64-v4", "avx512f", "16 floats, 32 registers")]
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86 instruction set levels")
+@pytest.mark.parametrize("march,needs,_tile", ISAS)
+def test_products_on_every_x86_vector_width(tmp_path, march, needs, _tile):
+    """The products' register tile depends on the instruction set the library is built
+    for; each level builds, and each one this CPU can run computes the same products."""
+    flags = [f if f != "-march=native" else f"-march={march}" for f in native.FLAGS]
+    target = tmp_path / f"gk_{march}.so"
+    native.build(native._compiler(), target, flags)
+    if needs not in _cpu_flags():
+        pytest.skip(f"built; this CPU lacks {needs} to run it")
+    lib = ctypes.CDLL(str(target))
+    g = torch.Generator().manual_seed(1)
+    for rows, k, n in [(37, 384, 272), (5, 16, 48)]:
+        x, w_t, b = torch.randn(rows, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g)
+        w, y = _panels(LIB, [w_t]), torch.zeros(rows, n)
+        lib.gk_gemm(ctypes.c_void_p(x.data_ptr()), ctypes.c_int64(rows), ctypes.c_int64(k),
+                    ctypes.c_void_p(w.data_ptr()), ctypes.c_int64(n), ctypes.c_void_p(b.data_ptr()),
+                    ctypes.c_void_p(y.data_ptr()), ctypes.c_int(0))
+        assert torch.allclose(y, x @ w_t.t() + b, atol=1e-4)
+    dy, x = torch.randn(300, 77, generator=g), torch.randn(300, 208, generator=g)
+    dw = torch.zeros(77, 208)
+    lib.gk_gemm_grad.restype = ctypes.c_int
+    assert lib.gk_gemm_grad(ctypes.c_void_p(dy.data_ptr()), ctypes.c_void_p(x.data_ptr()), ctypes.c_int64(300),
+                            ctypes.c_int64(77), ctypes.c_int64(208), ctypes.c_void_p(dw.data_ptr()), None) == 0
     assert torch.allclose(dw, dy.t() @ x, atol=1e-3)
 
 

@@ -77,14 +77,15 @@ def cache_dir() -> Path:
     return Path(root) / "native"
 
 
-def build(cc: str, target: Path) -> None:
+def build(cc: str, target: Path, flags: list[str] = FLAGS) -> None:
     """Compile the sources into `target`, atomically: a concurrent build of the same key
-    writes its own temporary file and the last rename wins with identical bytes."""
+    writes its own temporary file and the last rename wins with identical bytes. Other
+    `flags` build for another instruction set (the tests build each x86 one they can run)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES), "-lm"], capture_output=True, text=True)
+        proc = subprocess.run([cc, *flags, "-o", tmp, *map(str, SOURCES), "-lm"], capture_output=True, text=True)
         if proc.returncode != 0:
             names = ", ".join(s.name for s in SOURCES)
             raise RuntimeError(f"{cc} failed on {names} in {HERE} (exit {proc.returncode}):\n{proc.stderr.strip()}")

@@ -70,7 +70,7 @@ void gk_attend_row(const float *qkv, const float *c, const float *s, float *kt_r
         for (int64_t r = 0; r < rep; r++) {
             const float *qh = q + (g * rep + r) * d;
             /* one block of columns at a time, its sums in one vector register */
-            for (int64_t j0 = 0; j0 < padded; j0 += LANES) {
+            for (int64_t j0 = 0; j0 < padded; j0 += VW) {
                 vfloat acc = {0};
                 for (int64_t i = 0; i < d; i++) acc += qh[i] * vload(kg + i * cap + j0);
                 vstore(scores + j0, acc);
@@ -79,7 +79,7 @@ void gk_attend_row(const float *qkv, const float *c, const float *s, float *kt_r
             float *o = out + (g * rep + r) * d;
             /* no valid column (a padding position of a prefill): zeros, not 0/0 */
             const float inv = total > 0.0f ? 1.0f / total : 0.0f;
-            for (int64_t i0 = 0; i0 < d; i0 += LANES) {
+            for (int64_t i0 = 0; i0 < d; i0 += VW) {
                 vfloat acc = {0};
                 for (int64_t j = 0; j < span; j++) acc += scores[j] * vload(vg + j * d + i0);
                 vstore(o + i0, acc * inv);

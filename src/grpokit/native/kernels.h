@@ -9,17 +9,38 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Floats per block (one AVX-512 register, two AVX2 ones). grpokit.native passes it
- * (-DLANES), so the Python side's block size and this one are the same number. */
+/* Floats per block: the unit of every padded layout (head dims, cache columns, panel
+ * widths). grpokit.native passes it (-DLANES), so the Python side's block size and this
+ * one are the same number. */
 #ifndef LANES
 #error "build through grpokit.native, which passes -DLANES"
 #endif
 
-/* GCC/clang vector types of LANES floats: the compiler maps them onto the machine's
- * registers (one AVX-512 register, two AVX2 ones, or scalar code elsewhere). Used where
- * the auto-vectoriser gives up (masked softmax blocks). */
-typedef float vfloat __attribute__((vector_size(4 * LANES)));
-typedef int32_t vint __attribute__((vector_size(4 * LANES)));
+/* Floats per vector register (VW) and the number of vector registers (VREGS) of the
+ * instruction set this is compiled for (-march=native). Vector types wider than the
+ * registers are not an option: GCC keeps arrays of them on the stack, and the products
+ * ran at 3.5 GFLOP/s on an AVX2 machine with 64-byte vectors. */
+#if defined(__AVX512F__)
+#define VW 16
+#define VREGS 32
+#elif defined(__AVX__)
+#define VW 8
+#define VREGS 16
+#elif defined(__aarch64__)
+#define VW 4
+#define VREGS 32
+#else
+#define VW 4
+#define VREGS 16
+#endif
+#if LANES % VW
+#error "LANES must be a multiple of the vector width"
+#endif
+
+/* GCC/clang vector types of one register. Used where the auto-vectoriser gives up
+ * (register tiles of the products, masked softmax blocks). */
+typedef float vfloat __attribute__((vector_size(4 * VW)));
+typedef int32_t vint __attribute__((vector_size(4 * VW)));
 
 static inline vfloat vload(const float *p) { vfloat v; memcpy(&v, p, sizeof v); return v; }
 static inline void vstore(float *p, vfloat v) { memcpy(p, &v, sizeof v); }
@@ -28,7 +49,7 @@ static inline vfloat vselect(vint m, vfloat a, vfloat b) { return (vfloat)(((vin
 /* lanes whose flag is set and whose index (from `first`) is below `end` */
 static inline vint vmask(const uint8_t *ok, int64_t first, int64_t end) {
     vint m;
-    for (int l = 0; l < LANES; l++) m[l] = ok[l] && first + l < end ? -1 : 0;
+    for (int l = 0; l < VW; l++) m[l] = ok[l] && first + l < end ? -1 : 0;
     return m;
 }
 
@@ -70,21 +91,21 @@ static inline float masked_exp(float *s, const uint8_t *ok, int64_t n, float sca
     const int64_t padded = (n + LANES - 1) / LANES * LANES;
     const vfloat none = (vfloat){0} - INFINITY, zero = {0};
     vfloat best = none;
-    for (int64_t j = 0; j < padded; j += LANES) {
+    for (int64_t j = 0; j < padded; j += VW) {
         const vfloat v = vselect(vmask(ok + j, j, n), vload(s + j) * scale, none);
         vstore(s + j, v);
         best = vselect(v > best, v, best);
     }
     float top = -INFINITY;
-    for (int l = 0; l < LANES; l++) top = best[l] > top ? best[l] : top;
+    for (int l = 0; l < VW; l++) top = best[l] > top ? best[l] : top;
     vfloat total = zero;
-    for (int64_t j = 0; j < padded; j += LANES) {
+    for (int64_t j = 0; j < padded; j += VW) {
         const vfloat p = vselect(vmask(ok + j, j, n), vexp_nonpos(vload(s + j) - top), zero);
         vstore(s + j, p);
         total += p;
     }
     float sum = 0.0f;
-    for (int l = 0; l < LANES; l++) sum += total[l];
+    for (int l = 0; l < VW; l++) sum += total[l];
     return sum;
 }
 

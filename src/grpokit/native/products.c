@@ -16,19 +16,39 @@
  * 256 KiB and each 4-row tile streamed it from L2 again. */
 #define K_CHUNK 128
 
-/* One tile of y[r, :n] (+)= x[r, :] w for up to 4 rows and one panel, over the rows
- * i0 .. i0 + kk - 1 of w: the sum over them is formed first, then bias (when given) and
- * y (when add) are added, the order of torch's addmm. 16 accumulators in registers. */
+/* The register tile: TR rows by TV vectors of columns, TR TV accumulators with TV weight
+ * vectors and a broadcast beside them, sized to the instruction set's register file. */
+#if VREGS >= 32
+#define TR 4
+#define TV 4
+#else
+#define TR 6
+#define TV 2
+#endif
+#define TW (TV * VW) /* columns per tile */
+
+/* `case m: CALL(m)` for m = 1 .. TR: the number of rows of a tile is a compile-time
+ * constant in each case, so its accumulators stay in registers. */
+#if TR == 6
+#define MORE_ROW_CASES(CALL) case 5: CALL(5); break; case 6: CALL(6); break;
+#else
+#define MORE_ROW_CASES(CALL)
+#endif
+#define ROW_CASES(CALL) case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break; \
+                        case 4: CALL(4); break; MORE_ROW_CASES(CALL)
+
+/* One tile of y[r, :nv VW] (+)= x[r, :] w for mr rows, over the rows i0 .. i0 + kk - 1 of
+ * w (row stride wp, the panel's width): the sum over them is formed first, then bias
+ * (when given) and y (when add) are added, the order of torch's addmm. */
 static inline __attribute__((always_inline)) void tile(const int mr, const int nv, const float *x, int64_t ldx,
-                                                       int64_t kk, const float *w, int64_t n, const float *bias,
-                                                       float *y, int add) {
-    const int64_t wp = nv * LANES; /* the panel's width */
-    vfloat acc[4][4];
+                                                       int64_t kk, const float *w, int64_t wp, int64_t n,
+                                                       const float *bias, float *y, int add) {
+    vfloat acc[TR][TV];
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < nv; j++) acc[r][j] = (vfloat){0};
     for (int64_t i = 0; i < kk; i++) {
-        vfloat wv[4];
-        for (int j = 0; j < nv; j++) wv[j] = vload(w + i * wp + j * LANES);
+        vfloat wv[TV];
+        for (int j = 0; j < nv; j++) wv[j] = vload(w + i * wp + j * VW);
         for (int r = 0; r < mr; r++) {
             const float xv = x[r * ldx + i];
             for (int j = 0; j < nv; j++) acc[r][j] += xv * wv[j];
@@ -37,41 +57,40 @@ static inline __attribute__((always_inline)) void tile(const int mr, const int n
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < nv; j++) {
             vfloat v = acc[r][j];
-            if (bias) v += vload(bias + j * LANES);
-            if (add) v += vload(y + r * n + j * LANES);
-            vstore(y + r * n + j * LANES, v);
+            if (bias) v += vload(bias + j * VW);
+            if (add) v += vload(y + r * n + j * VW);
+            vstore(y + r * n + j * VW, v);
         }
 }
 
-#define TILE_ROWS(mr)                                                                         \
-    switch (nv) {                                                                             \
-    case 4: tile(mr, 4, xr, k, kk, wk, n, bk, yc, add); break;                                \
-    case 3: tile(mr, 3, xr, k, kk, wk, n, bk, yc, add); break;                                \
-    case 2: tile(mr, 2, xr, k, kk, wk, n, bk, yc, add); break;                                \
-    default: tile(mr, 1, xr, k, kk, wk, n, bk, yc, add); break;                               \
-    }
+#define FULL_TILE(mr) tile(mr, TV, xr, k, kk, ws, width, n, bs, yc, add)
+#define ONE_VECTOR(mr) tile(mr, 1, xr, k, kk, ws, width, n, bs, yc, add)
 
 /* y[r, :n] = x[r, :k] w (+ bias) (+ y[r, :n] when accumulate) for r < rows; w is [k, n]
  * in panels, n a multiple of LANES; x and y have row strides k and n. Products deeper
- * than K_CHUNK are summed a chunk at a time into y. */
+ * than K_CHUNK are summed a chunk at a time into y. A panel narrower than a whole tile
+ * (the last one of a product) takes one vector of columns at a time. */
 void gk_gemm(const float *x, int64_t rows, int64_t k, const float *w, int64_t n, const float *bias, float *y,
              int accumulate) {
     for (int64_t c = 0; c < n; c += PANEL) {
-        const int nv = (int)((n - c) / LANES < 4 ? (n - c) / LANES : 4);
+        const int64_t width = n - c < PANEL ? n - c : PANEL;
         for (int64_t i0 = 0; i0 < k; i0 += K_CHUNK) {
             const int64_t kk = k - i0 < K_CHUNK ? k - i0 : K_CHUNK;
-            const float *wk = w + c * k + i0 * nv * LANES;
-            const float *bk = bias && i0 + kk >= k ? bias + c : NULL; /* with the last chunk */
             const int add = accumulate || i0 > 0;
-            for (int64_t r = 0; r < rows; r += 4) {
-                const float *xr = x + r * k + i0;
-                float *yc = y + r * n + c;
-                switch (rows - r < 4 ? rows - r : 4) {
-                case 4: TILE_ROWS(4); break;
-                case 3: TILE_ROWS(3); break;
-                case 2: TILE_ROWS(2); break;
-                default: TILE_ROWS(1); break;
+            const int last = i0 + kk >= k; /* the bias goes in with the last chunk */
+            for (int64_t s = 0; s < width;) {
+                const int full = width - s >= TW;
+                const float *ws = w + c * k + i0 * width + s, *bs = bias && last ? bias + c + s : NULL;
+                for (int64_t r = 0; r < rows; r += TR) {
+                    const float *xr = x + r * k + i0;
+                    float *yc = y + r * n + c + s;
+                    if (full) {
+                        switch (rows - r < TR ? rows - r : TR) { ROW_CASES(FULL_TILE) }
+                    } else {
+                        switch (rows - r < TR ? rows - r : TR) { ROW_CASES(ONE_VECTOR) }
+                    }
                 }
+                s += full ? TW : VW;
             }
         }
     }
@@ -121,7 +140,7 @@ void gk_swiglu_rows(const float *gu, float *out, int64_t rows, int64_t inter) {
     const vfloat zero = {0}, one = zero + 1.0f;
     for (int64_t r = 0; r < rows; r++) {
         const float *g = gu + r * 2 * inter, *u = g + inter;
-        for (int64_t i = 0; i < inter; i += LANES) {
+        for (int64_t i = 0; i < inter; i += VW) {
             const vfloat gv = vload(g + i);
             const vint neg = gv < zero;
             const vfloat e = vexp_nonpos(vselect(neg, gv, zero - gv));
@@ -132,32 +151,29 @@ void gk_swiglu_rows(const float *gu, float *out, int64_t rows, int64_t inter) {
 }
 
 
-/* dw[o, :wp] += sum_r dy[r, o] x[r, :wp] for up to 4 o, from packed chunks: dyp [rows, 4]
- * (the 4 o's values of a row side by side) and xp [rows, nv LANES]. */
+/* dw[o, :nv VW] += sum_r dy[r, o] x[r, :nv VW] for mo <= TR outputs o, from packed
+ * chunks: dyp [rows, TR] (the outputs' values of a row side by side) and xp (row stride
+ * xs). The same register tile as the forward's, with outputs in the place of rows. */
 static inline __attribute__((always_inline)) void grad_tile(const int mo, const int nv, const float *dyp,
-                                                            int64_t rows, const float *xp, float *dw, int64_t k) {
-    vfloat acc[4][4];
+                                                            int64_t rows, const float *xp, int64_t xs, float *dw,
+                                                            int64_t k) {
+    vfloat acc[TR][TV];
     for (int o = 0; o < mo; o++)
         for (int j = 0; j < nv; j++) acc[o][j] = (vfloat){0};
     for (int64_t r = 0; r < rows; r++) {
-        vfloat xv[4];
-        for (int j = 0; j < nv; j++) xv[j] = vload(xp + (r * nv + j) * LANES);
+        vfloat xv[TV];
+        for (int j = 0; j < nv; j++) xv[j] = vload(xp + r * xs + j * VW);
         for (int o = 0; o < mo; o++) {
-            const float s = dyp[r * 4 + o];
+            const float s = dyp[r * TR + o];
             for (int j = 0; j < nv; j++) acc[o][j] += s * xv[j];
         }
     }
     for (int o = 0; o < mo; o++)
-        for (int j = 0; j < nv; j++) vstore(dw + o * k + j * LANES, vload(dw + o * k + j * LANES) + acc[o][j]);
+        for (int j = 0; j < nv; j++) vstore(dw + o * k + j * VW, vload(dw + o * k + j * VW) + acc[o][j]);
 }
 
-#define GRAD_TILE(mo)                                                                         \
-    switch (nv) {                                                                             \
-    case 4: grad_tile(mo, 4, dyp + o * rr, rr, xp, dw + o * k + i, k); break;                 \
-    case 3: grad_tile(mo, 3, dyp + o * rr, rr, xp, dw + o * k + i, k); break;                 \
-    case 2: grad_tile(mo, 2, dyp + o * rr, rr, xp, dw + o * k + i, k); break;                 \
-    default: grad_tile(mo, 1, dyp + o * rr, rr, xp, dw + o * k + i, k); break;                \
-    }
+#define FULL_GRAD(mo) grad_tile(mo, TV, dyp + o * rr, rr, xp + s, width, dw + o * k + i + s, k)
+#define ONE_GRAD(mo) grad_tile(mo, 1, dyp + o * rr, rr, xp + s, width, dw + o * k + i + s, k)
 
 /* Rows of dy and x taken per pass. Both are copied into packed chunks first: read in
  * place, a row stride of a few KiB puts every row of a chunk in the same few L1 sets. */
@@ -168,8 +184,8 @@ static inline __attribute__((always_inline)) void grad_tile(const int mo, const 
  * dy is [rows, n] and x [rows, k]; k a multiple of LANES. Returns -1 when no memory
  * for the packed chunk of dy could be had, else 0. */
 int gk_gemm_grad(const float *dy, const float *x, int64_t rows, int64_t n, int64_t k, float *dw, float *db) {
-    const int64_t n4 = (n + 3) / 4 * 4;
-    float *dyp = malloc(sizeof(float) * (size_t)(R_CHUNK * n4));
+    const int64_t nt = (n + TR - 1) / TR * TR;
+    float *dyp = malloc(sizeof(float) * (size_t)(R_CHUNK * nt));
     float *xp = malloc(sizeof(float) * (size_t)(R_CHUNK * PANEL));
     if (!dyp || !xp) {
         free(dyp);
@@ -178,20 +194,24 @@ int gk_gemm_grad(const float *dy, const float *x, int64_t rows, int64_t n, int64
     }
     for (int64_t r0 = 0; r0 < rows; r0 += R_CHUNK) {
         const int64_t rr = rows - r0 < R_CHUNK ? rows - r0 : R_CHUNK;
-        /* dyp[o / 4][r][o % 4]: block o / 4 starts at (o / 4) * 4 * rr = o * rr */
+        /* dyp[o / TR][r][o % TR]: block o / TR starts at (o / TR) TR rr = o rr for o a multiple of TR */
         for (int64_t r = 0; r < rr; r++)
-            for (int64_t o = 0; o < n4; o++) dyp[(o / 4 * rr + r) * 4 + o % 4] = o < n ? dy[(r0 + r) * n + o] : 0.0f;
+            for (int64_t o = 0; o < nt; o++)
+                dyp[(o / TR * rr + r) * TR + o % TR] = o < n ? dy[(r0 + r) * n + o] : 0.0f;
         for (int64_t i = 0; i < k; i += PANEL) {
-            const int nv = (int)((k - i) / LANES < 4 ? (k - i) / LANES : 4);
+            const int64_t width = k - i < PANEL ? k - i : PANEL;
             for (int64_t r = 0; r < rr; r++)
-                memcpy(xp + r * nv * LANES, x + (r0 + r) * k + i, sizeof(float) * (size_t)(nv * LANES));
-            for (int64_t o = 0; o < n; o += 4) {
-                switch (n - o < 4 ? n - o : 4) {
-                case 4: GRAD_TILE(4); break;
-                case 3: GRAD_TILE(3); break;
-                case 2: GRAD_TILE(2); break;
-                default: GRAD_TILE(1); break;
+                memcpy(xp + r * width, x + (r0 + r) * k + i, sizeof(float) * (size_t)width);
+            for (int64_t s = 0; s < width;) {
+                const int full = width - s >= TW;
+                for (int64_t o = 0; o < n; o += TR) {
+                    if (full) {
+                        switch (n - o < TR ? n - o : TR) { ROW_CASES(FULL_GRAD) }
+                    } else {
+                        switch (n - o < TR ? n - o : TR) { ROW_CASES(ONE_GRAD) }
+                    }
                 }
+                s += full ? TW : VW;
             }
         }
     }

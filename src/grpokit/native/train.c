@@ -224,7 +224,7 @@ static void swiglu_backward(const float *da, const float *gu, float *dgu, int64_
     for (int64_t r = 0; r < rows; r++) {
         const float *g = gu + r * 2 * inter, *u = g + inter, *a = da + r * inter;
         float *dg = dgu + r * 2 * inter, *du = dg + inter;
-        for (int64_t i = 0; i < inter; i += LANES) {
+        for (int64_t i = 0; i < inter; i += VW) {
             const vfloat gv = vload(g + i), av = vload(a + i);
             const vint neg = gv < zero;
             const vfloat e = vexp_nonpos(vselect(neg, gv, zero - gv));
@@ -270,7 +270,7 @@ static void attention_backward(const gk_model *m, const train_job *job, const fl
             const int64_t g = h / rep;
             const float *qh = q + h * d, *kg = kt + g * d * lp, *vg = vt + g * d * lp, *go = grow + h * d;
             /* the forward's scores, then d loss / d p_j = go . v_j, a block of columns at a time */
-            for (int64_t j0 = 0; j0 < padded; j0 += LANES) {
+            for (int64_t j0 = 0; j0 < padded; j0 += VW) {
                 vfloat acc = {0}, accv = {0};
                 for (int64_t i = 0; i < d; i++) {
                     acc += qh[i] * vload(kg + i * lp + j0);
@@ -286,23 +286,23 @@ static void attention_backward(const gk_model *m, const train_job *job, const fl
             }
             const float inv = 1.0f / total;
             vfloat pdv = {0};
-            for (int64_t j0 = 0; j0 < padded; j0 += LANES) {
+            for (int64_t j0 = 0; j0 < padded; j0 += VW) {
                 const vfloat pj = vload(p + j0) * inv;
                 vstore(p + j0, pj);
                 pdv += pj * vload(dp + j0);
             }
             float pd = 0.0f;
-            for (int l = 0; l < LANES; l++) pd += pdv[l];
+            for (int l = 0; l < VW; l++) pd += pdv[l];
             /* dp <- d loss / d score (scale included); zero wherever p is */
-            for (int64_t j0 = 0; j0 < padded; j0 += LANES)
+            for (int64_t j0 = 0; j0 < padded; j0 += VW)
                 vstore(dp + j0, vload(p + j0) * (vload(dp + j0) - pd) * m->scale);
-            for (int64_t i0 = 0; i0 < d; i0 += LANES) vstore(dq + i0, (vfloat){0});
+            for (int64_t i0 = 0; i0 < d; i0 += VW) vstore(dq + i0, (vfloat){0});
             for (int64_t j = 0; j <= c; j++) {
                 if (p[j] == 0.0f) continue;
                 const float ds = dp[j], pj = p[j];
                 const float *kj = kn + (g * lp + j) * d;
                 float *dkj = dk + (g * lp + j) * d, *dvj = dv + (g * lp + j) * d;
-                for (int64_t i0 = 0; i0 < d; i0 += LANES) {
+                for (int64_t i0 = 0; i0 < d; i0 += VW) {
                     vstore(dq + i0, vload(dq + i0) + ds * vload(kj + i0));
                     vstore(dkj + i0, vload(dkj + i0) + ds * vload(qh + i0));
                     vstore(dvj + i0, vload(dvj + i0) + pj * vload(go + i0));

@@ -121,6 +121,19 @@ def test_bad_batches_are_refused():
     assert native_pass_reason(model) == "dropout"
 
 
+def test_training_passes_stop_at_their_own_size_bound(monkeypatch):
+    """Sampling takes the C step up to WHOLE_STEP_MAX_BYTES; the training passes only up
+    to the smaller NATIVE_PASS_MAX_BYTES."""
+    from grpokit import native_pass
+    from grpokit.rollout.lean import WHOLE_STEP_MAX_BYTES, whole_step_reason
+
+    assert native_pass.NATIVE_PASS_MAX_BYTES < WHOLE_STEP_MAX_BYTES
+    model = _model()
+    monkeypatch.setattr(native_pass, "NATIVE_PASS_MAX_BYTES", 1000)
+    assert whole_step_reason(model) is None
+    assert "MiB of weights" in native_pass_reason(model)
+
+
 def _rollout():
     ids, mask, loss = _batch(1)
     return RolloutBatch(ids, mask, loss, torch.zeros_like(loss), P, [], [], torch.zeros(10, dtype=torch.long),

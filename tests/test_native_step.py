@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from grpokit import native
-from grpokit.native.step import PANEL, _panels, _row_panels
+from grpokit.native.step import _panels, _row_panels
 from grpokit.rollout import stepper as stepper_mod
 from grpokit.rollout.generate import generate
 from grpokit.rollout.lean import WHOLE_STEP_MAX_BYTES, LeanDecoder, whole_step_reason
@@ -17,6 +17,7 @@ from grpokit.rollout.threads import available_threads, intra_op_threads, park_op
 
 LIB = native.library()
 pytestmark = pytest.mark.skipif(LIB is None, reason="no C compiler: the decode step keeps torch's ops")
+PANEL = LIB.gk_panel_width() if LIB else 0  # the register tile's width: 64 columns on AVX-512, 16 on AVX2
 
 
 def _model(arch: str = "qwen2", *, hidden: int = 64, heads: int = 4, kv: int = 2, inter: int = 96,
@@ -47,7 +48,7 @@ def _gemm(x, w_t, bias=None, y=None):
 def test_product_literal_values():
     """x [[1, 2]] times w = [[1, 0, ...], [0, 1, ...]] scaled per column, plus a bias and
     plus y: every column is checked by hand."""
-    n = 2 * PANEL + 16  # two whole panels and a narrower one
+    n = 2 * PANEL + 16  # two whole panels and 16 columns more (a narrower panel on AVX-512)
     w_t = torch.zeros(n, 2)  # nn.Linear layout [out, in]
     w_t[:, 0] = torch.arange(n)  # column j: 1 * j + 2 * 0.5
     w_t[:, 1] = 0.5
@@ -94,8 +95,9 @@ def _cpu_flags() -> set[str]:
 
 
 # -march level, the CPU flag it needs, and the register tile products.c picks for it
-ISAS = [("x86-64", "sse2", "4 floats, 16 registers"), ("x86-64-v3", "avx2", "8 floats, 16 registers"),
-        ("x86-64-v4", "avx512f", "16 floats, 32 registers")]
+ISAS = [("x86-64", "sse2", "4 floats, 16 registers: 6x2 tile, panels of 8"),
+        ("x86-64-v3", "avx2", "8 floats, 16 registers: 6x2 tile, panels of 16"),
+        ("x86-64-v4", "avx512f", "16 floats, 32 registers: 4x4 tile, panels of 64")]
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="x86 instruction set levels")
@@ -108,40 +110,42 @@ def test_products_on_every_x86_vector_width(tmp_path, march, needs, _tile):
     native.build(native._compiler(), target, flags)
     if needs not in _cpu_flags():
         pytest.skip(f"built; this CPU lacks {needs} to run it")
-    lib = ctypes.CDLL(str(target))
+    lib = native.load(target)
+    assert lib.gk_panel_width() == {"x86-64": 8, "x86-64-v3": 16, "x86-64-v4": 64}[march]
     g = torch.Generator().manual_seed(1)
     for rows, k, n in [(37, 384, 272), (5, 16, 48)]:
         x, w_t, b = torch.randn(rows, k, generator=g), torch.randn(n, k, generator=g), torch.randn(n, generator=g)
-        w, y = _panels(LIB, [w_t]), torch.zeros(rows, n)
-        lib.gk_gemm(ctypes.c_void_p(x.data_ptr()), ctypes.c_int64(rows), ctypes.c_int64(k),
-                    ctypes.c_void_p(w.data_ptr()), ctypes.c_int64(n), ctypes.c_void_p(b.data_ptr()),
-                    ctypes.c_void_p(y.data_ptr()), ctypes.c_int(0))
+        w, y = _panels(lib, [w_t]), torch.zeros(rows, n)
+        lib.gk_gemm(x.data_ptr(), rows, k, w.data_ptr(), n, b.data_ptr(), y.data_ptr(), 0)
         assert torch.allclose(y, x @ w_t.t() + b, atol=1e-4)
     dy, x = torch.randn(300, 77, generator=g), torch.randn(300, 208, generator=g)
     dw = torch.zeros(77, 208)
-    lib.gk_gemm_grad.restype = ctypes.c_int
-    assert lib.gk_gemm_grad(ctypes.c_void_p(dy.data_ptr()), ctypes.c_void_p(x.data_ptr()), ctypes.c_int64(300),
-                            ctypes.c_int64(77), ctypes.c_int64(208), ctypes.c_void_p(dw.data_ptr()), None) == 0
+    assert lib.gk_gemm_grad(dy.data_ptr(), x.data_ptr(), 300, 77, 208, dw.data_ptr(), None) == 0
     assert torch.allclose(dw, dy.t() @ x, atol=1e-3)
 
 
 def test_panel_layouts():
-    """Panel c of a [k, n] matrix is the contiguous [k, width] block at offset c k."""
+    """Panel c of a [k, n] matrix is the contiguous [k, width] block at offset c k, width
+    PANEL but for the last panel."""
+    def assert_panels(packed, full):
+        k, n = full.shape
+        for c in range(0, n, PANEL):
+            width = min(PANEL, n - c)
+            assert torch.equal(packed[c * k:(c + width) * k], full[:, c:c + width].reshape(-1)), c
+
     w_t = torch.arange(2 * 80, dtype=torch.float32).view(80, 2)  # [out 80, in 2]: transposed [2, 80]
     packed = _panels(LIB, [w_t[:50], w_t[50:]], pad=16)  # side by side, 16 zero columns
-    t = torch.cat([w_t.t(), torch.zeros(2, 16)], dim=1)  # [2, 96]
-    assert torch.equal(packed[:2 * PANEL], t[:, :PANEL].reshape(-1))
-    assert torch.equal(packed[2 * PANEL:], t[:, PANEL:].reshape(-1))
+    assert packed.numel() == 2 * 96
+    assert_panels(packed, torch.cat([w_t.t(), torch.zeros(2, 16)], dim=1))  # [2, 96]
     m = torch.arange(3 * 80, dtype=torch.float32).view(3, 80)  # rows stacked, not transposed
     rows = _row_panels(LIB, [m[:1], m[1:]], pad=1)
-    full = torch.cat([m, torch.zeros(1, 80)])  # [4, 80]
-    assert torch.equal(rows[:4 * PANEL], full[:, :PANEL].reshape(-1))
-    assert torch.equal(rows[4 * PANEL:], full[:, PANEL:].reshape(-1))
+    assert rows.numel() == 4 * 80
+    assert_panels(rows, torch.cat([m, torch.zeros(1, 80)]))  # [4, 80]
 
 
 @pytest.mark.parametrize("arch,heads,kv", [("qwen2", 4, 2), ("llama", 2, 2)])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_whole_step_logits_equal_the_torch_step(arch, heads, kv, threads):
+@pytest.mark.parametrize("threads,by_columns", [(1, False), (2, False), (2, True), (3, True)])
+def test_whole_step_logits_equal_the_torch_step(arch, heads, kv, threads, by_columns):
     """Step by step (left-padded prompts, a row dropped mid-way), the whole step's logits
     equal the lean torch step's; its prefill in C equals the torch prefill's last logits."""
     model = _model(arch, heads=heads, kv=kv)
@@ -151,7 +155,7 @@ def test_whole_step_logits_equal_the_torch_step(arch, heads, kv, threads):
     pos = (mask.cumsum(1) - 1).clamp_min(0)
     plain, whole = LeanDecoder(model, capacity=24, use_native=False), LeanDecoder(model, capacity=24)
     assert plain.whole is None and whole.whole is not None
-    whole.threads = threads
+    whole.threads, whole.whole.by_columns = threads, by_columns  # 3 threads: uneven shares of rows and panels
     logits = [plain.logits(plain.prefill(ids, mask, pos)[:, -1]), whole.prefill_logits(ids, mask, pos)]
     nxt = pos[:, -1] + 1
     for t in range(12):
@@ -166,12 +170,14 @@ def test_whole_step_logits_equal_the_torch_step(arch, heads, kv, threads):
         nxt = nxt + 1
 
 
-def test_several_tokens_per_row_equal_one_at_a_time():
+@pytest.mark.parametrize("by_columns", [False, True])
+def test_several_tokens_per_row_equal_one_at_a_time(by_columns):
     model = _model()
     ids = torch.tensor([[3, 4, 5], [0, 6, 7]])
     mask = (ids != 0).long()
     pos = (mask.cumsum(1) - 1).clamp_min(0)
     a, b = LeanDecoder(model, capacity=16), LeanDecoder(model, capacity=16)
+    a.whole.by_columns = by_columns
     a.prefill_logits(ids, mask, pos)
     b.prefill_logits(ids, mask, pos)
     toks = torch.tensor([[8, 9, 10, 11], [12, 13, 14, 15]])
@@ -197,9 +203,13 @@ def assert_lean_sampling_matches(model, repeat: int = 1):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
 
 
-def test_sampling_with_the_whole_step_equals_transformers_forward():
+@pytest.mark.parametrize("row_split_max_bytes", [16 << 20, 0])
+def test_sampling_with_the_whole_step_equals_transformers_forward(monkeypatch, row_split_max_bytes):
+    """Threads split by rows (small models) and by columns (forced here with a 0 bound)."""
+    monkeypatch.setattr("grpokit.native.step.ROW_SPLIT_MAX_BYTES", row_split_max_bytes)
     model = _model()
-    assert LeanDecoder(model, capacity=8).whole is not None
+    whole = LeanDecoder(model, capacity=8).whole
+    assert whole is not None and whole.by_columns == (row_split_max_bytes == 0)
     assert_lean_sampling_matches(model, repeat=2)  # groups of repeated prompts: a prefill copy, then row drops
 
 

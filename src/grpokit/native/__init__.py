@@ -33,11 +33,12 @@ SIGNATURES = {
     "gk_decode_attention": (ctypes.c_int, [_ptr, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _ptr, _i64, _i64,
                                            _ptr, _f32, _ptr, ctypes.c_int]),
     "gk_struct_layout": (None, [_ptr]),
+    "gk_panel_width": (_i64, []),
     "gk_gemm": (None, [_ptr, _i64, _i64, _ptr, _i64, _ptr, _ptr, ctypes.c_int]),
     "gk_gemm_grad": (ctypes.c_int, [_ptr, _ptr, _i64, _i64, _i64, _ptr, _ptr]),
     "gk_pack_panels": (None, [_ptr, _i64, _i64, _ptr, _i64, _i64]),
     "gk_pack_rows": (None, [_ptr, _i64, _i64, _ptr, _i64, _i64]),
-    "gk_decode_step_scratch": (_i64, [_ptr, _i64, _i64, _i64, ctypes.c_int, _i64]),
+    "gk_decode_step_scratch": (_i64, [_ptr, _i64, _i64, _i64, ctypes.c_int, _i64, ctypes.c_int]),
     "gk_train_grad_floats": (_i64, [_ptr]),
     "gk_train_saved_floats": (_i64, [_ptr, _i64, _ptr, _i64, _i64, ctypes.c_int, ctypes.c_int]),
     "gk_train_work_floats": (_i64, [_ptr, _i64, _ptr, _i64, _i64, ctypes.c_int]),
@@ -45,7 +46,8 @@ SIGNATURES = {
                                 ctypes.c_int, _ptr, _ptr, ctypes.c_int]),
     "gk_train_backward": (ctypes.c_int, [_ptr, _i64, _ptr, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _f32, _ptr, _ptr,
                                          _ptr, ctypes.c_int, _ptr, _ptr]),
-    "gk_decode_step": (None, [_ptr, _i64, _i64, _ptr, _ptr, _ptr, _i64, _ptr, _ptr, ctypes.c_int, _i64, _ptr]),
+    "gk_decode_step": (None, [_ptr, _i64, _i64, _ptr, _ptr, _ptr, _i64, _ptr, _ptr, ctypes.c_int, _i64,
+                              ctypes.c_int, _ptr]),
 }
 
 _state: dict[str, object] = {}
@@ -110,10 +112,16 @@ def _load() -> ctypes.CDLL | None:
         target = cache_dir() / f"grpokit_decode_{key}.so"
         if not target.exists():
             build(cc, target)
-        lib = ctypes.CDLL(str(target))
+        return load(target)
     except (OSError, RuntimeError) as err:
         log.warning("grpokit's C decode kernels are unavailable, using torch's ops instead: %s", err)
         return None
+
+
+def load(path: Path) -> ctypes.CDLL:
+    """A built library with its functions' C signatures set (ctypes would otherwise pass
+    Python ints as 32-bit ints)."""
+    lib = ctypes.CDLL(str(path))
     for name, (restype, argtypes) in SIGNATURES.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes

@@ -122,8 +122,21 @@ static inline int64_t gk_attend_scratch(int64_t hq, int64_t d, int64_t col) {
     return (col + 1 + LANES - 1) / LANES * LANES + (hq + 1) * d;
 }
 
-/* Weights of the whole-model code are stored in panels of PANEL columns (products.c). */
-#define PANEL (4 * LANES)
+/* The products' register tile (products.c): TR rows by TV vectors of columns, TR TV
+ * accumulators with TV weight vectors and a broadcast beside them in the register file. */
+#if VREGS >= 32
+#define TR 4
+#define TV 4
+#else
+#define TR 6
+#define TV 2
+#endif
+#define TW (TV * VW) /* columns per tile */
+
+/* Weights of the whole-model code are stored in panels of PANEL columns (products.c), one
+ * tile wide: a tile then reads its weights as one sequential stream, which the hardware
+ * prefetcher keeps ahead of. gk_panel_width() tells the Python side. */
+#define PANEL TW
 
 /* One decoder layer. Transposed weights: w_qkv [hidden, (hq + 2 hk) d] (q, k, v heads),
  * w_o [hq d, hidden], w_gu [hidden, 2 inter] (gate columns, then up columns),
@@ -152,6 +165,8 @@ typedef struct {
 
 void gk_gemm(const float *x, int64_t rows, int64_t k, const float *w, int64_t n, const float *bias, float *y,
              int accumulate);
+void gk_gemm_cols(const float *x, int64_t rows, int64_t k, const float *w, int64_t n, int64_t c0, int64_t c1,
+                  const float *bias, float *y, int accumulate);
 int gk_gemm_grad(const float *dy, const float *x, int64_t rows, int64_t n, int64_t k, float *dw, float *db);
 void gk_rms_rows(const float *x, const float *w, float *out, int64_t rows, int64_t n, float eps);
 void gk_swiglu_rows(const float *gu, float *out, int64_t rows, int64_t inter);

@@ -9,23 +9,16 @@
 /* Weights are stored in panels of PANEL columns: panel c (columns c .. c + PANEL - 1, the
  * last one narrower) is a contiguous [k, width] block at offset c k. Row-major [k, n]
  * would put consecutive k of one block of columns n floats apart: for n = 1024 that is
- * 4 KiB, and every row of the block then falls in the same few L1 sets. */
+ * 4 KiB, and every row of the block then falls in the same few L1 sets. With panels
+ * wider than a tile (the first layout, 64 columns on every machine), an AVX2 tile read a
+ * quarter of each 256-byte panel row: weights streamed from memory at 4-7 GB/s instead of
+ * the 19 GB/s a core can read sequentially. */
 
-/* Rows of x and of w taken per pass over a panel: a panel's [K_CHUNK, PANEL] slice (32 KiB)
- * stays in L1 while every row of x goes by. Unchunked, a panel of a 1024-deep product is
- * 256 KiB and each 4-row tile streamed it from L2 again. */
+int64_t gk_panel_width(void) { return PANEL; }
+
+/* Rows of x and of w taken per pass over a panel: a panel's [K_CHUNK, PANEL] slice (8 KiB
+ * on AVX2, 32 on AVX-512) stays in L1 while every row of x goes by. */
 #define K_CHUNK 128
-
-/* The register tile: TR rows by TV vectors of columns, TR TV accumulators with TV weight
- * vectors and a broadcast beside them, sized to the instruction set's register file. */
-#if VREGS >= 32
-#define TR 4
-#define TV 4
-#else
-#define TR 6
-#define TV 2
-#endif
-#define TW (TV * VW) /* columns per tile */
 
 /* `case m: CALL(m)` for m = 1 .. TR: the number of rows of a tile is a compile-time
  * constant in each case, so its accumulators stay in registers. */
@@ -66,13 +59,14 @@ static inline __attribute__((always_inline)) void tile(const int mr, const int n
 #define FULL_TILE(mr) tile(mr, TV, xr, k, kk, ws, width, n, bs, yc, add)
 #define ONE_VECTOR(mr) tile(mr, 1, xr, k, kk, ws, width, n, bs, yc, add)
 
-/* y[r, :n] = x[r, :k] w (+ bias) (+ y[r, :n] when accumulate) for r < rows; w is [k, n]
- * in panels, n a multiple of LANES; x and y have row strides k and n. Products deeper
- * than K_CHUNK are summed a chunk at a time into y. A panel narrower than a whole tile
- * (the last one of a product) takes one vector of columns at a time. */
-void gk_gemm(const float *x, int64_t rows, int64_t k, const float *w, int64_t n, const float *bias, float *y,
-             int accumulate) {
-    for (int64_t c = 0; c < n; c += PANEL) {
+/* y[r, c0:c1] = x[r, :k] w[:, c0:c1] (+ bias) (+ y[r, c0:c1] when accumulate) for
+ * r < rows; w is [k, n] in panels, n a multiple of LANES, c0 and c1 panel boundaries (or
+ * c1 = n); x and y have row strides k and n. Products deeper than K_CHUNK are summed a
+ * chunk at a time into y. A panel narrower than a whole tile (the last one of a product)
+ * takes one vector of columns at a time. */
+void gk_gemm_cols(const float *x, int64_t rows, int64_t k, const float *w, int64_t n, int64_t c0, int64_t c1,
+                  const float *bias, float *y, int accumulate) {
+    for (int64_t c = c0; c < c1; c += PANEL) {
         const int64_t width = n - c < PANEL ? n - c : PANEL;
         for (int64_t i0 = 0; i0 < k; i0 += K_CHUNK) {
             const int64_t kk = k - i0 < K_CHUNK ? k - i0 : K_CHUNK;
@@ -94,6 +88,12 @@ void gk_gemm(const float *x, int64_t rows, int64_t k, const float *w, int64_t n,
             }
         }
     }
+}
+
+/* All of y's columns: y[r, :n] = x[r, :k] w (+ bias) (+ y when accumulate). */
+void gk_gemm(const float *x, int64_t rows, int64_t k, const float *w, int64_t n, const float *bias, float *y,
+             int accumulate) {
+    gk_gemm_cols(x, rows, k, w, n, 0, n, bias, y, accumulate);
 }
 
 /* Writes the rows of w [k, n] (row-major) as rows row .. row + k - 1 of a [total, n]
@@ -178,6 +178,9 @@ static inline __attribute__((always_inline)) void grad_tile(const int mo, const 
 /* Rows of dy and x taken per pass. Both are copied into packed chunks first: read in
  * place, a row stride of a few KiB puts every row of a chunk in the same few L1 sets. */
 #define R_CHUNK 128
+/* Columns of x per packed chunk: each pass over a chunk reads all of dy's packed chunk
+ * ([R_CHUNK, n], up to MiBs), so wider chunks mean fewer such passes. */
+#define X_BLOCK (4 * LANES)
 
 /* The gradients of y = x W^T + b for W [n, k] (nn.Linear's layout), added in:
  * dw[o, :] += sum_r dy[r, o] x[r, :] and db[o] += sum_r dy[r, o] (db may be NULL).
@@ -186,7 +189,7 @@ static inline __attribute__((always_inline)) void grad_tile(const int mo, const 
 int gk_gemm_grad(const float *dy, const float *x, int64_t rows, int64_t n, int64_t k, float *dw, float *db) {
     const int64_t nt = (n + TR - 1) / TR * TR;
     float *dyp = malloc(sizeof(float) * (size_t)(R_CHUNK * nt));
-    float *xp = malloc(sizeof(float) * (size_t)(R_CHUNK * PANEL));
+    float *xp = malloc(sizeof(float) * (size_t)(R_CHUNK * X_BLOCK));
     if (!dyp || !xp) {
         free(dyp);
         free(xp);
@@ -198,8 +201,8 @@ int gk_gemm_grad(const float *dy, const float *x, int64_t rows, int64_t n, int64
         for (int64_t r = 0; r < rr; r++)
             for (int64_t o = 0; o < nt; o++)
                 dyp[(o / TR * rr + r) * TR + o % TR] = o < n ? dy[(r0 + r) * n + o] : 0.0f;
-        for (int64_t i = 0; i < k; i += PANEL) {
-            const int64_t width = k - i < PANEL ? k - i : PANEL;
+        for (int64_t i = 0; i < k; i += X_BLOCK) {
+            const int64_t width = k - i < X_BLOCK ? k - i : X_BLOCK;
             for (int64_t r = 0; r < rr; r++)
                 memcpy(xp + r * width, x + (r0 + r) * k + i, sizeof(float) * (size_t)width);
             for (int64_t s = 0; s < width;) {

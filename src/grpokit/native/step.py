@@ -52,17 +52,21 @@ class LayerWeights:
     down_bias: torch.Tensor | None
 
 
+# float32 weight bytes up to which the step's threads split the batch's rows, each
+# streaming every weight but never waiting on another; larger models split each product's
+# columns (each weight read once per step, a barrier after every op). W2's 160 MiB, 32
+# rows, 2 threads: 28 ms a step by rows, 21.7 by columns (40 on one thread).
+ROW_SPLIT_MAX_BYTES = 16 * 2**20
+
+
 def supported(*, hidden: int, inter: int, head_dim: int, heads: int, kv_heads: int) -> bool:
     """step.c's shape requirements: hidden size, MLP width and head dim in whole blocks."""
     return hidden % LANES == 0 and inter % LANES == 0 and head_dim % LANES == 0 and heads % kv_heads == 0
 
 
-PANEL = 4 * LANES  # step.c's panel width
-
-
 def _packed(lib, weights: list[torch.Tensor], pad: int, transpose: bool) -> torch.Tensor:
-    """The weights in step.c's panels (columns c .. c + PANEL - 1 of a matrix as one
-    contiguous block of its rows). transpose: the weights [out_i, in] side by side and
+    """The weights in step.c's panels (columns c .. c + width - 1 of a matrix as one
+    contiguous block of its rows; the width, lib.gk_panel_width(), is the register tile's). transpose: the weights [out_i, in] side by side and
     transposed, [in, sum(out_i) + pad], as the forward multiplies by them; else stacked as
     they are, [sum(rows_i) + pad, in], as train.c's backward does. Padding is zeros."""
     width = weights[0].shape[1]  # in
@@ -134,6 +138,8 @@ class WholeStep:
             self.model.t_head = own(_row_panels(lib, [head], vocab_pad - self.vocab))
         self._keep = keep
         self._scratch = torch.empty(0)
+        weights = head.numel() + sum(t.numel() for w in layers for t in (w.q, w.k, w.v, w.o, w.gate, w.up, w.down))
+        self.by_columns = weights * 4 > ROW_SPLIT_MAX_BYTES
 
     def caches(self, k_caches: list[torch.Tensor], v_caches: list[torch.Tensor]) -> None:
         """Point the step at new caches: keys [B, hk, d, columns] and values
@@ -173,11 +179,11 @@ class WholeStep:
         pos, valid = pos.contiguous(), valid.contiguous()
         out = torch.empty(*tokens.shape, self.vocab)
         need = self.lib.gk_decode_step_scratch(ctypes.byref(self.model), tokens.shape[0], width, column, threads,
-                                               min_rows)
+                                               min_rows, self.by_columns)
         if self._scratch.numel() < need:  # kept between calls: see gk_decode_step_scratch
             self._scratch = torch.empty(need)
         rows = None if rows is None else rows.contiguous()
         self.lib.gk_decode_step(ctypes.byref(self.model), tokens.shape[0], width, x.data_ptr(), pos.data_ptr(),
                                 None if rows is None else rows.data_ptr(), column, valid.data_ptr(), out.data_ptr(),
-                                threads, min_rows, self._scratch.data_ptr())
+                                threads, min_rows, self.by_columns, self._scratch.data_ptr())
         return out

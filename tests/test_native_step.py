@@ -107,7 +107,12 @@ def test_products_on_every_x86_vector_width(tmp_path, march, needs, _tile):
     for; each level builds, and each one this CPU can run computes the same products."""
     flags = [f if f != "-march=native" else f"-march={march}" for f in native.FLAGS]
     target = tmp_path / f"gk_{march}.so"
-    native.build(native._compiler(), target, flags)
+    try:
+        native.build(native._compiler(), target, flags)
+    except RuntimeError as err:
+        if f"march={march}" in str(err):  # an older compiler without the level's name
+            pytest.skip(f"the compiler does not know -march={march}")
+        raise
     if needs not in _cpu_flags():
         pytest.skip(f"built; this CPU lacks {needs} to run it")
     lib = native.load(target)

@@ -26,7 +26,8 @@ from grpokit.rollout.threads import available_threads, intra_op_threads
 # float32 weight bytes up to which the training passes run in C. Its products split the
 # sequences between threads, each streaming every weight, and it keeps its own activations
 # and a second, untransposed copy of the weights: on W1 (4 MiB) it pays; on W2 (160 MiB)
-# it was no faster than torch's passes (4.9 against 4.8 s) and raised peak RSS by 1.2 GiB.
+# it was no faster than torch's passes (update 4.9 against 4.8 s, measured before the
+# panels were made one tile wide) and raised peak RSS by 1.2 GiB.
 NATIVE_PASS_MAX_BYTES = 16 * 2**20
 
 

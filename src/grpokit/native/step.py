@@ -66,9 +66,10 @@ def supported(*, hidden: int, inter: int, head_dim: int, heads: int, kv_heads: i
 
 def _packed(lib, weights: list[torch.Tensor], pad: int, transpose: bool) -> torch.Tensor:
     """The weights in step.c's panels (columns c .. c + width - 1 of a matrix as one
-    contiguous block of its rows; the width, lib.gk_panel_width(), is the register tile's). transpose: the weights [out_i, in] side by side and
-    transposed, [in, sum(out_i) + pad], as the forward multiplies by them; else stacked as
-    they are, [sum(rows_i) + pad, in], as train.c's backward does. Padding is zeros."""
+    contiguous block of its rows; the width, lib.gk_panel_width(), is the register
+    tile's). transpose: the weights [out_i, in] side by side and transposed,
+    [in, sum(out_i) + pad], as the forward multiplies by them; else stacked as they are,
+    [sum(rows_i) + pad, in], as train.c's backward does. Padding is zeros."""
     width = weights[0].shape[1]  # in
     total = sum(w.shape[0] for w in weights) + pad
     out = (torch.zeros if pad else torch.empty)(total * width, dtype=torch.float32)

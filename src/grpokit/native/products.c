@@ -30,12 +30,14 @@ int64_t gk_panel_width(void) { return PANEL; }
 #define ROW_CASES(CALL) case 1: CALL(1); break; case 2: CALL(2); break; case 3: CALL(3); break; \
                         case 4: CALL(4); break; MORE_ROW_CASES(CALL)
 
-/* One tile of y[r, :nv VW] (+)= x[r, :] w for mr rows, over the rows i0 .. i0 + kk - 1 of
- * w (row stride wp, the panel's width): the sum over them is formed first, then bias
- * (when given) and y (when add) are added, the order of torch's addmm. */
-static inline __attribute__((always_inline)) void tile(const int mr, const int nv, const float *x, int64_t ldx,
-                                                       int64_t kk, const float *w, int64_t wp, int64_t n,
-                                                       const float *bias, float *y, int add) {
+/* The register tile of both products: y[r, :nv VW] (+)= sum_i a(r, i) w[i, :nv VW] for
+ * mr rows r, where a(r, i) = a[r ar + i ai] and row i of w starts at w + i wp. The sum
+ * is formed first, then bias (when given) and y (when add) are added, the order of
+ * torch's addmm. The forward passes x (ar its row stride, ai 1) and a panel's chunk;
+ * the gradient passes packed dy (ar 1, ai TR) and packed x, with dw as y. */
+static inline __attribute__((always_inline)) void tile(const int mr, const int nv, const float *a, int64_t ar,
+                                                       int64_t ai, int64_t kk, const float *w, int64_t wp,
+                                                       int64_t n, const float *bias, float *y, int add) {
     vfloat acc[TR][TV];
     for (int r = 0; r < mr; r++)
         for (int j = 0; j < nv; j++) acc[r][j] = (vfloat){0};
@@ -43,8 +45,8 @@ static inline __attribute__((always_inline)) void tile(const int mr, const int n
         vfloat wv[TV];
         for (int j = 0; j < nv; j++) wv[j] = vload(w + i * wp + j * VW);
         for (int r = 0; r < mr; r++) {
-            const float xv = x[r * ldx + i];
-            for (int j = 0; j < nv; j++) acc[r][j] += xv * wv[j];
+            const float av = a[r * ar + i * ai];
+            for (int j = 0; j < nv; j++) acc[r][j] += av * wv[j];
         }
     }
     for (int r = 0; r < mr; r++)
@@ -56,8 +58,8 @@ static inline __attribute__((always_inline)) void tile(const int mr, const int n
         }
 }
 
-#define FULL_TILE(mr) tile(mr, TV, xr, k, kk, ws, width, n, bs, yc, add)
-#define ONE_VECTOR(mr) tile(mr, 1, xr, k, kk, ws, width, n, bs, yc, add)
+#define FULL_TILE(mr) tile(mr, TV, xr, k, 1, kk, ws, width, n, bs, yc, add)
+#define ONE_VECTOR(mr) tile(mr, 1, xr, k, 1, kk, ws, width, n, bs, yc, add)
 
 /* y[r, c0:c1] = x[r, :k] w[:, c0:c1] (+ bias) (+ y[r, c0:c1] when accumulate) for
  * r < rows; w is [k, n] in panels, n a multiple of LANES, c0 and c1 panel boundaries (or
@@ -151,29 +153,9 @@ void gk_swiglu_rows(const float *gu, float *out, int64_t rows, int64_t inter) {
 }
 
 
-/* dw[o, :nv VW] += sum_r dy[r, o] x[r, :nv VW] for mo <= TR outputs o, from packed
- * chunks: dyp [rows, TR] (the outputs' values of a row side by side) and xp (row stride
- * xs). The same register tile as the forward's, with outputs in the place of rows. */
-static inline __attribute__((always_inline)) void grad_tile(const int mo, const int nv, const float *dyp,
-                                                            int64_t rows, const float *xp, int64_t xs, float *dw,
-                                                            int64_t k) {
-    vfloat acc[TR][TV];
-    for (int o = 0; o < mo; o++)
-        for (int j = 0; j < nv; j++) acc[o][j] = (vfloat){0};
-    for (int64_t r = 0; r < rows; r++) {
-        vfloat xv[TV];
-        for (int j = 0; j < nv; j++) xv[j] = vload(xp + r * xs + j * VW);
-        for (int o = 0; o < mo; o++) {
-            const float s = dyp[r * TR + o];
-            for (int j = 0; j < nv; j++) acc[o][j] += s * xv[j];
-        }
-    }
-    for (int o = 0; o < mo; o++)
-        for (int j = 0; j < nv; j++) vstore(dw + o * k + j * VW, vload(dw + o * k + j * VW) + acc[o][j]);
-}
-
-#define FULL_GRAD(mo) grad_tile(mo, TV, dyp + o * rr, rr, xp + s, width, dw + o * k + i + s, k)
-#define ONE_GRAD(mo) grad_tile(mo, 1, dyp + o * rr, rr, xp + s, width, dw + o * k + i + s, k)
+/* dw[o, :] += sum_r dy[r, o] x[r, :] for up to TR outputs o, from the packed chunks */
+#define FULL_GRAD(mo) tile(mo, TV, dyp + o * rr, 1, TR, rr, xp + s, width, k, NULL, dw + o * k + i + s, 1)
+#define ONE_GRAD(mo) tile(mo, 1, dyp + o * rr, 1, TR, rr, xp + s, width, k, NULL, dw + o * k + i + s, 1)
 
 /* Rows of dy and x taken per pass. Both are copied into packed chunks first: read in
  * place, a row stride of a few KiB puts every row of a chunk in the same few L1 sets. */

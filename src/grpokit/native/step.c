@@ -151,10 +151,12 @@ static void *step_rows(void *arg) {
     return NULL;
 }
 
-static int split(int64_t batch, int threads, int64_t min_rows) {
+/* Threads for a call: by columns every thread asked for (up to MAX_THREADS), by rows
+ * only as many as get at least min_rows rows each. */
+static int split(int64_t batch, int threads, int64_t min_rows, int by_columns) {
     int n = threads < MAX_THREADS ? threads : MAX_THREADS;
     if (min_rows < 1) min_rows = 1;
-    if (n > batch / min_rows) n = (int)(batch / min_rows);
+    if (!by_columns && n > batch / min_rows) n = (int)(batch / min_rows);
     return n < 1 ? 1 : n;
 }
 
@@ -163,8 +165,7 @@ static int split(int64_t batch, int threads, int64_t min_rows) {
  * faulted in again each time. */
 int64_t gk_decode_step_scratch(const gk_model *m, int64_t batch, int64_t width, int64_t col, int threads,
                                int64_t min_rows, int by_columns) {
-    const int n = by_columns ? (threads < MAX_THREADS ? (threads < 1 ? 1 : threads) : MAX_THREADS)
-                             : split(batch, threads, min_rows);
+    const int n = split(batch, threads, min_rows, by_columns);
     if (by_columns) return shared_floats(m, batch, width) + n * own_floats(m, width, col);
     int64_t total = 0;
     for (int t = 0; t < n; t++)
@@ -183,8 +184,7 @@ int64_t gk_decode_step_scratch(const gk_model *m, int64_t batch, int64_t width, 
 void gk_decode_step(const gk_model *m, int64_t batch, int64_t width, const float *input, const int64_t *pos,
                     const int64_t *rows, int64_t col, const uint8_t *valid, float *logits, int threads,
                     int64_t min_rows, int by_columns, float *scratch) {
-    const int n = by_columns ? (threads < MAX_THREADS ? (threads < 1 ? 1 : threads) : MAX_THREADS)
-                             : split(batch, threads, min_rows);
+    const int n = split(batch, threads, min_rows, by_columns);
     step_job jobs[MAX_THREADS];
     team teams[MAX_THREADS]; /* by columns only the first is used */
     pthread_t helpers[MAX_THREADS];

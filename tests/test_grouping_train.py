@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from grpokit import cli
+from grpokit import cli, native
 
 GOLDEN = Path(__file__).parent / "data" / "grouping_prompt_golden.json"
 REWARD_FILE = '''
@@ -40,13 +40,7 @@ def _weights_sha(model_dir: Path) -> str:
 def _cpu() -> str:
     """Vendor, family and model of this processor: torch's CPU kernels round differently on
     different processors, so an exact record holds only for the processor it was made on."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return "unknown"
+    fields = native.cpu_fields()
     return " ".join(fields.get(k, "?") for k in ("vendor_id", "cpu family", "model"))
 
 

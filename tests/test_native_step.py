@@ -87,13 +87,6 @@ def test_gradient_product_literal_values_and_torch():
     assert torch.allclose(dw, dy.t() @ x, atol=1e-3)
 
 
-def _cpu_flags() -> set[str]:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 # -march level, the CPU flag it needs, and the register tile products.c picks for it
 ISAS = [("x86-64", "sse2", "4 floats, 16 registers: 6x2 tile, panels of 8"),
         ("x86-64-v3", "avx2", "8 floats, 16 registers: 6x2 tile, panels of 16"),
@@ -113,7 +106,7 @@ def test_products_on_every_x86_vector_width(tmp_path, march, needs, _tile):
         if f"march={march}" in str(err):  # an older compiler without the level's name
             pytest.skip(f"the compiler does not know -march={march}")
         raise
-    if needs not in _cpu_flags():
+    if needs not in native.cpu_fields().get("flags", "").split():
         pytest.skip(f"built; this CPU lacks {needs} to run it")
     lib = native.load(target)
     assert lib.gk_panel_width() == {"x86-64": 8, "x86-64-v3": 16, "x86-64-v4": 64}[march]

@@ -10,6 +10,8 @@ import statistics
 import time
 from typing import Any, Sequence
 
+from grpokit import native
+
 
 def cpu_snapshot() -> tuple[float, float, list[str], float]:
     """(system busy s from /proc/stat, this process's user+sys CPU s, loadavg, steal s)."""
@@ -52,14 +54,7 @@ def wait_idle(window: float = 10.0, max_busy: float = 0.10, timeout: float = 600
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    return native.cpu_fields().get("model name") or platform.processor()
 
 
 def measure_ceiling(threads: int, reps: int = 20, size: int = 2048) -> dict[str, Any]:

@@ -53,19 +53,24 @@ SIGNATURES = {
 _state: dict[str, object] = {}
 
 
+def cpu_fields() -> dict[str, str]:
+    """/proc/cpuinfo's fields of the first processor ("vendor_id", "model name",
+    "flags", ...); empty where there is no such file."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
 def _cpu_signature() -> str:
     # -march=native ties the binary to this CPU's instruction set; a cache directory
     # shared between machines must not hand one CPU's build to another.
-    text = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "model name")):
-                text += line
-                if line.startswith("flags"):
-                    break
-    except OSError:
-        pass
-    return platform.machine() + text
+    fields = cpu_fields()
+    return " ".join([platform.machine(), fields.get("model name", ""), fields.get("flags", "")])
 
 
 def _compiler() -> str | None:

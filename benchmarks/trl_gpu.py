@@ -6,7 +6,7 @@ that has TRL.
 
 The same work per optimizer step as grpokit's workload: 16 prompts x 8 completions of up
 to 256 tokens sampled with transformers' generate at temperature 1.0, the hash reward of
-grpokit.bench_gpu, beta 0.04 with a reference model, DAPO loss (TRL's default), lr 1e-5
+grpokit.bench.gpu, beta 0.04 with a reference model, DAPO loss (TRL's default), lr 1e-5
 linear, micro-batches of 32 rows (gradient accumulation 4, one generation per optimizer
 step), bf16 weights from the saved bf16 model, no gradient checkpointing. Seconds per
 optimizer step are the wall time between consecutive step ends (a TrainerCallback);
@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerFast, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from grpokit.bench_gpu import hash_reward  # noqa: E402
+from grpokit.bench.gpu import hash_reward  # noqa: E402
 
 
 def reward(completions, **_):

@@ -1,4 +1,4 @@
-"""grpokit.allocator: the `grpokit` command re-executes itself once under its malloc settings."""
+"""grpokit.engine.allocator: the `grpokit` command re-executes itself once under its malloc settings."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from grpokit import allocator
+from grpokit.engine import allocator
 
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
@@ -32,7 +32,7 @@ def test_reexecuted_process_runs_under_the_tunables():
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "GRPOKIT_ALLOCATOR_SET",
                                                            "GRPOKIT_ALLOCATOR")}
     probe = "import os; print(os.environ.get('GLIBC_TUNABLES'))"
-    code = f"from grpokit.allocator import reexec_tuned; reexec_tuned(['-c', {probe!r}]); print('not re-executed')"
+    code = f"from grpokit.engine.allocator import reexec_tuned; reexec_tuned(['-c', {probe!r}]); print('not re-executed')"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == allocator.TUNABLES
     env["GRPOKIT_ALLOCATOR"] = "system"

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from grpokit import bench
+from grpokit.bench import cli as bench_cli
+from grpokit.bench import run as bench
 
 
 def test_reward_is_the_baseline_reward():
@@ -16,7 +17,7 @@ def test_reward_is_the_baseline_reward():
 
 
 def _assets(tmp_path, name="tiny"):
-    from grpokit.policy import create_tiny
+    from grpokit.model.policy import create_tiny
 
     model, tok = create_tiny("tiny:xs", ["Compute 12+34. Answer: 46"], seed=0)
     d = tmp_path / "models" / name
@@ -32,7 +33,7 @@ def _assets(tmp_path, name="tiny"):
 def test_workload_config_is_the_baseline_workload(tmp_path, name, tokens):
     assets = _assets(tmp_path, name)
     cfg = bench.workload_config(bench.WORKLOADS[name], assets, steps=10, seed=42, threads=2, out=str(tmp_path / "r"))
-    from grpokit.presets import resolve_algorithm
+    from grpokit.config.presets import resolve_algorithm
 
     algo = resolve_algorithm(cfg.algorithm)
     assert cfg.model.name_or_path == str(assets / "models" / name) and cfg.model.dtype == "float32"
@@ -51,7 +52,7 @@ def test_in_process_run_reports_every_figure(tmp_path):
     out = tmp_path / "r.json"
     ceiling = tmp_path / "ceiling.json"
     ceiling.write_text(json.dumps({"ceiling_flops_per_s": 1e11}))
-    rc = bench.main(["--in-process", "--workload", "tiny", "--assets", str(assets), "--steps", "3", "--warmup", "1",
+    rc = bench_cli.main(["--in-process", "--workload", "tiny", "--assets", str(assets), "--steps", "3", "--warmup", "1",
                      "--threads", "1", "--ceiling-json", str(ceiling), "--json-out", str(out),
                      "rollout.max_new_tokens=6"])
     assert rc == 0
@@ -82,7 +83,7 @@ def test_comparison_ratios_and_targets():
 
     runs = [run("grpokit", "default", 6.0, 2000), run("trl", "default", 14.0, 4600),
             run("grpokit", "tunables", 5.0, 2000), run("trl", "tunables", 9.4, 4600)]
-    c = bench.compare(runs, "small")
+    c = bench_cli.compare(runs, "small")
     r = c["ratios"]
     assert r["grpokit/default / trl/default"]["step_time"] == pytest.approx(6 / 14)
     assert r["grpokit/default / trl/default"]["meets"] is True  # target 0.6
@@ -94,8 +95,8 @@ def test_comparison_ratios_and_targets():
 def test_gpu_workload_assets_and_harness_run_on_cpu(tmp_path):
     """The GPU workload's assets at a toy shape, loaded and trained through the same
     in-process harness (on the CPU here; `benchmarks/gpu_check.sh` runs it on a GPU)."""
-    from grpokit import bench_gpu
-    from grpokit.policy import load_tokenizer
+    from grpokit.bench import gpu as bench_gpu
+    from grpokit.model.policy import load_tokenizer
 
     shape = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=64, vocab_size=300, tie_word_embeddings=True, max_position_embeddings=512)
@@ -106,7 +107,7 @@ def test_gpu_workload_assets_and_harness_run_on_cpu(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "data" / "prompts.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and all(len(r["prompt"].split()) == 64 for r in rows)
     out = tmp_path / "r.json"
-    assert bench.main(["--in-process", "--workload", "qwen2-0.5b", "--assets", str(tmp_path), "--steps", "2",
+    assert bench_cli.main(["--in-process", "--workload", "qwen2-0.5b", "--assets", str(tmp_path), "--steps", "2",
                        "--warmup", "1", "--threads", "1", "--json-out", str(out), "model.device=cpu",
                        "model.dtype=float32", "rollout.max_new_tokens=4", "rollout.prompts_per_step=2"]) == 0
     r = json.loads(out.read_text())
@@ -115,7 +116,7 @@ def test_gpu_workload_assets_and_harness_run_on_cpu(tmp_path):
 
 
 def test_hash_reward_is_a_fixed_function_of_the_text():
-    from grpokit.bench_gpu import hash_reward
+    from grpokit.bench.gpu import hash_reward
 
     assert hash_reward("w5 w7") == hash_reward("w5 w7")
     assert hash_reward("") == int("1271cf25", 16) / 2 ** 32  # blake2b-32 of the empty string
@@ -123,14 +124,14 @@ def test_hash_reward_is_a_fixed_function_of_the_text():
 
 
 def test_child_environments_per_allocator(monkeypatch):
-    from grpokit.allocator import TUNABLES as OURS
-    from grpokit.bench_orchestrate import _env_for
+    from grpokit.engine.allocator import TUNABLES as OURS
+    from grpokit.bench.orchestrate import env_for
 
     # the bench itself may run under grpokit's setting; children start from a clean slate
     monkeypatch.setenv("GLIBC_TUNABLES", OURS)
     monkeypatch.setenv("GRPOKIT_ALLOCATOR_SET", "1")
-    default = _env_for("default", 2)
+    default = env_for("default", 2)
     assert "GLIBC_TUNABLES" not in default and "GRPOKIT_ALLOCATOR_SET" not in default
     assert default["OMP_NUM_THREADS"] == "2"
-    assert _env_for("tunables", 2)["GLIBC_TUNABLES"] == bench.TUNABLES
-    assert _env_for("grpokit", 2)["GLIBC_TUNABLES"] == OURS
+    assert env_for("tunables", 2)["GLIBC_TUNABLES"] == bench.TUNABLES
+    assert env_for("grpokit", 2)["GLIBC_TUNABLES"] == OURS

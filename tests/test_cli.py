@@ -9,7 +9,7 @@ import types
 import pytest
 
 from grpokit import cli
-from grpokit.config import EvalConfig, SFTConfig, TrainConfig
+from grpokit.config.schema import EvalConfig, SFTConfig, TrainConfig
 
 
 def run(capsys, *argv):
@@ -254,14 +254,14 @@ def test_eval_prints_report(capsys, monkeypatch, tmp_path):
 
 
 def test_demo_calls_run_demo(capsys, monkeypatch):
-    calls = stub(monkeypatch, "grpokit.demo", "run_demo")
+    calls = stub(monkeypatch, "grpokit.demos.demo", "run_demo")
     code, _, err = run(capsys, "demo", "--quick", "--seed", "3", "--out", "runs/d")
     assert code == 0, err
     assert calls[0][1] == {"seed": 3, "out": "runs/d", "quick": True}
 
 
 def test_demo_search_missing_is_a_clear_error(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "grpokit.demo_search", None)  # import fails as if absent
+    monkeypatch.setitem(sys.modules, "grpokit.demos.search", None)  # import fails as if absent
     code, _, err = run(capsys, "demo", "search")
     assert code == 2 and "search demo" in err and "not available" in err
 
@@ -294,7 +294,7 @@ def _module_or_skip(module: str, attr: str):
 
 
 @pytest.mark.parametrize("category, module, attr, expected", [
-    ("losses", "grpokit.presets", "PRESETS", ["grpo", "dr_grpo", "dapo", "gspo", "rloo"]),
+    ("losses", "grpokit.config.presets", "PRESETS", ["grpo", "dr_grpo", "dapo", "gspo", "rloo"]),
     ("advantages", "grpokit.algo.advantages", "ADVANTAGES", ["grpo", "rloo"]),
     ("groupers", "grpokit.grouping", "GROUPERS", ["prompt"]),
     ("rewards", "grpokit.rewards", "REWARDS", ["accuracy"]),
@@ -325,7 +325,7 @@ def test_list_groupers_has_docs(capsys):
 def test_list_tasks(capsys):
     tasks = pytest.importorskip("grpokit.tasks")
     try:
-        tasks._load_builtins()
+        tasks.load_builtins()
     except ImportError as e:
         pytest.skip(f"built-in tasks not all written yet: {e}")
     code, out, _ = run(capsys, "list", "tasks")

@@ -6,10 +6,11 @@ import dataclasses
 import pytest
 import yaml
 
-from grpokit.config import EvalConfig, RewardSpec, SFTConfig, TrainConfig
-from grpokit.config_help import config_help
-from grpokit.config_io import (ConfigError, apply_overrides, builtin_recipes, dump_yaml, from_dict, load_config,
-                               to_dict, validate)
+from grpokit.config.schema import EvalConfig, RewardSpec, SFTConfig, TrainConfig
+from grpokit.config.help import config_help
+from grpokit.config.io import (ConfigError, apply_overrides, builtin_recipes, dump_yaml, from_dict, load_config,
+                               to_dict)
+from grpokit.config.validation import validate
 
 
 def write(tmp_path, text, name="recipe.yaml"):
@@ -247,7 +248,7 @@ def test_validate_reports_the_bad_key(overrides, key):
 
 
 def test_validate_preset_name():
-    pytest.importorskip("grpokit.presets")
+    pytest.importorskip("grpokit.config.presets")
     problems = validate(load_config(TrainConfig, None, ["algorithm.preset=grpoo"]))
     assert problems and problems[0].startswith("algorithm.preset = 'grpoo'") and "did you mean 'grpo'" in problems[0]
 
@@ -305,8 +306,8 @@ def test_config_help_lists_every_key_with_help_and_choices():
 
 
 def test_validate_checks_group_options_and_tool_names():
-    from grpokit.config import TrainConfig
-    from grpokit.config_io import load_config, validate
+    from grpokit.config.schema import TrainConfig
+    from grpokit.config import load_config, validate
 
     def problems(*overrides):
         return validate(load_config(TrainConfig, None, ["data.train=task:arithmetic", *overrides]))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import grpokit.tasks as tasks
-from grpokit.data import load_prompts, load_sft
+from grpokit.tasks.data import load_prompts, load_sft
 from grpokit.rewards import RewardSet
 from grpokit.tasks.gsm8k import GSM8KTask, find_data_dir, load_gsm8k, parse_gsm8k_row, trace
 from grpokit.types import Example, SFTExample
@@ -138,7 +138,7 @@ class _DummyTask:
 def dummy_task(monkeypatch):
     # Registered on a copy of the registry, and without importing the other built-in tasks.
     monkeypatch.setattr(tasks.TASKS, "_items", {**tasks.TASKS._items, "dummy": _DummyTask})
-    monkeypatch.setattr(tasks, "_load_builtins", lambda: None)
+    monkeypatch.setattr(tasks, "load_builtins", lambda: None)
 
 
 def test_task_specs(dummy_task):

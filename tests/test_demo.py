@@ -18,7 +18,7 @@ def test_quick_demo_runs_both_stages_and_writes_its_outputs(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_full_demo_raises_heldout_accuracy_by_ten_points(tmp_path):
-    from grpokit.demo import run_demo
+    from grpokit.demos.demo import run_demo
 
     s = run_demo(seed=0, out=str(tmp_path / "demo"))
     assert s["accuracy_grpo"] - s["accuracy_cold_start"] >= 0.10, s

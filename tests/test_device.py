@@ -10,9 +10,9 @@ import json
 import pytest
 import torch
 
-from grpokit.config import TrainConfig
-from grpokit.config_io import load_config, validate
-from grpokit.device import batch_to, model_device, resolve_device
+from grpokit.config.schema import TrainConfig
+from grpokit.config import load_config, validate
+from grpokit.model.device import batch_to, model_device, resolve_device
 from grpokit.rollout.sampler import _uniform, sample_next
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -107,7 +107,7 @@ def test_generation_on_cuda_matches_cpu(lean):
 def test_cuda_graph_decoding_samples_what_eager_decoding_samples(monkeypatch):
     """Groups (repeated prompts), rows ending at different steps (EOS made likely), and
     the graph captured again after the cache is compacted."""
-    import grpokit.rollout.stepper as stepper_mod
+    import grpokit.engine.stepper as stepper_mod
     from grpokit.rollout.generate import generate
 
     model = _tiny_model()
@@ -147,7 +147,7 @@ def test_sampler_on_cuda_uses_the_cpu_generator():
 
 @cuda
 def test_logprobs_and_gradients_on_cuda_match_cpu():
-    from grpokit.forward import sequence_logprobs
+    from grpokit.model.forward import sequence_logprobs
 
     model = _tiny_model().train()
     g = torch.Generator().manual_seed(2)
@@ -196,7 +196,7 @@ def test_training_runs_on_cuda_and_resumes(tmp_path, extra):
 
 @cuda
 def test_shared_prompt_pass_on_cuda_matches_one_pass_per_row():
-    from grpokit.forward import sequence_logprobs
+    from grpokit.model.forward import sequence_logprobs
     from grpokit.rollout.batch import build_rollout_batch
 
     g = torch.Generator().manual_seed(3)

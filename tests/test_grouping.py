@@ -58,8 +58,8 @@ def test_unknown_strategy_lists_valid_ones():
 
 
 def test_recipe_with_unknown_strategy_fails_validation():
-    from grpokit.config import TrainConfig
-    from grpokit.config_io import load_config, validate
+    from grpokit.config.schema import TrainConfig
+    from grpokit.config import load_config, validate
 
     cfg = load_config(TrainConfig, None, ["algorithm.grouping=clusterz"])
     problems = [p for p in validate(cfg) if p.startswith("algorithm.grouping")]
@@ -68,8 +68,8 @@ def test_recipe_with_unknown_strategy_fails_validation():
 
 
 def test_group_options_from_a_recipe_reach_the_grouper():
-    from grpokit.config import TrainConfig
-    from grpokit.config_io import load_config
+    from grpokit.config.schema import TrainConfig
+    from grpokit.config.io import load_config
 
     cfg = load_config(TrainConfig, None, ["algorithm.grouping=multiscale", "algorithm.group.scales=[prompt,batch]",
                                           "algorithm.group.weights=[3,1]", "algorithm.group.shrink=true"])

@@ -1,7 +1,7 @@
 """The grouping study's bookkeeping (no training): samples to reach a target, the table."""
 import pytest
 
-from grpokit.study import STRATEGIES, StudySettings, main, markdown, samples_to_reach, summarise
+from grpokit.demos.study import STRATEGIES, StudySettings, main, markdown, samples_to_reach, summarise
 
 
 def test_samples_to_reach():
@@ -58,7 +58,7 @@ def test_study_cli_rejects_unknown_strategy(capsys):
 def test_report_only_summarises_finished_runs_without_training(tmp_path, capsys):
     import json
 
-    from grpokit.study import StudySettings, study_grouping
+    from grpokit.demos.study import StudySettings, study_grouping
 
     s = StudySettings()
     for seed, cold in ((0, 0.2), (1, 0.3)):

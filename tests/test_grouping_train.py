@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from grpokit import cli, native
+from grpokit import cli
+from grpokit.engine import native
 
 GOLDEN = Path(__file__).parent / "data" / "grouping_prompt_golden.json"
 REWARD_FILE = '''

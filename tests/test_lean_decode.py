@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from grpokit.rollout.generate import generate
-from grpokit.rollout.lean import LeanDecoder, unsupported_reason
-from grpokit.rollout.stepper import _LeanStepper, _TransformersStepper, make_stepper
+from grpokit.engine.lean import LeanDecoder, unsupported_reason
+from grpokit.engine.stepper import _LeanStepper, _TransformersStepper, make_stepper
 
 
 def _model(arch: str, *, vocab: int = 53, heads: int = 4, kv: int = 2, bias_eos: bool = True, seed: int = 0):
@@ -117,7 +117,7 @@ def test_lean_decoding_of_a_bfloat16_model_stays_close():
 
 
 def test_unfused_projections_for_large_models_sample_the_same(monkeypatch):
-    import grpokit.rollout.lean as lean
+    import grpokit.engine.lean as lean
 
     model = _model("qwen2")
     prompts = _prompts(53)
@@ -136,7 +136,7 @@ def test_unfused_projections_for_large_models_sample_the_same(monkeypatch):
 def test_static_step_samples_what_the_lean_step_samples(arch, heads, kv, monkeypatch):
     """The fixed-shape step behind CUDA graphs (whole-cache attention under a mask, rows
     kept until half have finished, then compacted), run eagerly on the CPU."""
-    import grpokit.rollout.stepper as stepper_mod
+    import grpokit.engine.stepper as stepper_mod
 
     model = _model(arch, heads=heads, kv=kv)
     prompts = _prompts(53)[:4] * 3  # groups: each prompt prefilled once, then copied to its rows

@@ -1,4 +1,4 @@
-"""The activation-lean MLP and RMSNorm (grpokit.lean_train) compute the plain function and gradients."""
+"""The activation-lean MLP and RMSNorm (grpokit.engine.lean_train) compute the plain function and gradients."""
 from __future__ import annotations
 
 import copy
@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from grpokit import lean_train
-from grpokit.lean_train import _RMSNorm, _SwiGLUDown
+from grpokit.engine import lean_train
+from grpokit.engine.lean_train import _RMSNorm, _SwiGLUDown
 
 
 def _model(arch: str, dtype=torch.float64):

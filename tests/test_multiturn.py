@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from grpokit.char_tokenizer import build_char_tokenizer
-from grpokit.forward import sequence_logprobs
+from grpokit.model.char_tokenizer import build_char_tokenizer
+from grpokit.model.forward import sequence_logprobs
 from grpokit.rollout.batch import build_rollout_batch
 from grpokit.rollout.multiturn import MultiTurnGenerator, tool_metrics
 from grpokit.tools import ToolError

@@ -1,4 +1,4 @@
-"""grpokit's C decode kernels (grpokit.native): literal values, agreement with torch's
+"""grpokit's C decode kernels (grpokit.engine.native): literal values, agreement with torch's
 ops in float64, and whole sampling runs equal to transformers' forward."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grpokit import native
-from grpokit.native import ops
-from grpokit.rollout.lean import LeanDecoder, _rotate
+from grpokit.engine import native
+from grpokit.engine.native import ops
+from grpokit.engine.lean import LeanDecoder, _rotate
 from test_native_step import _model, assert_lean_sampling_matches  # a small Qwen2, rows finish apart
 
 LIB = native.library()
@@ -121,7 +121,7 @@ def test_softmax_exp_is_accurate_over_the_float_range():
 def test_native_sampling_equals_transformers_forward(hidden, heads, kv, monkeypatch):
     """The kernels between torch's products; small as it is, the model is kept off the
     whole step in C (tests/test_native_step.py tests that one)."""
-    monkeypatch.setattr("grpokit.rollout.lean.WHOLE_STEP_MAX_BYTES", 0)
+    monkeypatch.setattr("grpokit.engine.lean.WHOLE_STEP_MAX_BYTES", 0)
     model = _model(hidden=hidden, heads=heads, kv=kv)
     dec = LeanDecoder(model, capacity=8)
     assert dec.native is not None and dec.whole is None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grpokit import native
-from grpokit.forward import sequence_logprobs
-from grpokit.native_pass import native_logprobs, native_pass_reason
+from grpokit.engine import native
+from grpokit.model.forward import sequence_logprobs
+from grpokit.engine.native_pass import native_logprobs, native_pass_reason
 from grpokit.types import RolloutBatch
 from grpokit.update import LossSettings, native_applies, reference_logprobs, update_policy
 
@@ -85,7 +85,7 @@ def test_one_and_two_threads_give_the_same_numbers(monkeypatch):
     model = _model()
     out = []
     for threads in (1, 2):
-        monkeypatch.setattr("grpokit.native_pass.available_threads", lambda: threads)
+        monkeypatch.setattr("grpokit.engine.native_pass.available_threads", lambda: threads)
         out.append(_grads(model, native_logprobs, 1.0))
     assert torch.allclose(out[0][0], out[1][0], atol=1e-6)
     for name in out[0][2]:
@@ -93,7 +93,7 @@ def test_one_and_two_threads_give_the_same_numbers(monkeypatch):
 
 
 def test_no_grad_pass_equals_the_forward_and_keeps_nothing():
-    from grpokit import native_pass
+    from grpokit.engine import native_pass
 
     model = _model().eval()
     ids, mask, loss = _batch()
@@ -124,8 +124,8 @@ def test_bad_batches_are_refused():
 def test_training_passes_stop_at_their_own_size_bound(monkeypatch):
     """Sampling takes the C step up to WHOLE_STEP_MAX_BYTES; the training passes only up
     to the smaller NATIVE_PASS_MAX_BYTES."""
-    from grpokit import native_pass
-    from grpokit.rollout.lean import WHOLE_STEP_MAX_BYTES, whole_step_reason
+    from grpokit.engine import native_pass
+    from grpokit.engine.lean import WHOLE_STEP_MAX_BYTES, whole_step_reason
 
     assert native_pass.NATIVE_PASS_MAX_BYTES < WHOLE_STEP_MAX_BYTES
     model = _model()

@@ -8,12 +8,12 @@ import platform
 import pytest
 import torch
 
-from grpokit import native
-from grpokit.native.step import _panels, _row_panels
-from grpokit.rollout import stepper as stepper_mod
+from grpokit.engine import native
+from grpokit.engine.native.step import _panels, _row_panels
+from grpokit.engine import stepper as stepper_mod
 from grpokit.rollout.generate import generate
-from grpokit.rollout.lean import WHOLE_STEP_MAX_BYTES, LeanDecoder, whole_step_reason
-from grpokit.rollout.threads import available_threads, intra_op_threads, park_openmp_workers
+from grpokit.engine.lean import WHOLE_STEP_MAX_BYTES, LeanDecoder, whole_step_reason
+from grpokit.engine.threads import available_threads, intra_op_threads, park_openmp_workers
 
 LIB = native.library()
 pytestmark = pytest.mark.skipif(LIB is None, reason="no C compiler: the decode step keeps torch's ops")
@@ -204,7 +204,7 @@ def assert_lean_sampling_matches(model, repeat: int = 1):
 @pytest.mark.parametrize("row_split_max_bytes", [16 << 20, 0])
 def test_sampling_with_the_whole_step_equals_transformers_forward(monkeypatch, row_split_max_bytes):
     """Threads split by rows (small models) and by columns (forced here with a 0 bound)."""
-    monkeypatch.setattr("grpokit.native.step.ROW_SPLIT_MAX_BYTES", row_split_max_bytes)
+    monkeypatch.setattr("grpokit.engine.native.step.ROW_SPLIT_MAX_BYTES", row_split_max_bytes)
     model = _model()
     whole = LeanDecoder(model, capacity=8).whole
     assert whole is not None and whole.by_columns == (row_split_max_bytes == 0)
@@ -216,7 +216,7 @@ def test_whole_step_applies_to_small_float32_llama_family_models_only(monkeypatc
     assert whole_step_reason(model) is None and stepper_mod.loop_threads(model) == 1
     assert stepper_mod.loop_threads(model, lean=False) is None
     assert "multiple of" in whole_step_reason(_model(hidden=40, heads=2, kv=2, inter=96))
-    monkeypatch.setattr("grpokit.rollout.lean.WHOLE_STEP_MAX_BYTES", 1000)
+    monkeypatch.setattr("grpokit.engine.lean.WHOLE_STEP_MAX_BYTES", 1000)
     assert "MiB of weights" in whole_step_reason(model) and stepper_mod.loop_threads(model) is None
     assert WHOLE_STEP_MAX_BYTES >= 1 << 20
 
@@ -242,7 +242,7 @@ def test_openmp_workers_stop_burning_a_core_when_parked():
     """After a parallel region GNU OpenMP's workers spin; parked, they burn no CPU."""
     import time
 
-    from grpokit.rollout.threads import _openmp_runtime
+    from grpokit.engine.threads import _openmp_runtime
 
     if _openmp_runtime() is None:
         pytest.skip("no OpenMP runtime found to park")
@@ -256,7 +256,7 @@ def test_openmp_workers_stop_burning_a_core_when_parked():
 
 def test_ctypes_structs_mirror_the_c_structs():
     """A field added on one side only would make the kernels read garbage (or crash)."""
-    from grpokit.native.step import _Layer, _Model
+    from grpokit.engine.native.step import _Layer, _Model
 
     got = torch.zeros(4, dtype=torch.int64)
     LIB.gk_struct_layout(got.data_ptr())

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from grpokit.optim import lr_factor
-from grpokit.prompt_sampler import PromptSampler
+from grpokit.tasks.prompt_sampler import PromptSampler
 
 
 def test_lr_schedule_literal_values():
@@ -62,7 +62,7 @@ def test_release_free_memory_returns_heap_pages_to_the_os():
 
     import pytest
 
-    from grpokit.memory import heap_free_bytes, release_free_memory
+    from grpokit.engine.memory import heap_free_bytes, release_free_memory
 
     if not sys.platform.startswith("linux"):
         pytest.skip("malloc_trim is glibc's")

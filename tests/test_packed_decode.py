@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grpokit.rollout import packed
-from grpokit.rollout.packed import DecodeLinear, PackedSet, packing_available
+from grpokit.engine import packed
+from grpokit.engine.packed import DecodeLinear, PackedSet, packing_available
 
 needs_mkl = pytest.mark.skipif(not packing_available(torch.zeros(1)), reason="torch built without MKL")
 
@@ -69,7 +69,7 @@ def test_packed_decode_samples_what_the_plain_decode_samples(monkeypatch):
     padded and the repacked products are both used."""
     from test_lean_decode import _model, _prompts, _sample
 
-    import grpokit.rollout.lean as lean
+    import grpokit.engine.lean as lean
 
     model = _model("qwen2")
     prompts = _prompts(53) * 3  # 24 rows

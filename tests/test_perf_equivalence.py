@@ -13,8 +13,8 @@ import copy
 import pytest
 import torch
 
-from grpokit.forward import CHECKPOINT_MIN_VOCAB, sequence_logprobs
-from grpokit.policy import encode_prompts
+from grpokit.model.forward import CHECKPOINT_MIN_VOCAB, sequence_logprobs
+from grpokit.model.policy import encode_prompts
 from grpokit.rollout.batch import build_rollout_batch
 from grpokit.rollout.generate import generate, left_pad
 from grpokit.rollout.sampler import sample_next
@@ -256,7 +256,7 @@ def _arch_model(arch: str, vocab: int):
 def test_shared_prompt_pass_equals_one_pass_per_row(arch, vocab, monkeypatch):
     """Each distinct prompt run once, its keys and values shared by its group: the same
     log-probs, entropy and parameter gradients as the plain pass, and fewer positions."""
-    import grpokit.forward as fwd
+    import grpokit.model.forward as fwd
 
     model = _arch_model(arch, vocab)
     batch = _group_batch(vocab)
@@ -285,7 +285,7 @@ def test_shared_prompt_pass_equals_one_pass_per_row(arch, vocab, monkeypatch):
 
 
 def test_shared_prompt_pass_falls_back_when_no_prompt_repeats_or_a_prompt_token_is_trained():
-    import grpokit.forward as fwd
+    import grpokit.model.forward as fwd
 
     model = _qwen(61)
     distinct = _random_batch(61)  # every prompt differs
@@ -328,7 +328,7 @@ def test_gradient_checkpointing_update_equals_the_plain_update():
     """optim.gradient_checkpointing: the same loss and the same updated weights; the
     policy pass then runs every row (transformers drops the cache), the reference pass
     (no grad) still shares prompts."""
-    import grpokit.forward as fwd
+    import grpokit.model.forward as fwd
 
     model = _qwen(CHECKPOINT_MIN_VOCAB + 37)
     batch = _group_batch(CHECKPOINT_MIN_VOCAB + 37)

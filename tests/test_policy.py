@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from grpokit.config import LoraConfig, ModelConfig
-from grpokit.policy import Reference, create_tiny, encode_prompts, load_policy, load_tokenizer, parse_tiny, render_prompt
+from grpokit.config.schema import LoraConfig, ModelConfig
+from grpokit.model.policy import Reference, create_tiny, encode_prompts, load_policy, load_tokenizer, parse_tiny, render_prompt
 
 
 def test_char_tokenizer_round_trips_and_keeps_spaces_and_tags():

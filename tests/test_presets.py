@@ -6,8 +6,8 @@ import pytest
 from grpokit.algo.advantages import ADVANTAGES, SCALES
 from grpokit.algo.losses import RATIO_LEVELS
 from grpokit.algo.masking import AGG_MODES
-from grpokit.config import AlgorithmConfig
-from grpokit.presets import PRESETS, resolve_algorithm
+from grpokit.config.schema import AlgorithmConfig
+from grpokit.config.presets import PRESETS, resolve_algorithm
 from grpokit.registry import RegistryError
 
 KEYS = ("advantage", "scale_rewards", "ratio", "loss_agg", "clip_low", "clip_high")

@@ -336,7 +336,7 @@ def test_duplicate_names_get_a_suffix_and_specs_resolve(tmp_path):
 
 
 def test_recipe_style_items():
-    from grpokit.config import RewardSpec
+    from grpokit.config.schema import RewardSpec
 
     rs = RewardSet([RewardSpec("length", 0.5, {"max_chars": 10, "buffer": 0}), {"name": "format", "weight": 2},
                     "accuracy"])

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from grpokit.forward import sequence_logprobs
-from grpokit.policy import encode_prompts, eos_token_ids
+from grpokit.model.forward import sequence_logprobs
+from grpokit.model.policy import encode_prompts, eos_token_ids
 from grpokit.rollout.batch import build_rollout_batch
 from grpokit.rollout.generate import generate
 from grpokit.rollout.sampler import sample_next

@@ -159,7 +159,7 @@ def test_cold_start_masks_inserted_results():
 
 @pytest.mark.slow
 def test_demo_search_quick_runs_end_to_end(tmp_path, capsys):
-    from grpokit.demo_search import run_demo
+    from grpokit.demos.search import run_demo
 
     summary = run_demo(seed=0, out=str(tmp_path / "demo"), quick=True)
     printed = capsys.readouterr().out
@@ -170,8 +170,8 @@ def test_demo_search_quick_runs_end_to_end(tmp_path, capsys):
 def test_hotpotqa_recipe_validates_with_its_files(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from grpokit.config import TrainConfig
-    from grpokit.config_io import load_config, validate
+    from grpokit.config.schema import TrainConfig
+    from grpokit.config import load_config, validate
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "hotpotqa_search.yaml"
     (tmp_path / "data").mkdir()
@@ -190,7 +190,7 @@ def test_hotpotqa_recipe_validates_with_its_files(tmp_path, monkeypatch):
 
 
 def test_sft_encoding_masks_tool_results_out_of_the_loss():
-    from grpokit.char_tokenizer import build_char_tokenizer
+    from grpokit.model.char_tokenizer import build_char_tokenizer
     from grpokit.sft import collate, encode_traces
     from grpokit.types import SFTExample
 

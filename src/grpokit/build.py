@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from grpokit import lean_train
-from grpokit.config import AlgorithmConfig, TrainConfig
+from grpokit.engine import lean_train
+from grpokit.config.schema import AlgorithmConfig, TrainConfig
 from grpokit.rollout.generate import generate
 from grpokit.types import Example
 
@@ -16,8 +16,8 @@ log = logging.getLogger("grpokit")
 
 @dataclass
 class Components:
-    policy: object  # grpokit.policy.Policy
-    reference: object | None  # grpokit.policy.Reference, only when beta > 0
+    policy: object  # grpokit.model.policy.Policy
+    reference: object | None  # grpokit.model.policy.Reference, only when beta > 0
     rewards: object  # grpokit.rewards.RewardSet
     grouper: Callable  # Experience -> group ids [N] or grouping.Groups; may carry state (see types.Grouper)
     advantage_fn: Callable
@@ -53,10 +53,10 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
     import dataclasses
 
     from grpokit.algo.advantages import ADVANTAGES
-    from grpokit.data import load_prompts
+    from grpokit.tasks.data import load_prompts
     from grpokit.grouping import make_grouper
-    from grpokit.policy import Reference, load_policy
-    from grpokit.presets import resolve_algorithm
+    from grpokit.model.policy import Reference, load_policy
+    from grpokit.config.presets import resolve_algorithm
     from grpokit.rewards import RewardSet
 
     algo = resolve_algorithm(cfg.algorithm)
@@ -94,8 +94,9 @@ def build_generate_fn(cfg: TrainConfig, tokenizer) -> Callable:
         return generate if (r.lean_decode and r.cuda_graphs) else functools.partial(
             generate, lean=r.lean_decode, cuda_graphs=r.cuda_graphs)
     from grpokit.rollout.multiturn import MultiTurnGenerator
+    from grpokit.tasks import with_task_corpora
     from grpokit.tools import build_tools
 
-    return MultiTurnGenerator(build_tools(cfg.rollout.tools), tokenizer, max_turns=cfg.rollout.max_turns,
+    return MultiTurnGenerator(build_tools(with_task_corpora(cfg.rollout.tools)), tokenizer, max_turns=cfg.rollout.max_turns,
                               max_tool_tokens=cfg.rollout.max_tool_tokens, lean=cfg.rollout.lean_decode,
                               cuda_graphs=cfg.rollout.cuda_graphs)

@@ -17,10 +17,11 @@ import os
 import sys
 from typing import Any, Sequence
 
-from grpokit.config import EvalConfig, SFTConfig, TrainConfig
-from grpokit.config_help import config_help
-from grpokit.config_io import (KINDS, ConfigError, builtin_recipes, dotted_keys, dump_yaml, load_config,
-                               parse_reward, read_yaml, recipe_kind, resolve_recipe, validate)
+from grpokit.config.schema import EvalConfig, SFTConfig, TrainConfig
+from grpokit.config.help import config_help
+from grpokit.config.io import (KINDS, ConfigError, builtin_recipes, dotted_keys, dump_yaml, load_config,
+                               parse_reward, read_yaml, recipe_kind, resolve_recipe)
+from grpokit.config.validation import validate
 
 PROG = "grpokit"
 LIST_CATEGORIES = ("rewards", "losses", "advantages", "groupers", "tasks", "tools")
@@ -178,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # bench: arguments belong to grpokit.bench; main() forwards them untouched
     sub.add_parser("bench", help="benchmarks (arguments are passed to grpokit.bench)", add_help=False)
-    sub.add_parser("study", help="studies, e.g. `grpokit study grouping` (arguments are passed to grpokit.study)",
+    sub.add_parser("study", help="studies, e.g. `grpokit study grouping` (arguments are passed to grpokit.demos.study)",
                    add_help=False)
     return parser
 
@@ -260,10 +261,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.variant == "search":
-        module = _import_optional("grpokit.demo_search", "the search demo (`grpokit demo search`)")
+        module = _import_optional("grpokit.demos.search", "the search demo (`grpokit demo search`)")
         out = args.out or "runs/demo-search"
     else:
-        module = _import_optional("grpokit.demo", "the demo")
+        module = _import_optional("grpokit.demos.demo", "the demo")
         out = args.out or "runs/demo"
     result = module.run_demo(seed=args.seed, out=out, quick=args.quick)
     if hasattr(result, "format_report"):
@@ -275,14 +276,14 @@ def _registry_for(category: str) -> Any:
     if category == "rewards":
         return getattr(_import_optional("grpokit.rewards", "`list rewards`"), "REWARDS")
     if category == "losses":
-        return _import_optional("grpokit.presets", "`list losses`").PRESETS
+        return _import_optional("grpokit.config.presets", "`list losses`").PRESETS
     if category == "advantages":
         return _import_optional("grpokit.algo.advantages", "`list advantages`").ADVANTAGES
     if category == "groupers":
         return _import_optional("grpokit.grouping", "`list groupers`").GROUPERS
     if category == "tasks":
         tasks = _import_optional("grpokit.tasks", "`list tasks`")
-        tasks._load_builtins()
+        tasks.load_builtins()
         return tasks.TASKS
     if category == "tools":
         tools = _import_optional("grpokit.tools", "`list tools`")
@@ -325,9 +326,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+FORWARDED = {"bench": "grpokit.bench", "study": "grpokit.demos.study"}  # command -> module with main(argv)
+
+
 def cmd_forward(module: str, argv: Sequence[str]) -> int:
     """Commands whose arguments belong to another module's own parser."""
-    mod = _import_optional(f"grpokit.{module}", f"`grpokit {module}`")
+    mod = _import_optional(FORWARDED[module], f"`grpokit {module}`")
     result = mod.main(list(argv))
     return int(result or 0)
 
@@ -361,12 +365,13 @@ def _is_user_error(exc: BaseException) -> bool:
     return any(cls.__name__ == "RewardError" for cls in type(exc).__mro__)
 
 
-def console_main() -> int:
+def console_main(launcher: Sequence[str] | None = None) -> int:
     """The `grpokit` console script: re-executed once under grpokit's malloc settings
-    (`grpokit.allocator`), then `main`."""
-    from grpokit.allocator import reexec_tuned
+    (`grpokit.engine.allocator`), then `main`. launcher: the interpreter arguments that
+    start this command again (default: the script, sys.argv[0])."""
+    from grpokit.engine.allocator import reexec_tuned
 
-    reexec_tuned([sys.argv[0], *sys.argv[1:]])
+    reexec_tuned([*(launcher or [sys.argv[0]]), *sys.argv[1:]])
     return main()
 
 

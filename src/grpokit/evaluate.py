@@ -9,8 +9,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from grpokit.config import EvalConfig
-from grpokit.policy import eos_token_ids, encode_prompts, render_prompt
+from grpokit.config.schema import EvalConfig
+from grpokit.model.policy import eos_token_ids, encode_prompts, render_prompt
 from grpokit.rollout.generate import generate
 from grpokit.types import Example
 
@@ -72,9 +72,9 @@ def evaluate_examples(model, tokenizer, examples: Sequence[Example], rewards, *,
 
 def evaluate(cfg: EvalConfig) -> EvalResult:
     """`grpokit eval`: load the model and data named in the config and report."""
-    from grpokit.data import load_prompts
+    from grpokit.tasks.data import load_prompts
     from grpokit.optim import set_threads
-    from grpokit.policy import is_tiny, load_policy
+    from grpokit.model.policy import is_tiny, load_policy
     from grpokit.rewards import RewardSet
 
     set_threads(cfg.threads)

@@ -14,11 +14,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from grpokit.config import SFTConfig
-from grpokit.device import model_device
-from grpokit.forward import sequence_logprobs
+from grpokit.config.schema import SFTConfig
+from grpokit.model.device import model_device
+from grpokit.model.forward import sequence_logprobs
 from grpokit.optim import make_optimizer, make_scheduler, set_threads
-from grpokit.policy import encode_prompts
+from grpokit.model.policy import encode_prompts
 from grpokit.types import SFTExample
 
 
@@ -146,10 +146,10 @@ def sft_loop(model, tokenizer, traces: Sequence[SFTExample], *, steps: int, batc
 def sft(cfg: SFTConfig) -> Path:
     """`grpokit sft`: fine-tune cfg.model on cfg.data and write a model directory to cfg.out."""
     from grpokit.checkpoint import save_model
-    from grpokit.config_io import to_dict
-    from grpokit.data import load_prompts, load_sft
+    from grpokit.config.io import to_dict
+    from grpokit.tasks.data import load_prompts, load_sft
     from grpokit.logging import RunLogger
-    from grpokit.policy import load_policy
+    from grpokit.model.policy import load_policy
 
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

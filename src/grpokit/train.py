@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 from grpokit.build import Components, build
-from grpokit.config import TrainConfig
-from grpokit.device import model_device, synchronize
+from grpokit.config.schema import TrainConfig
+from grpokit.model.device import model_device, synchronize
 from grpokit.evaluate import accuracy_key, evaluate_examples
 from grpokit.grouping import stateful
-from grpokit.policy import encode_prompts
-from grpokit.prompt_sampler import PromptSampler
+from grpokit.model.policy import encode_prompts
+from grpokit.tasks.prompt_sampler import PromptSampler
 from grpokit.rollout.batch import build_rollout_batch
 from grpokit.rollout.multiturn import tool_metrics
 from grpokit.types import Experience, RolloutBatch
@@ -72,9 +72,9 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     before any checkpoint is written). Either method may be missing.
     """
     from grpokit.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model
-    from grpokit.config_io import dump_yaml, to_dict
+    from grpokit.config.io import dump_yaml, to_dict
     from grpokit.logging import RunLogger, progress
-    from grpokit.memory import release_free_memory
+    from grpokit.engine.memory import release_free_memory
     from grpokit.optim import make_optimizer, make_scheduler, set_threads
     from grpokit.plotting import plot_metrics
 

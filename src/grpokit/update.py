@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from grpokit.algo.losses import policy_loss
-from grpokit.device import batch_to, model_device, synchronize
-from grpokit.forward import sequence_logprobs
-from grpokit.native_pass import native_logprobs, native_pass_reason
+from grpokit.model.device import batch_to, model_device, synchronize
+from grpokit.model.forward import sequence_logprobs
+from grpokit.engine.native_pass import native_logprobs, native_pass_reason
 from grpokit.types import RolloutBatch
 
 

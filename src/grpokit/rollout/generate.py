@@ -2,7 +2,7 @@
 
 Rows that finish are dropped from the cache, so a batch with a few long completions
 does not keep paying for the short ones. A prompt repeated G times (a GRPO group) is
-prefilled once. The model side is a `rollout.stepper`: grpokit's lean decode step for
+prefilled once. The model side is a `engine.stepper`: grpokit's lean decode step for
 Llama-family models, transformers' forward for the rest.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 import torch
 
 from grpokit.rollout.sampler import sample_next
-from grpokit.rollout.stepper import left_pad, loop_threads, start
-from grpokit.rollout.threads import intra_op_threads
+from grpokit.engine.stepper import left_pad, loop_threads, start
+from grpokit.engine.threads import intra_op_threads
 
 __all__ = ["GenerationOutput", "concat_outputs", "decode_chunk", "generate", "left_pad", "sampling_mode"]
 
@@ -55,7 +55,7 @@ def generate(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
     """Sample a completion for every prompt (ids already tokenized).
 
     lean: use grpokit's own decode step when the architecture allows it
-    (`rollout.lean`); False always runs the model's transformers forward.
+    (`engine.lean`); False always runs the model's transformers forward.
     cuda_graphs: on a CUDA device, replay the lean step from a CUDA graph.
     """
     if stop_strings and tokenizer is None:

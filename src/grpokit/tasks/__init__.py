@@ -28,11 +28,27 @@ TASKS: Registry = Registry("task")
 
 
 def get_task(name: str) -> Task:
-    _load_builtins()
+    load_builtins()
     factory = TASKS.get(name)
     return factory()
 
 
-def _load_builtins() -> None:
+def load_builtins() -> None:
     # Imported lazily so `grpokit --help` stays fast.
     from grpokit.tasks import arithmetic, gsm8k, search_qa  # noqa: F401
+
+
+def with_task_corpora(specs: list) -> list:
+    """Tool specs with each `corpus: task:NAME` kwarg replaced by that task's passages:
+    tools know no task, so the task builds the corpus a tool is given."""
+    out = []
+    for spec in specs:
+        kwargs = spec.get("kwargs") if isinstance(spec, dict) else None
+        corpus = (kwargs or {}).get("corpus")
+        if isinstance(corpus, str) and corpus.startswith("task:"):
+            task = get_task(corpus.split(":")[1])
+            if not hasattr(task, "corpus"):
+                raise ValueError(f"search corpus {corpus!r}: task {task.name!r} has no corpus")
+            spec = {**spec, "kwargs": {**kwargs, "corpus": task.corpus()}}
+        out.append(spec)
+    return out

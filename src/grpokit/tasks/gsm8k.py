@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from grpokit.tasks import TASKS
+from grpokit.tasks.jsonl import read_jsonl
 from grpokit.types import Example, SFTExample
 
 ENV_VAR = "GRPOKIT_GSM8K_DIR"
@@ -52,7 +53,6 @@ def trace(example: Example) -> SFTExample:
 
 def load_gsm8k(path: str | Path) -> list[Example]:
     """Every row of a GSM8K JSONL file; errors name file:line."""
-    from grpokit.data import read_jsonl  # data imports tasks lazily; import back lazily too
 
     out = []
     for line_no, row in read_jsonl(path):

@@ -1,7 +1,8 @@
 """`search`: BM25 retrieval (the `bm25s` package) over a local corpus of passages.
 
 Corpus: a JSONL file with one {"id", "title", "text"} object per line, a list of such
-dicts, or `task:NAME` for a built-in task's own corpus (search_qa). Title and text are
+dicts (a task builds its own: `grpokit.tasks.with_task_corpora`
+turns a recipe's `corpus: task:NAME` into the task's passages). Title and text are
 indexed together (lowercased words of two or more characters, English stopwords
 removed). A query returns the top-k passages, best first, one per line as
 `title: text` (or just the text with show_title=False), cut to `max_chars` in all.
@@ -16,22 +17,15 @@ from grpokit.tools import tool
 
 
 def load_corpus(spec: str | Path | Sequence[dict]) -> list[dict]:
-    """Passages {id, title, text} from a JSONL path, a list of dicts, or `task:NAME`."""
+    """Passages {id, title, text} from a JSONL path or a list of dicts."""
     if isinstance(spec, (list, tuple)):
         rows = [dict(r) for r in spec]
         where = "corpus"
-    elif isinstance(spec, str) and spec.startswith("task:"):
-        from grpokit.tasks import get_task  # lazily: tasks sit above tools
-
-        task = get_task(spec.split(":")[1])
-        if not hasattr(task, "corpus"):
-            raise ValueError(f"search corpus {spec!r}: task {task.name!r} has no corpus")
-        rows, where = task.corpus(), spec
     else:
         path = Path(spec).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"search corpus {str(spec)!r} does not exist (expected a JSONL file of "
-                                    '{"id", "title", "text"} objects, or task:NAME)')
+                                    '{"id", "title", "text"} objects)')
         rows, where = [], str(path)
         with path.open(encoding="utf-8") as f:
             for line_no, line in enumerate(f, 1):
@@ -53,7 +47,7 @@ def load_corpus(spec: str | Path | Sequence[dict]) -> list[dict]:
 
 @tool("search", doc="BM25 search (bm25s) over a local JSONL corpus of {id, title, text}; top-k passages")
 class BM25Search:
-    """BM25 over a local corpus. kwargs: corpus (path | task:NAME | list), k (passages
+    """BM25 over a local corpus. kwargs: corpus (path | list), k (passages
     returned), max_chars (result budget), show_title, name (the tag), max_query_chars."""
 
     description = "search a local corpus (BM25); returns the best passages"

@@ -1,7 +1,7 @@
 """`grpokit study grouping`: does context-aware grouping save samples? Measured, not claimed.
 
-    python -m grpokit.study grouping [--seeds 0 1 2] [--strategies grpo,semantic,...] [--out DIR]
-    python -m grpokit.study grouping --quick          # a smoke test: seconds, numbers mean nothing
+    python -m grpokit.demos.study grouping [--seeds 0 1 2] [--strategies grpo,semantic,...] [--out DIR]
+    python -m grpokit.demos.study grouping --quick          # a smoke test: seconds, numbers mean nothing
 
 For each seed, one cold-start model (supervised on reasoning traces, as in `grpokit
 demo`) is trained once and shared by every strategy, so runs of one seed differ only
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from grpokit.demo import DemoSettings
+from grpokit.demos.demo import DemoSettings
 
 # name -> (config overrides, share of GRPO's completions sampled per step)
 STRATEGIES: dict[str, tuple[list[str], float]] = {
@@ -58,7 +58,7 @@ TARGET_SHARE = 0.6
 
 @dataclass
 class StudySettings:
-    """The GRPO side of the study; the cold start is the demo's (grpokit.demo.DemoSettings)."""
+    """The GRPO side of the study; the cold start is the demo's (grpokit.demos.demo.DemoSettings)."""
 
     task: str = "arithmetic"
     model: str = "tiny:s"
@@ -102,7 +102,7 @@ def cold_start(s: StudySettings, seed: int, out: Path) -> tuple[Path, float]:
     if done.is_file():
         info = json.loads(done.read_text())
         return Path(info["model"]), float(info["accuracy"])
-    from grpokit.demo import cold_start as demo_cold_start
+    from grpokit.demos.demo import cold_start as demo_cold_start
 
     res = demo_cold_start(s.cold_settings(), seed, out / "model", task_name=s.task, progress=False)
     done.write_text(json.dumps({"model": str(res.model_dir), "accuracy": res.accuracy,
@@ -115,8 +115,8 @@ def run_strategy(s: StudySettings, name: str, seed: int, model_dir: Path, out: P
     done = out / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
-    from grpokit.config import TrainConfig
-    from grpokit.config_io import load_config, validate
+    from grpokit.config.schema import TrainConfig
+    from grpokit.config import load_config, validate
     from grpokit.logging import read_metrics
     from grpokit.train import train
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from grpokit.config import AlgorithmConfig, DataConfig, ModelConfig, OptimConfig, RolloutConfig, RunConfig, TrainConfig
+from grpokit.config.schema import AlgorithmConfig, DataConfig, ModelConfig, OptimConfig, RolloutConfig, RunConfig, TrainConfig
 
 
 
@@ -66,7 +66,7 @@ def cold_start(s: DemoSettings, seed: int, out: Path, *, task_name: str = "arith
     probe accuracy reaches s.sft_stop_at (or s.sft_max_steps), saved to `out`."""
     from grpokit.checkpoint import save_model
     from grpokit.evaluate import evaluate_examples
-    from grpokit.policy import create_tiny
+    from grpokit.model.policy import create_tiny
     from grpokit.rewards import RewardSet
     from grpokit.sft import sft_loop
     from grpokit.tasks import get_task

@@ -13,9 +13,9 @@ from typing import Sequence
 
 import torch
 
-from grpokit.device import model_device
-from grpokit.forward import cache_kwarg
-from grpokit.rollout.lean import LeanDecoder, unsupported_reason, whole_step_reason
+from grpokit.model.device import model_device
+from grpokit.model.forward import cache_kwarg
+from grpokit.engine.lean import LeanDecoder, unsupported_reason, whole_step_reason
 
 log = logging.getLogger("grpokit")
 _reported: set[str] = set()
@@ -201,7 +201,7 @@ class _StaticLeanStepper:
 def loop_threads(model, lean: bool = True) -> int | None:
     """torch's intra-op threads for a sampling loop over `model` (None: leave them).
 
-    With the whole step in C (`rollout.lean.whole_step_reason`), torch's ops around it
+    With the whole step in C (`engine.lean.whole_step_reason`), torch's ops around it
     (cache copies, sampling) are too small to split; run on more threads they wake
     torch's OpenMP workers, which then spin for milliseconds on the cores the step's own
     threads need (a W1 step: 0.46 -> 0.9 ms, and 1.2-2.5 ms for the first ones after the

@@ -1,7 +1,7 @@
 """The policy's training pass of a small Llama-family CPU model in grpokit's C code.
 
 `sequence_logprobs` for models the whole C decode step covers
-(`rollout.lean.whole_step_reason`: Qwen2/Llama/Mistral, float32 on a CPU, no adapters;
+(`engine.lean.whole_step_reason`: Qwen2/Llama/Mistral, float32 on a CPU, no adapters;
 here at most NATIVE_PASS_MAX_BYTES of weights): the forward runs in `native/train.c`
 keeping what its backward needs (nothing, without gradients: the reference pass), and
 the backward there too, sequences split between threads. With gradients it is one
@@ -17,10 +17,10 @@ import ctypes
 import torch
 import torch.nn.functional as F
 
-from grpokit import native
-from grpokit.forward import base_model
-from grpokit.rollout.lean import whole_step_reason, whole_step_weights
-from grpokit.rollout.threads import available_threads, intra_op_threads
+from grpokit.engine import native
+from grpokit.model.forward import base_model
+from grpokit.engine.lean import whole_step_reason, whole_step_weights
+from grpokit.engine.threads import available_threads, intra_op_threads
 
 
 # float32 weight bytes up to which the training passes run in C. Its products split the

@@ -50,13 +50,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from grpokit.allocator import TUNABLES as GRPOKIT_TUNABLES
-from grpokit.bench_machine import (  # noqa: F401 - cpu_snapshot etc. are part of this module's API
+from grpokit.engine.allocator import TUNABLES as GRPOKIT_TUNABLES
+from grpokit.bench.machine import (  # noqa: F401 - cpu_snapshot etc. are part of this module's API
     cpu_name, cpu_snapshot, machine_load, measure_ceiling, summarize, wait_idle)
 
 TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 # default: no GLIBC_TUNABLES from the bench (TRL then runs on glibc's defaults; grpokit
-# applies its own, grpokit.allocator, as the `grpokit` command does); tunables:
+# applies its own, grpokit.engine.allocator, as the `grpokit` command does); tunables:
 # BASELINE.md's setting for both; grpokit: grpokit's setting for both.
 ALLOCATORS = {"default": None, "tunables": TUNABLES, "grpokit": GRPOKIT_TUNABLES}
 DEFAULT_ASSETS = "/tmp/grpo_assets"
@@ -73,20 +73,20 @@ class Workload:
     prompts_per_step: int = 4
     num_generations: int = 8
     data_file: str = "arith_512.jsonl"
-    reward: str = "grpokit.bench:any_integer_reward"
+    reward: str = "grpokit.bench.run:any_integer_reward"
     dtype: str = "float32"
     micro_batch_size: int = 0
     device: str = "cpu"
 
 
-# W1 and W2 of BASELINE.md (CPU), and a GPU workload whose assets `grpokit.bench_gpu` builds:
+# W1 and W2 of BASELINE.md (CPU), and a GPU workload whose assets `grpokit.bench.gpu` builds:
 # a randomly initialised Qwen2 of Qwen2.5-0.5B's shape in bf16, 16 prompts x 8 completions
 # of 256 tokens per step.
 WORKLOADS = {
     "tiny": Workload("tiny", 32, 22),
     "small": Workload("small", 64, 7),
     "qwen2-0.5b": Workload("qwen2-0.5b", 256, 64, prompts_per_step=16, data_file="prompts.jsonl",
-                           reward="grpokit.bench_gpu:hash_reward", dtype="bfloat16", micro_batch_size=32,
+                           reward="grpokit.bench.gpu:hash_reward", dtype="bfloat16", micro_batch_size=32,
                            device="cuda"),
 }
 
@@ -100,7 +100,7 @@ def any_integer_reward(completion: str, *, answer: Any, **_: Any) -> float:
     return 1.0 if any(int(m) == target for m in _INT_RE.findall(completion)) else 0.0
 
 
-REWARD_SPEC = "grpokit.bench:any_integer_reward"
+REWARD_SPEC = "grpokit.bench.run:any_integer_reward"
 
 
 # --------------------------------------------------------------------------- one grpokit run (in-process)
@@ -109,8 +109,8 @@ REWARD_SPEC = "grpokit.bench:any_integer_reward"
 def workload_config(workload: Workload, assets: Path, *, steps: int, seed: int, threads: int, out: str,
                     overrides: Sequence[str] = ()):
     """The TrainConfig of a BASELINE workload, built like `grpokit train` builds one."""
-    from grpokit.config import TrainConfig
-    from grpokit.config_io import ConfigError, load_config, validate
+    from grpokit.config.schema import TrainConfig
+    from grpokit.config import ConfigError, load_config, validate
 
     data = {
         "model.name_or_path": str(assets / "models" / workload.name),
@@ -347,7 +347,7 @@ def run_grpokit(args: argparse.Namespace) -> dict[str, Any]:
                          "peak_reserved_mib": torch.cuda.max_memory_reserved() / 2 ** 20}
     result["achieved_flops_per_s"] = {"simple": comp["flops_simple"] / wall["median"],
                                       "executed": comp["flops_executed"] / wall["median"]}
-    ceiling = _read_ceiling(args.ceiling_json)
+    ceiling = read_ceiling(args.ceiling_json)
     if ceiling:
         result["ceiling_flops_per_s"] = ceiling
         result["fraction_of_ceiling"] = {k: v / ceiling for k, v in result["achieved_flops_per_s"].items()}
@@ -358,7 +358,7 @@ def run_grpokit(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _read_ceiling(path: str | None) -> float | None:
+def read_ceiling(path: str | None) -> float | None:
     if path and os.path.exists(path):
         return float(json.loads(Path(path).read_text())["ceiling_flops_per_s"])
     return None
@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workload", choices=sorted(WORKLOADS), default="tiny",
                    help="tiny (W1: 1M params, char vocab, 32 tokens), small (W2: 56M params, 32k vocab, 64 tokens), "
                         "or qwen2-0.5b (GPU: random Qwen2.5-0.5B shape, bf16, 16x8 completions of 256 tokens; "
-                        "see grpokit.bench_gpu)")
+                        "see grpokit.bench.gpu)")
     p.add_argument("--assets", default=DEFAULT_ASSETS, help="output folder of shared/bench/make_assets.py")
     p.add_argument("--steps", type=int, default=10, help="optimizer steps per run (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="steps left out of the statistics (default 2)")
@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=2, help="repeats of a disturbed run")
     p.add_argument("--keep-run-dir", action="store_true", help="keep grpokit's run directory (metrics.jsonl)")
     p.add_argument("--variants", default="graphs,lean,transformers",
-                   help="GPU workloads: comma-separated sampling variants of grpokit.bench_gpu "
+                   help="GPU workloads: comma-separated sampling variants of grpokit.bench.gpu "
                         "(graphs, lean, transformers)")
     p.add_argument("--in-process", action="store_true",
                    help="run one grpokit measurement in this process (what each child run does)")
@@ -446,44 +446,3 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grpokit config overrides on top of the workload (e.g. optim.micro_batch_size=8); "
                         "the run then no longer is the BASELINE workload")
     return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.steps <= args.warmup:
-        print("grpokit bench: --steps must be larger than --warmup", file=sys.stderr)
-        return 2
-    if args.measure_ceiling:
-        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-        res = measure_ceiling(args.threads)
-        print(f"CEILING {res['ceiling_flops_per_s'] / 1e9:.1f} GFLOP/s ({res['shape']}, {res['threads']} threads)")
-        if args.json_out:
-            Path(args.json_out).write_text(json.dumps(res, indent=1))
-        return 0
-    if args.in_process:
-        run_grpokit(args)
-        return 0
-    if WORKLOADS[args.workload].device != "cpu":
-        from grpokit.bench_gpu import orchestrate as orchestrate_gpu  # builds its own assets
-
-        return orchestrate_gpu(args)
-    if args.allocator is None:
-        args.allocator = "both" if args.vs_trl else "default"
-    from grpokit.bench_orchestrate import orchestrate  # imports this module: loaded on use
-
-    return orchestrate(args)
-
-
-def compare(results, workload: str):
-    """Side-by-side ratios of finished runs (`bench_orchestrate.compare`)."""
-    from grpokit.bench_orchestrate import compare as _compare
-
-    return _compare(results, workload)
-
-
-if __name__ == "__main__":
-    if "--in-process" in sys.argv:  # a measured run: under the allocator `grpokit train` uses
-        from grpokit.allocator import reexec_tuned
-
-        reexec_tuned(["-m", "grpokit.bench", *sys.argv[1:]])
-    sys.exit(main())

@@ -6,8 +6,8 @@ import dataclasses
 import textwrap
 from typing import Any
 
-from grpokit.config import RewardSpec
-from grpokit.config_io import _base, _hints, _is_dataclass_type, _join, _list_item_type, _show, _type_name
+from grpokit.config.schema import RewardSpec
+from grpokit.config.io import base_type, is_dataclass_type, join_key, list_item_type, show, type_hints, type_name
 
 _MISSING = object()
 
@@ -35,18 +35,18 @@ def _show_default(value: Any) -> str:
                                for v in value) + "]"
     if isinstance(value, str):
         return value if value else '""'
-    return _show(value)
+    return show(value)
 
 
 def _help_lines(cls: type, prefix: str, lines: list[str], width: int, depth: int) -> None:
-    hints = _hints(cls)
+    hints = type_hints(cls)
     after_section = False
     for f in dataclasses.fields(cls):
-        key = _join(prefix, f.name)
+        key = join_key(prefix, f.name)
         tp = hints[f.name]
-        base = _base(tp)
+        base = base_type(tp)
         help_text = f.metadata.get("help", "")
-        if _is_dataclass_type(base):
+        if is_dataclass_type(base):
             if depth == 0 and lines:
                 lines.append("")
             indent = "  " * depth
@@ -58,13 +58,13 @@ def _help_lines(cls: type, prefix: str, lines: list[str], width: int, depth: int
             lines.append("")
             after_section = False
         indent = "  " * max(depth, 1)
-        lines.append(f"{indent}{key}  ({_type_name(tp, f)}, default: {_show_default(_default_of(f))})")
+        lines.append(f"{indent}{key}  ({type_name(tp, f)}, default: {_show_default(_default_of(f))})")
         body_indent = indent + "    "
         texts = [help_text] if help_text else []
         choices = f.metadata.get("choices") or ()
         if choices:
             texts.append("choices: " + ", ".join(map(str, choices)))
-        if base is list and _list_item_type(f, tp) is RewardSpec:
+        if base is list and list_item_type(f, tp) is RewardSpec:
             texts.append("forms: [accuracy, format@0.2] | {accuracy: 1.0, format: 0.2} | "
                          "[{name: accuracy, weight: 1.0, kwargs: {}}]")
             for sub in dataclasses.fields(RewardSpec):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grpokit.native import LANES
+from grpokit.engine.native import LANES
 
 _p, _f = ctypes.c_void_p, ctypes.c_float
 

@@ -8,11 +8,11 @@ generation call, for models where that copy stays under FUSE_MAX_BYTES), a
 preallocated KV cache written in place, rotary tables computed once, and grouped-query
 attention without repeating the cached keys. On a CPU in float32 the one-token step
 runs its norms, rotary embedding, cache write and attention in grpokit's C kernels
-(`grpokit.native`; the key cache is then stored transposed), and for models of at most
+(`grpokit.engine.native`; the key cache is then stored transposed), and for models of at most
 WHOLE_STEP_MAX_BYTES of weights the whole step, products included, is one C call
 (`native.step`), as is the prefill when no embeddings are asked for. It is used only
 for sampling (no autograd); training passes of the smallest models run in C too
-(`grpokit.native_pass`), the others keep transformers' forward.
+(`grpokit.engine.native_pass`), the others keep transformers' forward.
 
 `unsupported_reason` says why a model must take the transformers path instead (other
 architectures, LoRA-wrapped layers, sliding-window attention, length-dependent RoPE).
@@ -22,12 +22,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from grpokit import native
-from grpokit.forward import base_model, llama_family_reason, transforms_logits, uses_sliding_window
-from grpokit.native import ops as native_ops
-from grpokit.native import step as native_step
-from grpokit.rollout.packed import DecodeLinear, PackedSet
-from grpokit.rollout.threads import available_threads
+from grpokit.engine import native
+from grpokit.model.forward import base_model, llama_family_reason, transforms_logits, uses_sliding_window
+from grpokit.engine.native import ops as native_ops
+from grpokit.engine.native import step as native_step
+from grpokit.engine.packed import DecodeLinear, PackedSet
+from grpokit.engine.threads import available_threads
 
 STATIC_ROPE = {"default", "linear", "llama3", "yarn"}  # tables that do not depend on the sequence length
 FUSE_MAX_BYTES = 512 * 2**20  # larger models skip the concatenated weight copies
@@ -133,12 +133,12 @@ class LeanDecoder:
     def __init__(self, model, capacity: int, *, static: bool = False, pack: bool = True, use_native: bool = True,
                  whole_step: bool = True):
         """pack: on a CPU, multiply by MKL-packed weights in the one-token step
-        (`rollout.packed`; float32 only, a copy of the weights per generate call).
+        (`engine.packed`; float32 only, a copy of the weights per generate call).
         use_native: on a CPU in float32, run the one-token step's norms, rotary embedding,
-        cache write and attention in grpokit's C kernels (`grpokit.native`) when they build.
+        cache write and attention in grpokit's C kernels (`grpokit.engine.native`) when they build.
         whole_step: with those kernels, run the whole one-token step of a model of at most
         WHOLE_STEP_MAX_BYTES of weights as one C call (`native.step`), its work split
-        between torch's intra-op threads (`rollout.threads.available_threads`)."""
+        between torch's intra-op threads (`engine.threads.available_threads`)."""
         self.static = static  # the cache will be read by static_step
         base = base_model(model)
         dec = base.model

@@ -10,7 +10,7 @@ import statistics
 import time
 from typing import Any, Sequence
 
-from grpokit import native
+from grpokit.engine import native
 
 
 def cpu_snapshot() -> tuple[float, float, list[str], float]:

@@ -1,7 +1,7 @@
 /* What grpokit's C kernels share: the block width, GCC vector types of it, an exp that
  * vectorises, rotary embedding and the masked softmax of attention, the whole-model
  * structs and the products' declarations. Included by decode.c, products.c, step.c and
- * train.c, which grpokit.native compiles into one library. */
+ * train.c, which grpokit.engine.native compiles into one library. */
 #ifndef GRPOKIT_KERNELS_H
 #define GRPOKIT_KERNELS_H
 
@@ -10,10 +10,10 @@
 #include <string.h>
 
 /* Floats per block: the unit of every padded layout (head dims, cache columns, panel
- * widths). grpokit.native passes it (-DLANES), so the Python side's block size and this
+ * widths). grpokit.engine.native passes it (-DLANES), so the Python side's block size and this
  * one are the same number. */
 #ifndef LANES
-#error "build through grpokit.native, which passes -DLANES"
+#error "build through grpokit.engine.native, which passes -DLANES"
 #endif
 
 /* Floats per vector register (VW) and the number of vector registers (VREGS) of the

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+from grpokit.tasks.jsonl import read_jsonl
 from grpokit.types import Example, SFTExample
 
 _DATASETS_BUILDERS = {".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -68,20 +69,6 @@ def load_sft(spec: str, *, n: int | None = None, seed: int = 0) -> list[SFTExamp
         rows = load_gsm8k(_existing(spec[len("gsm8k:"):], spec))
         return [trace(e) for e in (rows[:n] if n else rows)]
     return [_sft_of(row, where) for where, row in _rows(spec, "train", n)]
-
-
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed value) for each non-blank line; malformed JSON raises
-    ValueError naming file:line."""
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: malformed JSON ({e.msg} at column {e.colno}); "
-                                 "expected one JSON object per line") from None
 
 
 # ----------------------------------------------------------------------------- rows
@@ -184,9 +171,9 @@ def _sft_of(row: dict, where: str) -> SFTExample:
 def _task_spec(spec: str, default_split: str) -> tuple[str, str]:
     name, _, split = spec[len("task:"):].partition(":")
     if not name:
-        from grpokit.tasks import TASKS, _load_builtins
+        from grpokit.tasks import TASKS, load_builtins
 
-        _load_builtins()
+        load_builtins()
         raise ValueError(f"{spec!r}: expected task:NAME[:SPLIT]; tasks: {', '.join(TASKS.names())}")
     return name, split or default_split
 

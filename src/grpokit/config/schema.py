@@ -1,7 +1,7 @@
 """Typed configuration. Each field's `help` text is what `--help` and `validate` print.
 
 Recipes are YAML files whose keys mirror these dataclasses; `key.sub=value` overrides
-apply on top. Loading, overrides and validation live in `config_io.py`.
+apply on top. Loading, overrides and validation live in `io.py` and `validation.py`.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
     problems = validate(cfg)   # [] when the config makes sense; else "key = value: why"
 
-`config_io.from_dict` has already checked types and choices; this module checks what a
+`io.from_dict` has already checked types and choices; this module checks what a
 type cannot say. Registries are imported lazily so that parsing a recipe needs no torch.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from grpokit.config import EvalConfig, SFTConfig, TrainConfig
-from grpokit.config_io import _DATA_SUFFIXES, _show, _suggest
+from grpokit.config.schema import EvalConfig, SFTConfig, TrainConfig
+from grpokit.config.io import DATA_SUFFIXES, show, suggest
 
 
 def validate(cfg: Any) -> list[str]:
@@ -60,12 +60,12 @@ def _min(p: list[str], key: str, value: Any, low: float, why: str = "") -> None:
     if value is None:
         return
     if not (value >= low):  # also catches nan
-        p.append(f"{key} = {_show(value)}: must be >= {low:g}" + (f" ({why})" if why else ""))
+        p.append(f"{key} = {show(value)}: must be >= {low:g}" + (f" ({why})" if why else ""))
 
 
 def _positive(p: list[str], key: str, value: Any) -> None:
     if value is not None and not (value > 0):
-        p.append(f"{key} = {_show(value)}: must be > 0")
+        p.append(f"{key} = {show(value)}: must be > 0")
 
 
 _DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -107,7 +107,7 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
         p.append(f"rollout.top_p = {r.top_p!r}: must be in (0, 1]")
     _min(p, "rollout.batch_size", r.batch_size, 0)
     if any(not isinstance(s, str) or not s for s in r.stop):
-        p.append(f"rollout.stop = {_show(r.stop)}: every stop string must be non-empty text")
+        p.append(f"rollout.stop = {show(r.stop)}: every stop string must be non-empty text")
     if r.backend == "vllm":
         # Named in the config so recipes can say what they want; sampling through vLLM
         # (with weight sync from the trained policy) is not built yet.
@@ -120,7 +120,7 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     _min(p, "algorithm.beta", a.beta, 0)
     _min(p, "algorithm.mu", a.mu, 1)
     _min(p, "algorithm.eps", a.eps, 0)
-    _check_registry(p, "algorithm.preset", a.preset, "grpokit.presets", "PRESETS", "losses")
+    _check_registry(p, "algorithm.preset", a.preset, "grpokit.config.presets", "PRESETS", "losses")
     if a.advantage is not None:
         _check_registry(p, "algorithm.advantage", a.advantage, "grpokit.algo.advantages", "ADVANTAGES",
                         "advantages", allow_import=True)
@@ -138,7 +138,7 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     betas = o.betas
     if (len(betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in betas)
             or not all(0 <= b < 1 for b in betas)):
-        p.append(f"optim.betas = {_show(betas)}: must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+        p.append(f"optim.betas = {show(betas)}: must be two numbers in [0, 1), e.g. [0.9, 0.999]")
 
     _min(p, "run.steps", run.steps, 1)
     if not run.out:
@@ -165,7 +165,7 @@ def _check_tools(specs: list, key: str, p: list[str]) -> None:
     for i, spec in enumerate(specs):
         name = spec if isinstance(spec, str) else spec.get("name") if isinstance(spec, dict) else None
         if not isinstance(name, str) or (isinstance(spec, dict) and set(spec) - {"name", "kwargs"}):
-            p.append(f"{key}[{i}] = {_show(spec)}: expected a tool name or {{name: ..., kwargs: {{...}}}}")
+            p.append(f"{key}[{i}] = {show(spec)}: expected a tool name or {{name: ..., kwargs: {{...}}}}")
             continue
         _check_registry(p, f"{key}[{i}]", name, "grpokit.tools", "TOOLS", "tools")
 
@@ -191,7 +191,7 @@ def _check_registry(p: list[str], key: str, name: str, module: str, attr: str, l
         return  # that part of grpokit is not installed; nothing to check against
     if name not in reg:
         names = reg.names()
-        p.append(f"{key} = {name!r}: unknown; valid: {', '.join(names)}" + _suggest(name, names)
+        p.append(f"{key} = {name!r}: unknown; valid: {', '.join(names)}" + suggest(name, names)
                  + f" (see `grpokit list {listing}`)")
 
 
@@ -219,14 +219,14 @@ def _check_rewards(specs: list, key: str, p: list[str]) -> None:
         elif reg is not None and spec.name not in reg:
             names = reg.names()
             p.append(f"{k}.name = {spec.name!r}: unknown reward; valid: {', '.join(names)}, "
-                     "or module:function / file.py:function" + _suggest(spec.name, names))
+                     "or module:function / file.py:function" + suggest(spec.name, names))
 
 
 def _is_hub_like(spec: str) -> bool:
     """`hf:...`, `hub:...` or `owner/name` (no data-file suffix): not a local path to check."""
     if spec.startswith(("hf:", "hub:", "hf://")):
         return True
-    if spec.startswith(("/", "./", "../", "~")) or spec.lower().endswith(_DATA_SUFFIXES):
+    if spec.startswith(("/", "./", "../", "~")) or spec.lower().endswith(DATA_SUFFIXES):
         return False
     parts = spec.split(":")[0].split("/")
     return len(parts) == 2 and all(parts)
@@ -242,13 +242,13 @@ def _check_data(spec: Optional[str], key: str, p: list[str], required: bool = Fa
         try:
             from grpokit import tasks
 
-            tasks._load_builtins()
+            tasks.load_builtins()
             reg = tasks.TASKS
         except ImportError:
             return  # built-in tasks not installed yet; the loader will say more
         if name not in reg:
             p.append(f"{key} = {spec!r}: unknown task {name!r}; valid: "
-                     f"{', '.join('task:' + n for n in reg.names())}" + _suggest(name, reg.names()))
+                     f"{', '.join('task:' + n for n in reg.names())}" + suggest(name, reg.names()))
         return
     if Path(spec).expanduser().exists():
         return

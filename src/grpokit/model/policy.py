@@ -16,8 +16,8 @@ from typing import Iterable, Iterator
 
 import torch
 
-from grpokit.config import ModelConfig
-from grpokit.device import resolve_device
+from grpokit.config.schema import ModelConfig
+from grpokit.model.device import resolve_device
 
 log = logging.getLogger("grpokit")
 
@@ -65,7 +65,7 @@ def create_tiny(name: str, texts: Iterable[str], *, seed: int = 0, max_positions
     """A freshly initialised small model plus a character tokenizer fitted to `texts`."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    from grpokit.char_tokenizer import build_char_tokenizer
+    from grpokit.model.char_tokenizer import build_char_tokenizer
 
     size, arch = parse_tiny(name)
     hidden, layers, heads, kv, inter = TINY_SIZES[size]

@@ -15,22 +15,22 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from grpokit.bench import ALLOCATORS, TRL_REFERENCE, WORKLOADS, _read_ceiling
-from grpokit.bench_machine import cpu_name, wait_idle
+from grpokit.bench.run import ALLOCATORS, TRL_REFERENCE, WORKLOADS, read_ceiling
+from grpokit.bench.machine import cpu_name, wait_idle
 
 
 def _repo_shared_bench() -> Path | None:
     here = Path(__file__).resolve()
-    for root in list(here.parents)[:5]:
+    for root in list(here.parents)[:6]:
         cand = root / "shared" / "bench"
         if (cand / "trl_baseline.py").is_file():
             return cand
     return None
 
 
-def _env_for(alloc: str, threads: int) -> dict[str, str]:
+def env_for(alloc: str, threads: int) -> dict[str, str]:
     env = dict(os.environ)
-    # This process may run under grpokit's own setting (grpokit.allocator); a child starts
+    # This process may run under grpokit's own setting (grpokit.engine.allocator); a child starts
     # clean, so that under "default" TRL gets glibc's defaults and grpokit applies its own.
     for key in ("GLIBC_TUNABLES", "GRPOKIT_ALLOCATOR_SET"):
         env.pop(key, None)
@@ -41,14 +41,14 @@ def _env_for(alloc: str, threads: int) -> dict[str, str]:
     return env
 
 
-def _child(cmd: list[str], env: dict[str, str], log: Path) -> int:
+def child(cmd: list[str], env: dict[str, str], log: Path) -> int:
     with open(log, "w") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
         return subprocess.call(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
 
 
-def _grpokit_cmd(args: argparse.Namespace, json_out: Path, ceiling: str | None) -> list[str]:
+def grpokit_cmd(args: argparse.Namespace, json_out: Path, ceiling: str | None) -> list[str]:
     cmd = [sys.executable, "-m", "grpokit.bench", "--in-process", "--workload", args.workload, "--assets",
            args.assets, "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
            "--seed", str(args.seed), "--json-out", str(json_out)]
@@ -114,12 +114,12 @@ def orchestrate(args: argparse.Namespace) -> int:
         if args.wait_idle:
             wait_idle(timeout=args.idle_timeout)
         ceiling_path = str(log_dir / "flops_ceiling.json")
-        rc = _child([sys.executable, "-m", "grpokit.bench", "--measure-ceiling", "--threads", str(args.threads),
-                     "--json-out", ceiling_path], _env_for("default", args.threads), log_dir / "ceiling.log")
+        rc = child([sys.executable, "-m", "grpokit.bench", "--measure-ceiling", "--threads", str(args.threads),
+                     "--json-out", ceiling_path], env_for("default", args.threads), log_dir / "ceiling.log")
         if rc != 0:
             print(f"[bench] ceiling measurement failed (see {log_dir / 'ceiling.log'})", file=sys.stderr)
             return 1
-    ceiling = _read_ceiling(ceiling_path)
+    ceiling = read_ceiling(ceiling_path)
     if ceiling:
         print(f"[bench] fp32 matmul ceiling: {ceiling / 1e9:.1f} GFLOP/s ({ceiling_path})", flush=True)
 
@@ -134,10 +134,10 @@ def orchestrate(args: argparse.Namespace) -> int:
                 wait_idle(timeout=args.idle_timeout)
             tag = f"{impl}_{alloc}_r{rep}" + (f"_try{attempt}" if attempt else "")
             json_out = log_dir / f"{tag}.json"
-            cmd = (_grpokit_cmd(args, json_out, ceiling_path) if impl == "grpokit"
+            cmd = (grpokit_cmd(args, json_out, ceiling_path) if impl == "grpokit"
                    else _trl_cmd(args, script, json_out, ceiling_path, log_dir))
             t0 = time.perf_counter()
-            rc = _child(cmd, _env_for(alloc, args.threads), log_dir / f"{tag}.log")
+            rc = child(cmd, env_for(alloc, args.threads), log_dir / f"{tag}.log")
             if rc != 0 or not json_out.is_file():
                 print(f"[bench] {tag}: FAILED (exit {rc}); log: {log_dir / (tag + '.log')}", file=sys.stderr)
                 return 1

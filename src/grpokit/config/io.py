@@ -1,11 +1,11 @@
 """Recipes in and out: YAML -> typed config dataclasses and `key.sub=value` overrides;
-semantic checks live in `config_validate`, the `--help` listing in `config_help`.
+semantic checks live in `validation.py`, the `--help` listing in `help.py`.
 
     cfg = load_config(TrainConfig, "recipe.yaml", ["algorithm.beta=0.04", "run.steps=50"])
     problems = validate(cfg)          # [] when the config makes sense
 
 Every error names the offending key, what was expected, and the valid alternatives.
-This module imports no torch; registries are imported lazily inside `validate`.
+This module imports no torch; semantic checks are in validation.py.
 """
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ from typing import Any, Iterable, TypeVar, Union
 
 import yaml
 
-from grpokit.config import EvalConfig, RewardSpec, SFTConfig, TrainConfig
+from grpokit.config.schema import EvalConfig, RewardSpec, SFTConfig, TrainConfig
 
 C = TypeVar("C")
 
 # Top-level `kind:` a recipe may declare; `load_config` checks it against the class.
 KINDS: dict[str, type] = {"train": TrainConfig, "sft": SFTConfig, "eval": EvalConfig}
-_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".tsv", ".arrow")
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".txt", ".tsv", ".arrow")
 
 
 class ConfigError(ValueError):
@@ -35,7 +35,7 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------- schema
 
 
-def _hints(cls: type) -> dict[str, Any]:
+def type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
@@ -43,7 +43,7 @@ def _fields(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
-def _is_dataclass_type(tp: Any) -> bool:
+def is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
@@ -57,7 +57,7 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _list_item_type(f: dataclasses.Field, tp: Any) -> Any:
+def list_item_type(f: dataclasses.Field, tp: Any) -> Any:
     """Element type of a list field: from `list[X]`, from `item` in the field's metadata,
     from the default's elements (`[RewardSpec()]`), or RewardSpec for a field named
     `rewards`. None = elements unchecked."""
@@ -69,35 +69,35 @@ def _list_item_type(f: dataclasses.Field, tp: Any) -> Any:
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
         default = f.default_factory()  # type: ignore[misc]
         kinds = {type(x) for x in default} if isinstance(default, list) else set()
-        if len(kinds) == 1 and _is_dataclass_type(next(iter(kinds))):
+        if len(kinds) == 1 and is_dataclass_type(next(iter(kinds))):
             return next(iter(kinds))
     if f.name == "rewards":
         return RewardSpec
     return None
 
 
-def _base(tp: Any) -> Any:
+def base_type(tp: Any) -> Any:
     """The runtime class for a type hint: list[int] -> list, Optional[str] -> str."""
     tp, _ = _unwrap_optional(tp)
     return typing.get_origin(tp) or tp
 
 
-def _type_name(tp: Any, f: dataclasses.Field | None = None) -> str:
+def type_name(tp: Any, f: dataclasses.Field | None = None) -> str:
     inner, optional = _unwrap_optional(tp)
     base = typing.get_origin(inner) or inner
-    if base is list and f is not None and _list_item_type(f, inner) is RewardSpec:
+    if base is list and f is not None and list_item_type(f, inner) is RewardSpec:
         name = "list of rewards"
     elif base is list:
         item = typing.get_args(inner)
-        name = f"list of {_type_name(item[0])}" if item else "list"
-    elif _is_dataclass_type(base):
+        name = f"list of {type_name(item[0])}" if item else "list"
+    elif is_dataclass_type(base):
         name = "section"
     else:
         name = getattr(base, "__name__", str(base))
     return f"{name} | null" if optional else name
 
 
-def _join(prefix: str, name: str) -> str:
+def join_key(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
@@ -105,7 +105,7 @@ def _in(where: str) -> str:
     return f" in {where}" if where else ""
 
 
-def _suggest(name: str, choices: Iterable[str]) -> str:
+def suggest(name: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -114,7 +114,7 @@ def _unknown_key(key: str, prefix: str, cls: type, where: str, root: type | None
     valid = list(_fields(cls))
     under = f"under {prefix!r}" if prefix else "at the top level"
     name = key.rsplit(".", 1)[-1]
-    hint = _suggest(name, valid)
+    hint = suggest(name, valid)
     if not hint and root is not None:  # `steps=3` -> did you mean 'run.steps'?
         same_leaf = [k for k in dotted_keys(root) if k.rsplit(".", 1)[-1] == name.replace("-", "_")]
         hint = f" (did you mean {' or '.join(map(repr, same_leaf))}?)" if same_leaf else ""
@@ -124,15 +124,15 @@ def _unknown_key(key: str, prefix: str, cls: type, where: str, root: type | None
 def dotted_keys(cls: type, prefix: str = "") -> list[str]:
     """Every settable dotted key of a config class (sections expanded)."""
     out = []
-    hints = _hints(cls)
+    hints = type_hints(cls)
     for f in dataclasses.fields(cls):
-        key = _join(prefix, f.name)
-        base = _base(hints[f.name])
-        out.extend(dotted_keys(base, key) if _is_dataclass_type(base) else [key])
+        key = join_key(prefix, f.name)
+        base = base_type(hints[f.name])
+        out.extend(dotted_keys(base, key) if is_dataclass_type(base) else [key])
     return out
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     """A value as the user would have typed it in YAML."""
     if isinstance(value, str):
         return repr(value)
@@ -155,23 +155,23 @@ def from_dict(cls: type[C], data: dict, *, where: str = "", prefix: str = "", _r
         data = {}
     if not isinstance(data, dict):
         what = f"{prefix!r}" if prefix else "the config"
-        raise ConfigError(f"{what}{_in(where)} must be a mapping of keys, got {_show(data)}")
+        raise ConfigError(f"{what}{_in(where)} must be a mapping of keys, got {show(data)}")
     fields = _fields(cls)
-    hints = _hints(cls)
+    hints = type_hints(cls)
     kwargs: dict[str, Any] = {}
     for raw_key, value in data.items():
         key = str(raw_key)
         if key not in fields and key.replace("-", "_") in fields:
             key = key.replace("-", "_")
         if key not in fields:
-            raise _unknown_key(_join(prefix, key), prefix, cls, where, _root or cls)
-        kwargs[key] = _convert(value, hints[key], fields[key], _join(prefix, key), where)
+            raise _unknown_key(join_key(prefix, key), prefix, cls, where, _root or cls)
+        kwargs[key] = _convert(value, hints[key], fields[key], join_key(prefix, key), where)
     return cls(**kwargs)
 
 
 def _type_error(key: str, expected: str, value: Any, where: str, hint: str = "") -> ConfigError:
     return ConfigError(
-        f"{key!r}{_in(where)} expects {expected}, got {_show(value)} ({type(value).__name__})" + hint
+        f"{key!r}{_in(where)} expects {expected}, got {show(value)} ({type(value).__name__})" + hint
     )
 
 
@@ -185,15 +185,15 @@ def _convert(value: Any, tp: Any, f: dataclasses.Field | None, key: str, where: 
     choices = tuple(f.metadata.get("choices") or ()) if f is not None else ()
     if choices and out not in choices:
         raise ConfigError(
-            f"invalid value {_show(out)} for {key!r}{_in(where)}; valid choices: "
-            f"{', '.join(map(str, choices))}" + _suggest(str(out), map(str, choices))
+            f"invalid value {show(out)} for {key!r}{_in(where)}; valid choices: "
+            f"{', '.join(map(str, choices))}" + suggest(str(out), map(str, choices))
         )
     return out
 
 
 def _convert_plain(value: Any, tp: Any, f: dataclasses.Field | None, key: str, where: str) -> Any:
     base = typing.get_origin(tp) or tp
-    if _is_dataclass_type(base):
+    if is_dataclass_type(base):
         if isinstance(value, base):
             return value
         if not isinstance(value, dict):
@@ -238,13 +238,13 @@ def _convert_plain(value: Any, tp: Any, f: dataclasses.Field | None, key: str, w
         hint = "; quote it if you mean the text" if isinstance(value, bool) else ""
         raise _type_error(key, "a string", value, where, hint)
     if base is list:
-        item = _list_item_type(f, tp) if f is not None else (typing.get_args(tp) or [None])[0]
+        item = list_item_type(f, tp) if f is not None else (typing.get_args(tp) or [None])[0]
         if item is RewardSpec:
             return _reward_specs(value, key, where)
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
-            raise _type_error(key, f"{_type_name(tp, f)} (e.g. [a, b])", value, where)
+            raise _type_error(key, f"{type_name(tp, f)} (e.g. [a, b])", value, where)
         if item is None:
             return list(value)
         return [_convert(v, item, None, f"{key}[{i}]", where) for i, v in enumerate(value)]
@@ -255,7 +255,7 @@ def _convert_plain(value: Any, tp: Any, f: dataclasses.Field | None, key: str, w
     if base is Any or base is object:
         return value
     if isinstance(base, type) and not isinstance(value, base):
-        raise _type_error(key, _type_name(tp, f), value, where)
+        raise _type_error(key, type_name(tp, f), value, where)
     return value
 
 
@@ -265,9 +265,9 @@ def _expected(tp: Any, f: dataclasses.Field | None) -> str:
              dict: "a mapping (e.g. {name: value})"}
     if base in words:
         return words[base]
-    if _is_dataclass_type(base):
+    if is_dataclass_type(base):
         return f"a section (mapping of {', '.join(_fields(base))})"
-    return _type_name(tp, f)
+    return type_name(tp, f)
 
 
 _BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
@@ -370,34 +370,34 @@ def set_path(data: dict, key: str, value: Any, cls: type, *, where: str = "", ra
                 node[part] = value
                 return
             node = _child(node, part)
-            prefix = _join(prefix, part)
+            prefix = join_key(prefix, part)
             continue
         fields = _fields(owner)
         if part not in fields and part.replace("-", "_") in fields:
             part = part.replace("-", "_")
         if part not in fields:
-            raise _unknown_key(_join(prefix, part), prefix, owner, where, cls)
+            raise _unknown_key(join_key(prefix, part), prefix, owner, where, cls)
         f = fields[part]
-        tp = _hints(owner)[part]
-        path = _join(prefix, part)
+        tp = type_hints(owner)[part]
+        path = join_key(prefix, part)
         if last:
-            if raw is not None and _base(tp) is str and value is not None and not isinstance(value, str):
+            if raw is not None and base_type(tp) is str and value is not None and not isinstance(value, str):
                 value = raw.strip()
             _convert(value, tp, f, path, where)  # type check now; from_dict redoes it
             node[part] = value
             return
-        base = _base(tp)
-        if _is_dataclass_type(base):
+        base = base_type(tp)
+        if is_dataclass_type(base):
             owner = base
         elif base is dict:
             owner = None
-        elif base is list and _list_item_type(f, tp) is RewardSpec:
+        elif base is list and list_item_type(f, tp) is RewardSpec:
             raise ConfigError(
                 f"{path!r}{_in(where)} is a list; set it whole, e.g. {path}=[accuracy, format@0.2] "
                 f"or {path}={{accuracy: 1.0, format: 0.2}}"
             )
         else:
-            raise ConfigError(f"{path!r}{_in(where)} is a single value ({_type_name(tp, f)}); it has no sub-key "
+            raise ConfigError(f"{path!r}{_in(where)} is a single value ({type_name(tp, f)}); it has no sub-key "
                               f"{'.'.join(parts[i + 1:])!r}")
         node = _child(node, part)
         prefix = path
@@ -433,7 +433,7 @@ def apply_overrides(data: dict, overrides: Iterable[str], cls: type) -> dict:
 
 def builtin_recipes() -> dict[str, Path]:
     """Recipes shipped in grpokit/recipes, by name (file stem)."""
-    folder = Path(__file__).parent / "recipes"
+    folder = Path(__file__).parents[1] / "recipes"
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
 
 
@@ -450,7 +450,7 @@ def resolve_recipe(path: str | Path) -> Path:
         raise ConfigError(f"config file {str(path)!r} is a directory, not a YAML recipe")
     raise ConfigError(
         f"config file {str(path)!r} does not exist; built-in recipes: {', '.join(builtin) or 'none'}"
-        + _suggest(name, builtin)
+        + suggest(name, builtin)
     )
 
 
@@ -484,8 +484,8 @@ def recipe_kind(data: dict, default: str = "train") -> str:
     """The recipe's declared `kind:` (train, sft, eval), or `default`."""
     kind = data.get("kind", default)
     if kind not in KINDS:
-        raise ConfigError(f"invalid value {_show(kind)} for 'kind'; valid choices: {', '.join(KINDS)}"
-                          + _suggest(str(kind), KINDS))
+        raise ConfigError(f"invalid value {show(kind)} for 'kind'; valid choices: {', '.join(KINDS)}"
+                          + suggest(str(kind), KINDS))
     return kind
 
 
@@ -516,10 +516,3 @@ def from_dict_check(cls: type, raw: dict, where: str) -> dict:
     """Check `raw` (from a file) builds, so its errors name the file; return it unchanged."""
     from_dict(cls, raw, where=where)
     return raw
-
-
-def validate(cfg: Any) -> list[str]:
-    """Semantic problems with a config, [] when it makes sense (`grpokit.config_validate`)."""
-    from grpokit.config_validate import validate as _validate
-
-    return _validate(cfg)

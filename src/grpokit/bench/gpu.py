@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grpokit.bench import WORKLOADS
-from grpokit.bench_orchestrate import _child, _env_for, _grpokit_cmd
+from grpokit.bench.run import WORKLOADS
+from grpokit.bench.orchestrate import child, env_for, grpokit_cmd
 
 # Qwen2.5-0.5B's shape (its config.json), without its weights.
 QWEN2_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
@@ -120,7 +120,7 @@ def measure_cuda_ceiling(size: int = 8192, reps: int = 20, dtype: str = "bfloat1
     flop = 2.0 * size ** 3
     return {"ceiling_flops_per_s": flop / statistics.median(times), "best_flops_per_s": flop / min(times),
             "shape": f"{size}^3 {dtype}", "reps": reps, "gpu": torch.cuda.get_device_name(),
-            "torch": torch.__version__, "method": "grpokit.bench_gpu.measure_cuda_ceiling"}
+            "torch": torch.__version__, "method": "grpokit.bench.gpu.measure_cuda_ceiling"}
 
 
 def orchestrate(args: argparse.Namespace) -> int:
@@ -150,10 +150,10 @@ def orchestrate(args: argparse.Namespace) -> int:
     for slug in args.variants.split(","):
         label, overrides = VARIANTS[slug]
         out = log_dir / f"{slug}.json"
-        cmd = _grpokit_cmd(args, out, str(log_dir / "ceiling.json")) + overrides
+        cmd = grpokit_cmd(args, out, str(log_dir / "ceiling.json")) + overrides
         print(f"[bench] {label}: {' '.join(cmd[2:])}", flush=True)
         t = time.perf_counter()
-        rc = _child(cmd, _env_for("default", args.threads), log_dir / f"{slug}.log")
+        rc = child(cmd, env_for("default", args.threads), log_dir / f"{slug}.log")
         if rc != 0 or not out.is_file():
             tail = (log_dir / f"{slug}.log").read_text()[-3000:]
             print(f"[bench] {label} FAILED (exit {rc}) after {time.perf_counter() - t:.0f} s:\n{tail}", flush=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from grpokit.config import AlgorithmConfig, DataConfig, ModelConfig, OptimConfig, RolloutConfig, RunConfig, TrainConfig
+from grpokit.config.schema import AlgorithmConfig, DataConfig, ModelConfig, OptimConfig, RolloutConfig, RunConfig, TrainConfig
 
 EVAL_SIZE = 200
 
@@ -72,7 +72,7 @@ def search_tool_specs() -> list[dict]:
 def evaluate_search(model, tokenizer, engine, examples, rewards, *, max_new_tokens: int, seed: int = 0) -> dict:
     """Greedy multi-turn rollouts on `examples`: exact match, share that searched, exact
     match with and without a search, tool calls per question."""
-    from grpokit.policy import encode_prompts, eos_token_ids
+    from grpokit.model.policy import encode_prompts, eos_token_ids
 
     ids = encode_prompts(tokenizer, [e.prompt for e in examples])
     out = engine(model, ids, max_new_tokens=max_new_tokens, eos_ids=eos_token_ids(model, tokenizer),
@@ -99,11 +99,12 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     from grpokit.checkpoint import save_model
     from grpokit.logging import RunLogger, read_metrics
     from grpokit.plotting import plot_stages
-    from grpokit.policy import create_tiny, load_policy
+    from grpokit.model.policy import create_tiny, load_policy
     from grpokit.rewards import RewardSet
     from grpokit.rollout.multiturn import MultiTurnGenerator
     from grpokit.sft import sft_loop
     from grpokit.tasks import get_task
+    from grpokit.tasks import with_task_corpora
     from grpokit.tools import build_tools
     from grpokit.train import train
 
@@ -119,7 +120,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     test = task.prompts("test", s.eval_size + s.sft_probe_size)
     heldout, probe = test[: s.eval_size], test[s.eval_size:]
     rewards = RewardSet([(n, w, {}) for n, w in task.default_rewards])
-    tools = build_tools(search_tool_specs())
+    tools = build_tools(with_task_corpora(search_tool_specs()))
 
     # Stage 1: cold start
     torch.manual_seed(seed)

@@ -26,7 +26,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from grpokit.forward import base_model, llama_family_reason
+from grpokit.model.forward import base_model, llama_family_reason
 
 SILU_MODULES = {"SiLU", "SiLUActivation"}  # torch's and transformers' (both F.silu)
 

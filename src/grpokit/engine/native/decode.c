@@ -7,7 +7,7 @@
  * Python (ctypes) while the matrix products stay with torch/MKL; for small models
  * step.c runs the whole step, products included, and uses gk_attend_row from here.
  *
- * Built at first use with the machine's C compiler (grpokit.native). Loops are written
+ * Built at first use with the machine's C compiler (grpokit.engine.native). Loops are written
  * so the compiler vectorises them (-O3 -march=native -fopenmp-simd); no -ffast-math, so
  * IEEE semantics hold, and exp is a polynomial of our own that vectorises.
  */

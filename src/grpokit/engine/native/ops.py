@@ -1,13 +1,13 @@
 """torch-facing calls of grpokit's C decode kernels (float32, CPU, contiguous tensors).
 
-Each takes the library from `grpokit.native.library()` so that callers decide once
+Each takes the library from `grpokit.engine.native.library()` so that callers decide once
 whether the kernels are in use.
 """
 from __future__ import annotations
 
 import torch
 
-from grpokit.native import LANES
+from grpokit.engine.native import LANES
 
 
 def rms_norm(lib, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

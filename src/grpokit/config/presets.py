@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from grpokit.config import AlgorithmConfig
+from grpokit.config.schema import AlgorithmConfig
 from grpokit.registry import Registry
 
 __all__ = ["PRESETS", "resolve_algorithm"]

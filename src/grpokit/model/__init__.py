@@ -1,0 +1,2 @@
+"""Policy and reference loading, forward helpers, tokenizers and device placement: the one
+place that knows transformers' internals."""

@@ -1,10 +1,8 @@
 """The package's dependency rules (docs: DESIGN.md, "Dependency direction"), checked on the
 source with `ast`: every import counts, the ones inside functions too, so a cycle cannot
-hide behind a lazy import.
-
-A package's own `__init__` importing its submodules (to re-export them, or so built-ins
-register themselves) is not counted as an edge: Python always imports a package before
-its submodules, so a submodule importing its package's names is the ordinary direction.
+hide behind a lazy import. A package's `__init__` counts as a module: it may import its
+submodules (re-exports, built-ins that register themselves), so a submodule never imports
+its own package (registries live in a submodule, e.g. rewards/base.py).
 """
 from __future__ import annotations
 
@@ -75,12 +73,10 @@ def _imports(module: str) -> list[tuple[str, str | None, int]]:
 
 def _edges() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {m: set() for m in MODULES}
-    for m, (_, is_pkg) in MODULES.items():
+    for m in MODULES:
         for target, _name, _line in _imports(m):
             if target not in MODULES or target == m:
                 continue
-            if is_pkg and target.startswith(m + "."):
-                continue  # a package importing its own submodules (see the docstring)
             edges[m].add(target)
     return edges
 

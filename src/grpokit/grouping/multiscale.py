@@ -17,6 +17,7 @@ import torch
 
 from grpokit.algo.hierarchical import nest_ids, scale_weights
 from grpokit.grouping.base import Groups, check_ids
+from grpokit.grouping.factory import make_grouper
 from grpokit.types import Experience
 
 NOT_A_SCALE = ("multiscale", "temporal")
@@ -27,8 +28,6 @@ class MultiscaleGrouper:
 
     def __init__(self, *, scales: Sequence[str] = ("prompt", "semantic", "batch"), weights: Sequence[float] = (),
                  shrink: bool = False, prior_dof: float = 2.0, decay: float = 0.9, **options: Any):
-        from grpokit.grouping import make_grouper  # the registry imports this module
-
         scales = list(scales)
         if not scales:
             raise ValueError("algorithm.group.scales: multiscale grouping needs at least one scale, e.g. "

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from grpokit.grouping.base import Groups, check_ids, concat_batches, pooled, select_rows
+from grpokit.grouping.factory import make_grouper
 from grpokit.types import Experience
 
 STATELESS_BASES = ("prompt", "semantic", "complexity", "batch")
@@ -54,8 +55,6 @@ class TemporalGrouper:
             raise ValueError(f"algorithm.group.replay_weight: must be in (0, 1], got {replay_weight}")
         if base not in STATELESS_BASES:
             raise ValueError(f"algorithm.group.base: {base!r} is not supported; valid: {', '.join(STATELESS_BASES)}")
-        from grpokit.grouping import make_grouper  # the registry imports this module
-
         self.window, self.base_name, self.replay, self.is_cap = window, base, replay, is_cap
         self.replay_weight = 1.0 / window if replay_weight is None else replay_weight
         self.replay_negatives = replay_negatives

@@ -17,23 +17,10 @@ logged parts), or None ("does not apply"). Functions written for TRL's GRPOTrain
 """
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from grpokit.rewards.base import REWARDS, reward
 
-from grpokit.registry import Registry
-
-F = TypeVar("F", bound=Callable)
-
-REWARDS: Registry = Registry("reward")
-
-
-def reward(name: str, doc: str | None = None) -> Callable[[F], F]:
-    """Decorator: register a reward function under `name` (usable in recipes)."""
-    return REWARDS.register(name, doc)
-
-
-# The builtin rewards register themselves on import; they import `reward` from here,
-# so these imports come after its definition.
-from grpokit.rewards import format, length, math, qa, steps  # noqa: E402,F401
-from grpokit.rewards.manager import RewardError, RewardScores, RewardSet  # noqa: E402
+# The builtin rewards register themselves on import (into base.REWARDS).
+from grpokit.rewards import format, length, math, qa, steps  # noqa: F401
+from grpokit.rewards.manager import RewardError, RewardScores, RewardSet
 
 __all__ = ["REWARDS", "reward", "RewardSet", "RewardScores", "RewardError"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from grpokit.rewards import reward
+from grpokit.rewards.base import reward
 from grpokit.types import RewardOutput
 
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")

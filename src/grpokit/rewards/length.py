@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from grpokit.rewards import reward
+from grpokit.rewards.base import reward
 
 
 @reward("length", doc="DAPO soft overlong penalty in characters: 0, then linearly down to -1 at max_chars")

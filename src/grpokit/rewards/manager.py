@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from grpokit.rewards.base import REWARDS
 from grpokit.types import RewardOutput
 
 
@@ -61,8 +62,6 @@ class RewardSet:
     """
 
     def __init__(self, specs: Sequence[Any]):
-        from grpokit.rewards import REWARDS
-
         entries = []
         for k, item in enumerate(specs):
             spec, weight, kwargs = _unpack(item, k)

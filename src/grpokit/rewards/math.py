@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from grpokit.rewards import reward
+from grpokit.rewards.base import reward
 from grpokit.rewards.parsing import extract_answer, numbers_close, parse_number
 
 _MISSING = object()

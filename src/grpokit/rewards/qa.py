@@ -11,7 +11,7 @@ import string
 from collections import Counter
 from typing import Any, Sequence
 
-from grpokit.rewards import reward
+from grpokit.rewards.base import reward
 from grpokit.rewards.parsing import extract_answer
 from grpokit.tools.parsing import RESULT_CLOSE, RESULT_OPEN, find_tool_calls
 from grpokit.types import RewardOutput

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from grpokit.rewards import reward
+from grpokit.rewards.base import reward
 from grpokit.rewards.parsing import Equation, evaluate_text, find_equations, numbers_close, think_section
 from grpokit.types import RewardOutput
 

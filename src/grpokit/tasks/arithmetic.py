@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from grpokit.tasks import TASKS
+from grpokit.tasks.base import TASKS
 from grpokit.types import Example, SFTExample
 
 _APPLY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grpokit.tasks import TASKS
+from grpokit.tasks.base import TASKS
 from grpokit.tasks.jsonl import read_jsonl
 from grpokit.types import Example, SFTExample
 

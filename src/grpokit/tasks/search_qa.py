@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass
 from functools import cached_property
 
-from grpokit.tasks import TASKS
+from grpokit.tasks.base import TASKS
 from grpokit.types import Example, SFTExample
 
 # The search tool settings the traces, the demo and the recipe use.

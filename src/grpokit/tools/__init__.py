@@ -32,25 +32,10 @@ interpreter), `calculator` (arithmetic without eval).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Sequence
 
-from grpokit.registry import Registry
+from grpokit.tools.base import DEFAULT_MAX_QUERY_CHARS, TOOLS, ToolError, tool
 from grpokit.types import Tool
-
-F = TypeVar("F", bound=Callable)
-
-TOOLS: Registry = Registry("tool")
-
-DEFAULT_MAX_QUERY_CHARS = 1000
-
-
-class ToolError(Exception):
-    """A tool could not answer; str(error) is the result text the model sees."""
-
-
-def tool(name: str, doc: str | None = None) -> Callable[[F], F]:
-    """Decorator: register a tool factory (class or function returning a Tool) under `name`."""
-    return TOOLS.register(name, doc)
 
 
 def build_tool(spec: Any) -> Tool:

@@ -13,7 +13,7 @@ import ast
 import math
 import operator
 
-from grpokit.tools import ToolError, tool
+from grpokit.tools.base import ToolError, tool
 
 _BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}

@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpokit.tools import ToolError, tool
+from grpokit.tools.base import ToolError, tool
 
 EXIT_MEMORY, EXIT_BLOCKED = 3, 5
 NOBODY = 65534

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from grpokit.tools import tool
+from grpokit.tools.base import tool
 
 
 def load_corpus(spec: str | Path | Sequence[dict]) -> list[dict]:

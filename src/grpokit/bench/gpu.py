@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grpokit.bench.run import WORKLOADS
 from grpokit.bench.orchestrate import child, env_for, grpokit_cmd
+from grpokit.bench.run import WORKLOADS
 
 # Qwen2.5-0.5B's shape (its config.json), without its weights.
 QWEN2_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,

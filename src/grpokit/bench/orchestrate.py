@@ -15,8 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from grpokit.bench.run import ALLOCATORS, TRL_REFERENCE, WORKLOADS, read_ceiling
 from grpokit.bench.machine import cpu_name, wait_idle
+from grpokit.bench.run import ALLOCATORS, TRL_REFERENCE, WORKLOADS, read_ceiling
 
 
 def _repo_shared_bench() -> Path | None:

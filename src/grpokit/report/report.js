@@ -38,7 +38,13 @@
     const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
     const t = [];
     for (let x = Math.ceil(lo / step) * step; x <= hi + step * 1e-9; x += step) t.push(+x.toPrecision(12));
-    return { lo: Math.min(lo, t[0]), hi: Math.max(hi, t[t.length - 1]), ticks: t };
+    return { lo: Math.min(lo, t[0]), hi: Math.max(hi, t[t.length - 1]), ticks: t, step };
+  }
+  // Tick labels with as many decimals as the tick spacing needs (4.651, 4.652, not 4.65 twice).
+  function tickLabel(v, step) {
+    const a = Math.abs(v);
+    if (a !== 0 && (a >= 1e5 || a < 1e-4)) return v.toExponential(1);
+    return v.toFixed(Math.max(0, Math.min(8, -Math.floor(Math.log10(step)))));
   }
   function intTicks(lo, hi) {
     const span = Math.max(1, hi - lo), step = Math.max(1, niceTicks(0, span, 6).ticks[1] || 1);
@@ -58,7 +64,7 @@
     const Y = (y) => H - M.b - (y - yt.lo) / (yt.hi - yt.lo) * (H - M.t - M.b);
     for (const t of yt.ticks) {
       svg.append(sv("line", { x1: M.l, x2: W - M.r, y1: Y(t), y2: Y(t), class: "grid" }));
-      svg.append(sv("text", { x: M.l - 4, y: Y(t) + 3, class: "ytick" }, fmt(t)));
+      svg.append(sv("text", { x: M.l - 4, y: Y(t) + 3, class: "ytick" }, tickLabel(t, yt.step)));
     }
     for (const t of intTicks(xlo, xhi)) svg.append(sv("text", { x: X(t), y: H - M.b + 14, class: "xtick" }, String(t)));
     svg.append(sv("text", { x: W - M.r, y: H - 2, class: "xlabel" }, "step"));
@@ -117,7 +123,7 @@
     hover(svg, parts.map((p) => ({ xs, ys: p.ys })), X);
     return el("div", { class: "panel" }, svg, legend);
   }
-  function barPlot(title, labels, values) {
+  function barPlot(title, labels, values, xlabel) {
     const svg = sv("svg", { viewBox: `0 0 ${W} ${H}`, class: "plot bars", role: "img" });
     svg.append(sv("text", { x: M.l, y: 15, class: "ptitle" }, title));
     const yt = niceTicks(0, Math.max(...values), 4);
@@ -126,6 +132,7 @@
       svg.append(sv("line", { x1: M.l, x2: W - M.r, y1: Y(t), y2: Y(t), class: "grid" }));
       svg.append(sv("text", { x: M.l - 4, y: Y(t) + 3, class: "ytick" }, fmt(t)));
     }
+    svg.append(sv("text", { x: W - M.r, y: H - 2, class: "xlabel" }, xlabel));
     const bw = (W - M.l - M.r) / labels.length;
     labels.forEach((lab, i) => {
       svg.append(sv("rect", { x: M.l + i * bw + bw * 0.1, y: Y(values[i]), width: bw * 0.8, height: Y(0) - Y(values[i]), class: "bar" }));
@@ -178,10 +185,10 @@
     grid.append(panel(linePlot("share of groups with zero reward spread", ser("zero_spread")), scaleLegend(g.scales)));
     for (const s of g.scales) {
       const labels = Object.keys(s.size_hist).sort((a, b) => a - b);
-      grid.append(panel(barPlot(`${s.name}: group sizes (all steps)`, labels, labels.map((k) => s.size_hist[k]))));
+      grid.append(panel(barPlot(`${s.name}: groups of each size (all steps)`, labels, labels.map((k) => s.size_hist[k]), "group size")));
     }
     if (g.difficulty) {
-      grid.append(panel(linePlot(`mean reward by ${g.difficulty.field}`, g.difficulty.series.map((d, j) =>
+      grid.append(panel(linePlot(`mean reward by ${g.difficulty.field} (the complexity field)`, g.difficulty.series.map((d, j) =>
         ({ label: d.value, color: PARTS[j % PARTS.length], xs: g.step, ys: d.mean }))),
         el("div", { class: "legend" }, ...g.difficulty.series.map((d, j) => el("span", { class: "key" },
           el("i", { style: `background:${PARTS[j % PARTS.length]}` }), `${g.difficulty.field} = ${d.value}`)))));

@@ -16,7 +16,7 @@ import time
 def find_chromium() -> str | None:
     env = os.environ.get("GRPOKIT_CHROMIUM")
     if env:
-        return env
+        return env if os.access(env, os.X_OK) else None
     for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
         path = shutil.which(name)
         if path:

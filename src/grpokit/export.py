@@ -175,8 +175,13 @@ def portable_char_tokenizer(directory: Path) -> bool:
     for ch, i in sorted(chars.items(), key=lambda kv: kv[1]):
         parts = [byte_char[b] for b in ch.encode("utf-8")]
         vocab["".join(parts)] = i
-        # merges join a multi-byte character left to right; the partial pieces need ids of
-        # their own, above the model's vocabulary (they never survive a whole character)
+        # merges join a multi-byte character left to right; its bytes and partial pieces
+        # need ids of their own, above the model's vocabulary (they never survive a whole
+        # character, so the model never sees them)
+        for part in parts if len(parts) > 1 else ():  # each byte of a multi-byte character
+            if part not in vocab:
+                vocab[part] = next_id
+                next_id += 1
         for k in range(2, len(parts) + 1):
             left, piece = "".join(parts[:k - 1]), "".join(parts[:k])
             if (left, parts[k - 1]) not in merges:

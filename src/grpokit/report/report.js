@@ -253,7 +253,7 @@
         el("td", {}, s.step), el("td", {}, s.group === undefined ? "–" : s.group), el("td", { class: "num" }, fmt(s.reward)),
         el("td", { class: "num " + (s.advantage > 0 ? "pos" : s.advantage < 0 ? "neg" : "") }, fmt(s.advantage)),
         el("td", {}, s.correct === null ? "–" : s.correct ? "✓" : "✗"),
-        el("td", { class: "small" }, ...rewardNames.filter((n) => n in s.rewards).map((n) => el("div", {}, `${n} ${fmt(s.rewards[n])}`))),
+        el("td", { class: "small" }, ...rewardNames.filter((n) => n in s.rewards).map((n) => el("span", { class: "rw" }, `${n} ${fmt(s.rewards[n])}`))),
         completionCell(s));
     }));
     count.textContent = `${shown.length} of ${rows.length} completions` + (shown.length > LIMIT ? ` (first ${LIMIT} shown)` : "");

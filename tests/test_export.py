@@ -7,7 +7,7 @@ import torch
 from grpokit import cli
 from grpokit.config import TrainConfig
 from grpokit.config_io import load_config
-from grpokit.export import export_model, portable_char_tokenizer
+from grpokit.export import REWRITTEN, export_model, portable_char_tokenizer
 
 PROBE = "Compute 37+48-12. <think>37+48=85 85-12=73</think><answer>73</answer>"
 
@@ -142,11 +142,11 @@ def test_portable_char_tokenizer_keeps_ids_of_non_ascii_characters(tmp_path):
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     before = Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode(text, add_special_tokens=False).ids
-    assert portable_char_tokenizer(tmp_path)
+    assert portable_char_tokenizer(tmp_path) == REWRITTEN
     auto = AutoTokenizer.from_pretrained(tmp_path)
     assert auto(text, add_special_tokens=False)["input_ids"] == before
     assert auto.decode(before) == text
-    assert not portable_char_tokenizer(tmp_path)  # now a BPE: left alone
+    assert portable_char_tokenizer(tmp_path) is None  # now a BPE: left alone
 
 
 def test_export_of_a_plain_model_directory(tmp_path, tiny_model):
@@ -154,6 +154,20 @@ def test_export_of_a_plain_model_directory(tmp_path, tiny_model):
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     res = export_model(tmp_path / "m", tmp_path / "out")
-    assert res.notes == ["character tokenizer rewritten as the equivalent byte-level BPE, so AutoTokenizer "
-                         "loads it (same token ids)"]
+    assert res.notes == [REWRITTEN]
     assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "qwen2"
+
+
+def test_char_tokenizer_kept_when_auto_tokenizer_would_change_it(tmp_path):
+    """Qwen2Tokenizer normalises to NFC: a decomposed accent would become one unknown
+    character, so the trained tokenizer stays and the note says how to load it."""
+    from grpokit.policy import create_tiny
+
+    model, tok = create_tiny("tiny:xs", ["cafe\u0301 1+2=3"], seed=0)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    before = (tmp_path / "tokenizer.json").read_text()
+    note = portable_char_tokenizer(tmp_path)
+    assert note.startswith("character tokenizer kept as trained: AutoTokenizer would load it as Qwen2Tokenizer")
+    assert "PreTrainedTokenizerFast.from_pretrained" in note
+    assert (tmp_path / "tokenizer.json").read_text() == before

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import os
 import shutil
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,9 +86,9 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike, *, merge_lor
             _copy_model_files(src, tmp)
             if merge_lora:
                 notes.append(_merge_note(src))
-        if portable_char_tokenizer(tmp):
-            notes.append("character tokenizer rewritten as the equivalent byte-level BPE, so AutoTokenizer "
-                         "loads it (same token ids)")
+        note = portable_char_tokenizer(tmp)
+        if note:
+            notes.append(note)
         if dest.exists():
             dest.rmdir()  # empty, checked above
         os.replace(tmp, dest)
@@ -152,19 +153,26 @@ def _write_merged(ckpt: Path, dest: Path) -> None:
 # ----------------------------------------------------------------------------- tokenizer
 
 
-def portable_char_tokenizer(directory: Path) -> bool:
+REWRITTEN = ("character tokenizer rewritten as the equivalent byte-level BPE, so AutoTokenizer loads it "
+             "(same token ids)")
+
+
+def portable_char_tokenizer(directory: Path) -> str | None:
     """Rewrite grpokit's character tokenizer in `directory` as a byte-level BPE with the
-    same ids; False (untouched) for any other tokenizer."""
+    same ids. Returns what was done, for the user; None (untouched) for any other tokenizer.
+    Where AutoTokenizer would still encode differently, the original is put back and the
+    note says how to load it."""
     path = directory / "tokenizer.json"
     if not path.is_file():
-        return False
-    raw = json.loads(path.read_text(encoding="utf-8"))
+        return None
+    original = path.read_text(encoding="utf-8")
+    raw = json.loads(original)
     model = raw.get("model", {})
     added = raw.get("added_tokens", [])
     special = {a["content"] for a in added}
     chars = {t: i for t, i in model.get("vocab", {}).items() if t not in special}
     if model.get("type") != "WordLevel" or not chars or any(len(t) != 1 for t in chars):
-        return False
+        return None
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     before = Tokenizer.from_file(str(path))
@@ -196,20 +204,26 @@ def portable_char_tokenizer(directory: Path) -> bool:
     bpe.add_special_tokens([AddedToken(a["content"], normalized=False, special=True) for a in added if a["special"]])
     bpe.add_tokens([AddedToken(a["content"], normalized=False, special=False) for a in added if not a["special"]])
     bpe.save(str(path))
-    _check_same_ids(directory, before, "".join(sorted(chars)) + "".join(sorted(special)))
-    return True
+    # every character, and each combining mark after letters (a loader that normalises
+    # text, as Qwen2Tokenizer does with NFC, would join them into one character)
+    probe = "".join(sorted(chars)) + "".join(sorted(special)) + "".join(
+        f"a{c}e{c}" for c in sorted(chars) if unicodedata.combining(c))
+    differs = _auto_tokenizer_differs(directory, before, probe)
+    if differs:
+        path.write_text(original, encoding="utf-8")
+        return (f"character tokenizer kept as trained: AutoTokenizer would load it as {differs}, which encodes "
+                "it differently; load it with transformers.PreTrainedTokenizerFast.from_pretrained(DIR)")
+    return REWRITTEN
 
 
-def _check_same_ids(directory: Path, before: Any, probe: str) -> None:
+def _auto_tokenizer_differs(directory: Path, before: Any, probe: str) -> str | None:
+    """The class AutoTokenizer builds when it encodes `probe` differently from `before`."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(directory))
     want = before.encode(probe, add_special_tokens=False).ids
     got = tok(probe, add_special_tokens=False)["input_ids"]
-    if got != want:
-        raise ValueError(f"exported tokenizer in {directory} loads with AutoTokenizer as {type(tok).__name__}, "
-                         f"which encodes the vocabulary differently ({len(got)} vs {len(want)} tokens); "
-                         "load it with transformers.PreTrainedTokenizerFast.from_pretrained instead")
+    return None if got == want else type(tok).__name__
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -1,4 +1,4 @@
-"""The `grpokit` command: demo | sft | train | eval | list | validate | bench | study.
+"""The `grpokit` command: demo | sft | train | eval | report | export | list | validate | bench | study.
 
     grpokit train --config arithmetic run.steps=50
     grpokit train --model runs/sft --data prompts.jsonl --reward accuracy --reward format@0.1 --out runs/rl
@@ -177,6 +177,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overrides(p)
     p.set_defaults(func=cmd_validate)
 
+    # report, export: grpokit.report and grpokit.export do the work
+    p = sub.add_parser("report", help="one self-contained HTML page of one or more runs (plots, groups, completions)",
+                       description="Write a self-contained HTML report (no server, no network) of run directories: "
+                                   "metrics against step with the runs overlaid, step time split, groups, a "
+                                   "completion browser and the configs with their differences.",
+                       formatter_class=_formatter,
+                       epilog="examples:\n  grpokit report runs/rl\n  grpokit report runs/a runs/b --out compare.html")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by `grpokit train`")
+    p.add_argument("--out", metavar="FILE", help="HTML file (default: RUN_DIR/report.html for one run, "
+                                                  "./report.html for several)")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("export", help="write a plain Hugging Face model directory from a run or checkpoint",
+                       description="Export a trained policy as a plain Hugging Face model directory that "
+                                   "AutoModelForCausalLM / AutoTokenizer / vllm.LLM load without grpokit.",
+                       formatter_class=_formatter,
+                       epilog="examples:\n  grpokit export runs/rl --out models/rl\n"
+                              "  grpokit export runs/rl/checkpoints/step-000050 --out models/rl-50 --merge-lora")
+    p.add_argument("source", metavar="RUN_DIR", help="a run directory (its final model, else its newest "
+                                                    "checkpoint) or a checkpoint / model directory")
+    p.add_argument("--out", metavar="DIR", required=True, help="new directory to write (must be absent or empty)")
+    p.add_argument("--merge-lora", action="store_true",
+                   help="fold a LoRA adapter into the base weights (needed for an adapter-only checkpoint)")
+    p.set_defaults(func=cmd_export)
+
     # bench: arguments belong to grpokit.bench; main() forwards them untouched
     sub.add_parser("bench", help="benchmarks (arguments are passed to grpokit.bench)", add_help=False)
     sub.add_parser("study", help="studies, e.g. `grpokit study grouping` (arguments are passed to grpokit.demos.study)",
@@ -256,6 +280,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     evaluate = importlib.import_module("grpokit.evaluate").evaluate
     result = evaluate(cfg)
     print(result.format_report())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    report = importlib.import_module("grpokit.report")
+    out = report.write_report(args.run_dirs, args.out)
+    print(f"{PROG}: report written: {out} (open it in a browser)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    export = importlib.import_module("grpokit.export")
+    result = export.export_model(args.source, args.out, merge_lora=args.merge_lora)
+    for line in result.notes:
+        print(f"{PROG}: {line}")
+    print(f"{PROG}: exported {result.source} -> {result.out}")
     return 0
 
 

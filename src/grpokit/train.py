@@ -77,6 +77,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     from grpokit.engine.memory import release_free_memory
     from grpokit.optim import make_optimizer, make_scheduler, set_threads
     from grpokit.plotting import plot_metrics
+    from grpokit.report import RunReporter
 
     set_threads(cfg.run.threads)
     torch.manual_seed(cfg.run.seed)
@@ -133,6 +134,8 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
                         config=to_dict(cfg), keep=cfg.run.keep_checkpoints, extra=extra)
 
     logger = RunLogger(run_dir, resume=ckpt is not None, total_steps=cfg.run.steps)
+    reporter = RunReporter(run_dir, every=cfg.run.report_every, field=algo.group.field, grouper=algo.grouping,
+                           resume=ckpt is not None)  # groups.jsonl, report.html
     bar = progress(cfg.run.steps, "GRPO", enabled=cfg.run.progress, initial=start_step)
     on_start, on_step = getattr(hooks, "on_start", None), getattr(hooks, "on_step", None)
     if on_start is not None:
@@ -204,7 +207,8 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         if step == cfg.run.steps:
             metrics.update(run_eval())
         logger.log_step(step, metrics)
-        logger.log_samples(step, _samples(batch, examples, scores, advantages, cfg.run.log_samples))
+        logger.log_samples(step, _samples(batch, examples, scores, advantages, cfg.run.log_samples, group_ids))
+        reporter.on_step(step, scores.total, grouping, [e.fields for e in examples])
         bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("reward", "accuracy") if k in metrics})
         bar.update(1)
         if on_step is not None:
@@ -215,6 +219,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     logger.close()
     save_model(run_dir / "model", model, tok, to_dict(cfg))
     plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png", keys=("reward", "accuracy", "eval/accuracy", "len"))
+    reporter.write()
     return run_dir
 
 
@@ -229,12 +234,12 @@ def _group_metrics(rewards: torch.Tensor, group_ids: torch.Tensor) -> dict[str, 
     return {"groups": float(len(uniq)), "zero_std_groups": float(per_group.mean())}
 
 
-def _samples(batch: RolloutBatch, examples, scores, advantages, k: int) -> list[dict]:
+def _samples(batch: RolloutBatch, examples, scores, advantages, k: int, group_ids: torch.Tensor) -> list[dict]:
     rows = []
     for i in range(min(k, batch.size)):
         j = i * max(1, batch.size // max(1, k))
         rows.append({"prompt": examples[j].prompt, "completion": batch.completions[j],
-                     "reward": float(scores.total[j]), "advantage": float(advantages[j]),
+                     "reward": float(scores.total[j]), "advantage": float(advantages[j]), "group": int(group_ids[j]),
                      **{f"reward/{n}": float(v[j]) for n, v in scores.per_reward.items()}})
     return rows
 

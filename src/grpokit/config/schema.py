@@ -179,6 +179,7 @@ class RunConfig:
     keep_checkpoints: int = opt(2, "checkpoints kept on disk")
     eval_every: int = opt(0, "held-out evaluation every N steps (0 = only at the end)")
     log_samples: int = opt(4, "sample completions written to samples.jsonl per step")
+    report_every: int = opt(0, "write report.html (`grpokit report`) every N steps (0 = only at the end)")
     resume: bool = opt(False, "continue from the newest checkpoint in `out`")
     threads: int = opt(0, "torch CPU threads (0 = leave torch's default)")
     release_memory: bool = opt(False, "give freed heap memory back to the OS after generation, the reference pass "

@@ -147,6 +147,7 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     _min(p, "run.keep_checkpoints", run.keep_checkpoints, 1)
     _min(p, "run.eval_every", run.eval_every, 0)
     _min(p, "run.log_samples", run.log_samples, 0)
+    _min(p, "run.report_every", run.report_every, 0)
     _min(p, "run.threads", run.threads, 0)
 
 

@@ -28,8 +28,7 @@ def reasoning_steps(completion: str, *, steps: Sequence[Any] | None = None, **_:
     loses that step only; reaching a result through a wrong equation earns nothing.
     No equation written: 0.0. parts = {"written": n, "correct": k}.
     """
-    reasoning = think_section(completion)
-    written = find_equations(completion if reasoning is None else reasoning)
+    written = checked_equations(completion)
     correct = [e for e in written if e.holds]
     parts = {"written": float(len(written)), "correct": float(len(correct))}
     if not written:
@@ -38,6 +37,13 @@ def reasoning_steps(completion: str, *, steps: Sequence[Any] | None = None, **_:
     if not gold:
         return RewardOutput(len(correct) / len(written), parts)
     return RewardOutput(_matched_in_order(gold, correct) / len(gold), parts)
+
+
+def checked_equations(completion: str) -> list[Equation]:
+    """The equations reasoning_steps checks, in order: those of the think section (the
+    whole text when there is no think tag). `e.holds` says whether each one is right."""
+    reasoning = think_section(completion)
+    return find_equations(completion if reasoning is None else reasoning)
 
 
 def gold_results(steps: Sequence[Any]) -> list[float]:

@@ -26,7 +26,7 @@ def test_report_embeds_every_metric_sample_and_config(tmp_path):
     assert "note" not in r["metrics"]["keys"]  # text values are not metrics
     assert len(r["samples"]) == 8
     assert r["config"]["optim"]["lr"] == 1e-4
-    assert r["summary"]["reward"] == {"first": 0.1, "last": 0.4, "mean": 0.25}
+    assert r["summary"]["reward"] == {"first": 0.1, "last": 0.4, "mean": 0.25}  # 4 steps: a tenth is one step
     # every numeric metric has a panel, except the step-time parts (drawn stacked)
     keys = {p["key"] for p in data["panels"]}
     assert {"reward", "reward/accuracy", "accuracy", "kl", "entropy", "clip_low_frac", "clip_high_frac", "len",
@@ -84,6 +84,14 @@ def test_config_diff_lists_only_differing_keys():
     assert config_diff([a, b]) == [{"key": "optim.lr", "values": [1e-4, 3e-4]},
                                    {"key": "x.y", "values": [1, "(absent)"]}]
     assert config_diff([a, a]) == []
+
+
+def test_summary_means_over_first_and_last_tenth():
+    from grpokit.report.page import summary
+
+    vals = [float(i) for i in range(20)] + [None]  # 20 values: tenths of 2
+    s = summary({"metrics": {"step": list(range(1, 22)), "keys": {"reward": vals}}})
+    assert s == {"steps": 21, "reward": {"first": 0.5, "last": 18.5, "mean": 9.5}}
 
 
 def test_two_runs_overlay_with_their_diff(tmp_path):

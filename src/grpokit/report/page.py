@@ -104,13 +104,16 @@ def group_series(groups: Sequence[dict]) -> dict:
 
 
 def summary(run: dict) -> dict:
-    """First and last values of the headline metrics, for the table at the top."""
+    """Headline metrics for the table at the top: the mean over the first and over the
+    last tenth of the logged values (at least one value each; one step's reward is noisy),
+    and the mean over all."""
     keys = run["metrics"]["keys"]
     out: dict[str, Any] = {"steps": len(run["metrics"]["step"])}
     for k in ("reward", "accuracy", "eval/accuracy", "step_time"):
         vals = [v for v in keys.get(k, []) if v is not None]
         if vals:
-            out[k] = {"first": vals[0], "last": vals[-1], "mean": sum(vals) / len(vals)}
+            n = max(1, len(vals) // 10)
+            out[k] = {"first": sum(vals[:n]) / n, "last": sum(vals[-n:]) / n, "mean": sum(vals) / len(vals)}
     return out
 
 

@@ -36,9 +36,10 @@
     if (!(hi > lo)) { const d = Math.abs(lo) > 0 ? Math.abs(lo) * 0.1 : 1; lo -= d; hi += d; }
     const raw = (hi - lo) / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
     const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
-    const t = [];
-    for (let x = Math.ceil(lo / step) * step; x <= hi + step * 1e-9; x += step) t.push(+x.toPrecision(12));
-    return { lo: Math.min(lo, t[0]), hi: Math.max(hi, t[t.length - 1]), ticks: t, step };
+    // the axis runs from a tick at or below the data to a tick at or above it
+    const first = Math.floor(lo / step + 1e-9) * step, last = Math.ceil(hi / step - 1e-9) * step, t = [];
+    for (let x = first; x <= last + step * 1e-9; x += step) t.push(+x.toPrecision(12));
+    return { lo: first, hi: last, ticks: t, step };
   }
   // Tick labels with as many decimals as the tick spacing needs (4.651, 4.652, not 4.65 twice).
   function tickLabel(v, step) {
@@ -147,11 +148,11 @@
   const runs = D.runs;
   const legend = el("div", { class: "legend runs" }, ...runs.map((r, i) =>
     el("span", { class: "key" }, el("i", { style: `background:${color(i)}` }), r.label)));
-  const headRow = el("tr", {}, ...["run", "steps", "reward first → last", "accuracy first → last", "held-out accuracy", "mean step time", "directory"].map((h) => el("th", {}, h)));
+  const headRow = el("tr", {}, ...["run", "steps", "reward: first → last tenth", "accuracy: first → last tenth", "held-out accuracy: first → last", "mean step time", "directory"].map((h) => el("th", {}, h)));
   const sumRows = runs.map((r, i) => {
     const s = r.summary, fl = (k) => s[k] ? `${fmt(s[k].first)} → ${fmt(s[k].last)}` : "–";
     return el("tr", {}, el("td", {}, el("i", { class: "sw", style: `background:${color(i)}` }), r.label), el("td", {}, s.steps),
-      el("td", {}, fl("reward")), el("td", {}, fl("accuracy")), el("td", {}, s["eval/accuracy"] ? fmt(s["eval/accuracy"].last) : "–"),
+      el("td", {}, fl("reward")), el("td", {}, fl("accuracy")), el("td", {}, fl("eval/accuracy")),
       el("td", {}, s.step_time ? fmt(s.step_time.mean) + " s" : "–"), el("td", { class: "path" }, r.path));
   });
   section("overview", "Runs", el("table", { class: "summary" }, el("thead", {}, headRow), el("tbody", {}, ...sumRows)),

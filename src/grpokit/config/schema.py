@@ -58,11 +58,14 @@ class RolloutConfig:
     temperature: float = opt(1.0, "sampling temperature (0 = greedy)")
     top_p: float = opt(1.0, "nucleus sampling threshold")
     stop: list = opt(help="stop strings; generation of a row ends after any of them", factory=list)
-    backend: str = opt("transformers", "generation backend (vllm is reserved: not built yet, "
-                                                    "and `validate` says so)", choices=("transformers", "vllm"))
+    backend: str = opt("auto", "sampler: lean (grpokit's own decode step: C on CPUs, a CUDA graph on GPUs; "
+                               "Qwen2/Llama/Mistral, others fall back to transformers' forward), transformers "
+                               "(the plain reference), auto (lean unless GRPOKIT_NATIVE=0 or lean_decode=false); "
+                               "vllm is reserved (`validate` says so)",
+                       choices=("auto", "transformers", "lean", "vllm"))
     batch_size: int = opt(0, "rows generated at once (0 = all of the step's rows)")
-    lean_decode: bool = opt(True, "sample with grpokit's own KV-cached decode step for Qwen2/Llama/Mistral "
-                                  "models (other models, and LoRA, use transformers' forward)")
+    lean_decode: bool = opt(True, "deprecated, use rollout.backend: false = backend auto samples with "
+                                  "transformers' forward")
     cuda_graphs: bool = opt(True, "on a CUDA GPU, replay the lean decode step from a CUDA graph (one launch per "
                                   "token instead of hundreds); false = launch its kernels one by one")
     tools: list = opt(help="tools the model may call, as names or {name, kwargs} (see `grpokit list tools`); "

@@ -280,3 +280,30 @@ def test_prompt_embeddings_come_back_as_ordinary_tensors(tok):
                      generator=torch.Generator().manual_seed(0))
     assert out.embeddings is not None and not out.embeddings.is_inference()
     out.embeddings.mul_(2.0)
+
+
+class _NoStream:
+    """A Sampler that reports stops only when its call returns (as vLLM's does)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def sample(self, prompt_ids, params, *, generator=None, budgets=None):
+        return self.inner.sample(prompt_ids, params, generator=generator, budgets=budgets)
+
+    def sync_weights(self, model) -> None:
+        self.inner.sync_weights(model)
+
+
+def test_the_tool_loop_gives_the_same_rows_over_a_sampler_that_does_not_stream(tok):
+    model = BigramPolicy(tok, ANSWER_AFTER_ONE)
+    prompts = [tok("Q?")["input_ids"]] * 3
+    outs = []
+    for wrap in (False, True):
+        inner = StepSampler(model, tok, {tok.eos_token_id}, tok.pad_token_id)
+        eng = MultiTurnSampler(_NoStream(inner) if wrap else inner, [FakeTool("xyz")], tok, max_turns=2)
+        outs.append(eng.sample(prompts, SamplingParams(max_new_tokens=40), generator=torch.Generator().manual_seed(0)))
+    a, b = outs
+    assert a.completion_ids == b.completion_ids and a.completion_masks == b.completion_masks
+    assert [[c.query for c in r] for r in a.calls] == [[c.query for c in r] for r in b.calls]
+    assert sum(len(r) for r in a.calls) == 3

@@ -58,6 +58,7 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
     from grpokit.grouping import make_grouper
     from grpokit.model.policy import Reference, load_policy
     from grpokit.config.presets import resolve_algorithm
+    from grpokit.config.validation import group_options
     from grpokit.rewards import RewardSet
 
     algo = resolve_algorithm(cfg.algorithm)
@@ -84,7 +85,7 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
     return Components(
         policy=policy, reference=reference, rewards=RewardSet(reward_specs(cfg)),
         grouper=make_grouper(algo.grouping, seed=cfg.run.seed, num_generations=cfg.rollout.num_generations,
-                             **dataclasses.asdict(algo.group)),
+                             **group_options(algo.group)),
         advantage_fn=ADVANTAGES.get(algo.advantage), algorithm=algo,
         train_examples=train, eval_examples=evals, sampler=build_sampler(cfg, policy),
         passes=build_passes(cfg, policy.model), release_memory=build_release(cfg),

@@ -148,19 +148,15 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
                          fields=[e.fields for e in examples], embeddings=batch.context_embedding,
                          lengths=batch.completion_lengths(), prompts=[e.prompt for e in examples],
                          prompt_lengths=batch.attention_mask[:, :batch.prompt_len].sum(1), rollout=batch)
-        grouping = comp.grouper(exp)  # Phase 2: group ids [N], or Groups (scales, weights, past rows)
-        if isinstance(grouping, torch.Tensor):
-            group_ids, train_batch, group_info = grouping, batch, {}
-            advantages = comp.advantage_fn(scores.total, group_ids, scale=algo.scale_rewards, eps=algo.eps)  # Phase 3
-        else:
-            group_ids, group_info = grouping.finest(batch.size), grouping.metrics
-            train_batch = grouping.training_batch(batch)  # + replayed rows, if any
-            # Replayed rows (temporal) are reweighted by pi_now / pi_then: one no-grad forward over them.
-            logp_now = None if grouping.replay is None else reference_logprobs(
-                model, grouping.replay, temperature=cfg.rollout.temperature,
-                micro_batch_size=cfg.optim.micro_batch_size, passes=comp.passes).cpu()
-            advantages = grouping.advantages(scores.total, comp.advantage_fn, scale=algo.scale_rewards,  # Phase 3
-                                             eps=algo.eps, logp_now=logp_now)
+        grouping = comp.grouper(exp)  # Phase 2: Groups (ids at one or more scales, weights, past rows)
+        group_ids, group_info = grouping.finest(batch.size), grouping.metrics
+        train_batch = grouping.training_batch(batch)  # + replayed rows, if any
+        # Replayed rows (temporal) are reweighted by pi_now / pi_then: one no-grad forward over them.
+        logp_now = None if grouping.replay is None else reference_logprobs(
+            model, grouping.replay, temperature=cfg.rollout.temperature,
+            micro_batch_size=cfg.optim.micro_batch_size, passes=comp.passes).cpu()
+        advantages = grouping.advantages(scores.total, comp.advantage_fn, scale=algo.scale_rewards,  # Phase 3
+                                         eps=algo.eps, logp_now=logp_now)
         t_adv = time.perf_counter()
         ref_logp = None
         if comp.reference is not None:

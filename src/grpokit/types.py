@@ -154,8 +154,9 @@ class RewardFn(Protocol):
 
 
 class Grouper(Protocol):
-    """Phase 2: experience -> group id per completion ([N] long), or a
-    `grpokit.grouping.Groups` (several scales, weights, pooled earlier rows).
+    """Phase 2: experience -> `grpokit.grouping.Groups` (group ids of every row at one
+    or several scales, weights, pooled earlier rows). `make_grouper` wraps a plain
+    function that returns [N] long ids so that it returns Groups too.
 
     Optional attributes the loop looks for: `needs_embeddings` (bool: ask the sampler
     for context embeddings; True when absent), `state_dict()` / `load_state_dict()`
@@ -163,7 +164,7 @@ class Grouper(Protocol):
     per prompt for the coming step).
     """
 
-    def __call__(self, exp: Experience) -> torch.Tensor: ...
+    def __call__(self, exp: Experience) -> Any: ...  # grpokit.grouping.Groups
 
 
 class AdvantageFn(Protocol):

@@ -150,13 +150,23 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     _min(p, "run.threads", run.threads, 0)
 
 
+def group_options(group) -> dict:
+    """The `algorithm.group.*` options a recipe sets (those that differ from their
+    defaults): only these reach the grouper, which refuses any it does not use."""
+    defaults = type(group)()
+    return {f.name: getattr(group, f.name) for f in dataclasses.fields(group)
+            if getattr(group, f.name) != getattr(defaults, f.name)}
+
+
 def _check_group_options(cfg: TrainConfig, p: list[str]) -> None:
     """Build the grouper as training would, so a bad `algorithm.group.*` value is
     reported now and not at step 1."""
+    if callable(cfg.algorithm.grouping):  # a grouper given as a Python object (the API)
+        return
     grouping = importlib.import_module("grpokit.grouping")
-    options = dataclasses.asdict(cfg.algorithm.group)
     for msg in grouping.check_options(cfg.algorithm.grouping, seed=cfg.run.seed,
-                                      num_generations=cfg.rollout.num_generations, **options):
+                                      num_generations=cfg.rollout.num_generations,
+                                      **group_options(cfg.algorithm.group)):
         p.append(msg if msg.startswith("algorithm.") else f"algorithm.group: {msg}")
 
 

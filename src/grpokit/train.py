@@ -108,7 +108,8 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
             comp.grouper.load_state_dict(state["extra"]["grouper"])
         comp.sampler.sync_weights(model)  # a sampler with its own copy of the weights (vLLM) reloads them
     settings = LossSettings(clip_low=algo.clip_low, clip_high=algo.clip_high, ratio=algo.ratio,
-                            loss_agg=algo.loss_agg, beta=algo.beta, kl_estimator=algo.kl_estimator, mu=algo.mu)
+                            loss_agg=algo.loss_agg, beta=algo.beta, kl_estimator=algo.kl_estimator, mu=algo.mu,
+                            loss=algo.loss)
     acc_key = accuracy_key(comp.rewards.names)
 
     def run_eval() -> dict:

@@ -28,6 +28,7 @@ class LossSettings:
     beta: float
     kl_estimator: str
     mu: int
+    loss: str = "clip"  # algo.losses.LOSSES
 
 
 def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tensor, settings: LossSettings, *,
@@ -85,6 +86,7 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
             loss, stats = policy_loss(logp, old, advantages[mb], m, ref_logp=ref, beta=settings.beta,
                                       kl_estimator=settings.kl_estimator, clip_low=settings.clip_low,
                                       clip_high=settings.clip_high, ratio=settings.ratio, agg=settings.loss_agg,
+                                      loss=settings.loss,
                                       **norms)
             synchronize(device)
             t1 = time.perf_counter()

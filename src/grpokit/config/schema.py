@@ -121,7 +121,7 @@ class GroupConfig:
 @dataclass
 class AlgorithmConfig:
     preset: str = opt("grpo", "variant preset that fills the fields left empty "
-                              "(grpo, dr_grpo, dapo, gspo, rloo; see `grpokit list losses`)")
+                              "(grpo, dr_grpo, dapo, gspo, rloo; see `grpokit list presets`)")
     advantage: Optional[str] = opt(None, "advantage estimator (grpo, rloo; see `grpokit list advantages`)")
     scale_rewards: Optional[str] = opt(None, "divide advantages by the group std, the batch std, or nothing",
                                        choices=("group", "batch", "none"))
@@ -130,6 +130,7 @@ class AlgorithmConfig:
     loss_agg: Optional[str] = opt(None, "loss aggregation: per-sequence mean (GRPO), token mean over the "
                                         "batch (DAPO), constant normaliser (Dr. GRPO)",
                                   choices=("sequence_mean", "token_mean", "constant"))
+    loss: str = opt("clip", "per-token policy loss (see `grpokit list losses`)")
     clip_low: Optional[float] = opt(None, "lower clip epsilon: ratio >= 1 - clip_low")
     clip_high: Optional[float] = opt(None, "upper clip epsilon: ratio <= 1 + clip_high (clip-higher when larger)")
     beta: float = opt(0.0, "KL coefficient to the frozen reference (0 = no reference model)")

@@ -120,7 +120,8 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     _min(p, "algorithm.beta", a.beta, 0)
     _min(p, "algorithm.mu", a.mu, 1)
     _min(p, "algorithm.eps", a.eps, 0)
-    _check_registry(p, "algorithm.preset", a.preset, "grpokit.config.presets", "PRESETS", "losses")
+    _check_registry(p, "algorithm.preset", a.preset, "grpokit.config.presets", "PRESETS", "presets")
+    _check_registry(p, "algorithm.loss", a.loss, "grpokit.algo.losses", "LOSSES", "losses")
     if a.advantage is not None:
         _check_registry(p, "algorithm.advantage", a.advantage, "grpokit.algo.advantages", "ADVANTAGES",
                         "advantages", allow_import=True)

@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
-def opt(default: Any = None, help: str = "", *, factory: Any = None, choices: tuple = ()) -> Any:
-    """A dataclass field carrying its help text (and allowed values) as metadata."""
-    meta = {"help": help, "choices": choices}
+def opt(default: Any = None, help: str = "", *, factory: Any = None, choices: tuple = (),
+        python_object: bool = False) -> Any:
+    """A dataclass field carrying its help text (and allowed values) as metadata.
+    python_object: the Python API may pass a callable instead of the name (a reward, a
+    grouper); a recipe always names it."""
+    meta = {"help": help, "choices": choices, "python_object": python_object}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -76,7 +79,8 @@ class RolloutConfig:
 
 @dataclass
 class RewardSpec:
-    name: str = opt("accuracy", "a registered reward, or module:function / file.py:function")
+    name: str = opt("accuracy", "a registered reward, or module:function / file.py:function",
+                    python_object=True)
     weight: float = opt(1.0, "weight of this reward in the total")
     kwargs: dict = opt(help="extra keyword arguments for the reward function", factory=dict)
 
@@ -136,7 +140,8 @@ class AlgorithmConfig:
     beta: float = opt(0.0, "KL coefficient to the frozen reference (0 = no reference model)")
     kl_estimator: str = opt("k3", "KL estimator", choices=("k1", "k2", "k3"))
     mu: int = opt(1, "optimisation passes over each batch (old log-probs stored from the first pass)")
-    grouping: str = opt("prompt", "group formation strategy (see `grpokit list groupers`)")
+    grouping: str = opt("prompt", "group formation strategy (see `grpokit list groupers`), or module:function",
+                        python_object=True)
     group: GroupConfig = opt(help="options of the grouping strategy", factory=GroupConfig)
     eps: float = opt(1e-4, "epsilon added to the std when scaling advantages")
 

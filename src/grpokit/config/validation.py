@@ -125,8 +125,9 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     if a.advantage is not None:
         _check_registry(p, "algorithm.advantage", a.advantage, "grpokit.algo.advantages", "ADVANTAGES",
                         "advantages", allow_import=True)
-    _check_registry(p, "algorithm.grouping", a.grouping, "grpokit.grouping", "GROUPERS", "groupers",
-                    allow_import=True)
+    if not callable(a.grouping):  # a grouper object from the Python API needs no lookup
+        _check_registry(p, "algorithm.grouping", a.grouping, "grpokit.grouping", "GROUPERS", "groupers",
+                        allow_import=True)
     if not any(m.startswith("algorithm.grouping") for m in p):
         _check_group_options(cfg, p)
     _check_tools(r.tools, "rollout.tools", p)
@@ -162,8 +163,6 @@ def group_options(group) -> dict:
 def _check_group_options(cfg: TrainConfig, p: list[str]) -> None:
     """Build the grouper as training would, so a bad `algorithm.group.*` value is
     reported now and not at step 1."""
-    if callable(cfg.algorithm.grouping):  # a grouper given as a Python object (the API)
-        return
     grouping = importlib.import_module("grpokit.grouping")
     for msg in grouping.check_options(cfg.algorithm.grouping, seed=cfg.run.seed,
                                       num_generations=cfg.rollout.num_generations,
@@ -225,6 +224,8 @@ def _check_rewards(specs: list, key: str, p: list[str]) -> None:
         k = f"{key}[{i}]"
         if not math.isfinite(spec.weight):
             p.append(f"{k}.weight = {spec.weight!r}: must be a finite number")
+        if callable(spec.name):  # a reward function from the Python API
+            continue
         if ":" in spec.name and (reg is None or spec.name not in reg):
             _check_import(p, f"{k}.name", spec.name)
         elif reg is not None and spec.name not in reg:

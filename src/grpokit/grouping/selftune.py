@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
-
 from grpokit.algo.hierarchical import allocate_samples
 from grpokit.grouping.base import Groups
 from grpokit.grouping.reward import SuccessTracker, row_keys

@@ -27,14 +27,13 @@ ends (same results, later).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
-
-import dataclasses
 
 from grpokit.tools import DEFAULT_MAX_QUERY_CHARS, ToolError
 from grpokit.tools.parsing import RESULT_CLOSE, RESULT_OPEN, closing_call, sanitize_result

@@ -87,7 +87,8 @@ class RewardSpec:
 
 @dataclass
 class GroupConfig:
-    """Options of the grouping strategies; each strategy reads the ones it names."""
+    """Options of the grouping strategies. A recipe sets only those its strategy uses:
+    another strategy's option is an error (`grpokit validate` names the valid ones)."""
 
     clusters: int = opt(0, "semantic/adaptive: clusters of prompts per step (0 = about sqrt(prompts / 2); "
                            "adaptive starts there and splits or merges from step to step)")

@@ -13,8 +13,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	.venv/bin/grpokit demo
 
+# The tests that build or train a model, run a second time without the engine
+# (GRPOKIT_NATIVE=0: build.py picks the plain sampler and training pass everywhere).
+CORE_TESTS := tests/test_seams.py tests/test_e2e_train.py tests/test_grouping_train.py tests/test_cli.py \
+	tests/test_rollout.py tests/test_update.py tests/test_multiturn.py tests/test_api.py
+
 test: $(STAMP)
 	$(PY) -m pytest -q
+	GRPOKIT_NATIVE=0 $(PY) -m pytest -q $(CORE_TESTS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''

@@ -346,3 +346,24 @@ def test_policy_loss_on_policy_gradient_is_reinforce():
     loss, _ = policy_loss(logp, torch.zeros(2, 3), torch.tensor([2.0, -1.0]), mask, agg="token_mean")
     loss.backward()
     assert_values(logp.grad, [[-0.4, -0.4, 0.0], [0.2, 0.2, 0.2]])
+
+
+def test_loss_registry_one_signature_and_the_unclipped_loss_by_hand():
+    from grpokit.algo.losses import LOSSES, unclipped_surrogate
+
+    assert LOSSES.names() == ["clip", "unclipped"] and LOSSES.get("clip") is clipped_surrogate
+    # r = exp(logp - old): row 0 tokens r = e^0.5, e^-0.5; A = [2, -1]
+    logp = torch.tensor([[0.5, -0.5], [0.0, 0.0]])
+    old = torch.zeros(2, 2)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    adv = torch.tensor([2.0, -1.0])
+    loss, stats = unclipped_surrogate(logp, old, adv, mask, clip_low=0.2, clip_high=0.2, ratio="token")
+    e = math.exp(0.5)
+    want = torch.tensor([[-2 * e, -2 / e], [1.0, 0.0]])
+    assert torch.allclose(loss, want, atol=1e-6)
+    assert float(stats["ratio_mean"]) == pytest.approx((e + 1 / e + 1) / 3)
+    # clip at the same point: the first token's ratio e^0.5 > 1.2 with A > 0 is clipped to 1.2
+    clipped, _ = clipped_surrogate(logp, old, adv, mask, clip_low=0.2, clip_high=0.2, ratio="token")
+    assert float(clipped[0, 0]) == pytest.approx(-2 * 1.2)
+    total, _ = policy_loss(logp, old, adv, mask, loss="unclipped", agg="token_mean")
+    assert float(total) == pytest.approx(float(want.sum()) / 3)

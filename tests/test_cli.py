@@ -294,7 +294,8 @@ def _module_or_skip(module: str, attr: str):
 
 
 @pytest.mark.parametrize("category, module, attr, expected", [
-    ("losses", "grpokit.config.presets", "PRESETS", ["grpo", "dr_grpo", "dapo", "gspo", "rloo"]),
+    ("losses", "grpokit.algo.losses", "LOSSES", ["clip", "unclipped"]),
+    ("presets", "grpokit.config.presets", "PRESETS", ["grpo", "dr_grpo", "dapo", "gspo", "rloo"]),
     ("advantages", "grpokit.algo.advantages", "ADVANTAGES", ["grpo", "rloo"]),
     ("groupers", "grpokit.grouping", "GROUPERS", ["prompt"]),
     ("rewards", "grpokit.rewards", "REWARDS", ["accuracy"]),

@@ -84,7 +84,7 @@ def _tiny_model(seed: int = 0):
 def test_generation_on_cuda_matches_cpu(lean):
     """The same CPU generator drives sampling on either device; with fp32 weights the
     per-token log-probs agree to float tolerance wherever the sampled tokens agree."""
-    from grpokit.rollout.generate import generate
+    from sampling import sample as generate
 
     model = _tiny_model()
     g = torch.Generator().manual_seed(0)
@@ -108,7 +108,7 @@ def test_cuda_graph_decoding_samples_what_eager_decoding_samples(monkeypatch):
     """Groups (repeated prompts), rows ending at different steps (EOS made likely), and
     the graph captured again after the cache is compacted."""
     import grpokit.engine.stepper as stepper_mod
-    from grpokit.rollout.generate import generate
+    from sampling import sample
 
     model = _tiny_model()
     head = torch.nn.Linear(64, 97, bias=True)
@@ -124,10 +124,10 @@ def test_cuda_graph_decoding_samples_what_eager_decoding_samples(monkeypatch):
     real_capture = stepper_mod._StaticLeanStepper._capture
     monkeypatch.setattr(stepper_mod._StaticLeanStepper, "_capture",
                         lambda self: captures.append(self.tok.shape[0]) or real_capture(self))
-    kw = dict(max_new_tokens=40, eos_ids={1}, pad_id=0, temperature=1.0)
-    eager = generate(model, prompts, generator=torch.Generator().manual_seed(1), cuda_graphs=False, **kw)
+    kw = dict(max_new_tokens=40, eos_ids={1}, pad_id=0, temperature=1.0, lean=True)
+    eager = sample(model, prompts, generator=torch.Generator().manual_seed(1), cuda_graphs=False, **kw)
     assert not captures
-    graphed = generate(model, prompts, generator=torch.Generator().manual_seed(1), **kw)
+    graphed = sample(model, prompts, generator=torch.Generator().manual_seed(1), **kw)
     assert captures[0] == 16 and len(captures) >= 2, captures  # compacted and captured again
     assert len({len(c) for c in eager.completion_ids}) > 3
     assert graphed.completion_ids == eager.completion_ids

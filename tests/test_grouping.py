@@ -40,10 +40,17 @@ def three_topics(rows_per_prompt=2, seed=0):
 # ----------------------------------------------------------------------------- registry and prompt
 
 
+def _ids(groups: Groups) -> torch.Tensor:
+    """The ids of a one-scale grouping."""
+    assert isinstance(groups, Groups) and len(groups.ids) == 1
+    return groups.ids[0]
+
+
 def test_prompt_grouper_is_unchanged():
     e = exp_of([7, 7, 3, 3], [1, 0, 0, 1])
-    assert by_prompt(e) is e.prompt_ids
+    assert by_prompt(e).ids[0] is e.prompt_ids and by_prompt(e).num_past == 0
     assert make_grouper("prompt") is by_prompt
+    assert make_grouper(by_prompt) is by_prompt
     assert by_prompt.needs_embeddings is False
     assert GROUPERS.get("prompt") is by_prompt
 
@@ -73,10 +80,59 @@ def test_group_options_from_a_recipe_reach_the_grouper():
 
     cfg = load_config(TrainConfig, None, ["algorithm.grouping=multiscale", "algorithm.group.scales=[prompt,batch]",
                                           "algorithm.group.weights=[3,1]", "algorithm.group.shrink=true"])
-    import dataclasses
+    from grpokit.config.validation import group_options
 
-    g = make_grouper(cfg.algorithm.grouping, **dataclasses.asdict(cfg.algorithm.group))
+    g = make_grouper(cfg.algorithm.grouping, **group_options(cfg.algorithm.group))
     assert g.names == ["prompt", "batch"] and g.fixed == [3.0, 1.0] and g.shrink
+
+
+@pytest.mark.parametrize("spec,options,key", [
+    ("prompt", {"clusters": 3}, "clusters"),  # an option of another grouper
+    ("semantic", {"buckets": 2}, "buckets"),
+    ("prompt", {"min_samples": 3}, "min_samples"),  # a budget option without a budget
+    ("multiscale", {"scales": ["prompt", "batch"], "clusters": 2}, "clusters"),  # no scale clusters
+    ("temporal", {"window": 2, "embedding": "policy"}, "embedding"),  # base prompt has no embedding
+])
+def test_an_option_the_grouper_does_not_use_is_an_error_naming_the_valid_ones(spec, options, key):
+    with pytest.raises(ValueError) as err:
+        make_grouper(spec, **options)
+    msg = str(err.value)
+    assert msg.startswith(f"algorithm.group.{key}: not an option of grouper {spec!r}")
+    assert "shrink" in msg and "budget" in msg  # the valid ones are listed
+
+
+def test_options_a_grouper_uses_are_accepted():
+    make_grouper("multiscale", scales=["prompt", "semantic"], clusters=2)  # semantic's option
+    make_grouper("temporal", base="semantic", clusters=2)
+    make_grouper("prompt", budget=0.5, min_samples=3, success=0.7)
+    make_grouper("reward", decay=0.8, success=0.7)
+
+
+def test_validate_catches_an_unused_grouper_option_before_anything_loads():
+    from grpokit.config.io import load_config
+    from grpokit.config.schema import TrainConfig
+    from grpokit.config.validation import validate
+
+    cfg = load_config(TrainConfig, None, ["algorithm.group.clusters=4"])  # grouping: prompt
+    problems = validate(cfg)
+    assert any(p.startswith("algorithm.group.clusters: not an option of grouper 'prompt'") for p in problems), problems
+
+
+def test_a_function_returning_ids_is_a_grouper_returning_groups():
+    def by_parity(exp):
+        return exp.prompt_ids % 2
+
+    out = make_grouper(by_parity)(exp_of([1, 2, 3, 4], [1, 0, 0, 1]))
+    assert isinstance(out, Groups) and out.ids[0].tolist() == [1, 0, 1, 0]
+    assert make_grouper(by_parity, shrink=True)(exp_of([1, 2], [1, 0])).shrink
+
+    def floats(exp):
+        return exp.rewards
+
+    with pytest.raises(ValueError, match="grouper floats must return"):
+        make_grouper(floats)(exp_of([1], [0.0]))
+    with pytest.raises(ValueError, match="algorithm.group.clusters: not an option of grouper 'by_parity'"):
+        make_grouper(by_parity, clusters=2)
 
 
 # ----------------------------------------------------------------------------- semantic
@@ -96,10 +152,10 @@ def test_semantic_recovers_topics_in_any_row_order():
     r = [float(i % 2) for i in range(pid.numel())]
     grouper = make_grouper("semantic", clusters=3, seed=0)
     assert grouper.needs_embeddings
-    ids = grouper(exp_of(pid.tolist(), r, emb=emb))
+    ids = _ids(grouper(exp_of(pid.tolist(), r, emb=emb)))
     assert same_partition(ids, topic[pid])
     perm = torch.randperm(pid.numel(), generator=torch.Generator().manual_seed(1))
-    shuffled = grouper(exp_of(pid[perm].tolist(), [r[i] for i in perm.tolist()], emb=emb[perm]))
+    shuffled = _ids(grouper(exp_of(pid[perm].tolist(), [r[i] for i in perm.tolist()], emb=emb[perm])))
     assert torch.equal(shuffled, ids[perm])  # same clusters, same labels
 
 
@@ -126,7 +182,7 @@ def test_semantic_with_a_text_embedder(monkeypatch):
     e = exp_of([0, 0, 1, 1, 2, 2, 3, 3], [1, 0, 1, 0, 1, 0, 1, 0], prompts=prompts)
     g = make_grouper("semantic", clusters=2, embedding="fake-model")
     assert g.needs_embeddings is False
-    ids = g(e)
+    ids = _ids(g(e))
     assert same_partition(ids, torch.tensor([0, 0, 1, 1, 0, 0, 1, 1]))
     g(e)
     assert len(calls) == 1  # prompt texts are embedded once
@@ -148,7 +204,7 @@ def test_adaptive_splits_a_bimodal_cluster():
     emb = torch.ones(16, 4) + 0.01 * torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
     r = [1.0 if p < 4 else 0.0 for p in pid.tolist()]
     g = make_grouper("adaptive", clusters=1)
-    ids = g(exp_of(pid.tolist(), r, emb=emb))
+    ids = _ids(g(exp_of(pid.tolist(), r, emb=emb)))
     assert same_partition(ids, (pid >= 4).long())
     assert g.state_dict() == {"k": 2}  # the next step starts from 2 clusters
 
@@ -160,7 +216,7 @@ def test_adaptive_merges_a_lone_prompt_and_keeps_distinct_clusters():
     emb = topic_vec[pid]
     r = [float(i % 2) if p < 4 or p == 8 else 1.0 for i, p in enumerate(pid.tolist())]
     g = make_grouper("adaptive", clusters=3)
-    ids = g(exp_of(pid.tolist(), r, emb=emb))
+    ids = _ids(g(exp_of(pid.tolist(), r, emb=emb)))
     want = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 0])[pid]
     assert same_partition(ids, want)
     assert g.k == 2
@@ -174,7 +230,7 @@ def test_adaptive_merges_clusters_alike_in_reward():
     pid = torch.arange(8).repeat_interleave(4)
     emb = torch.stack([torch.eye(4)[0]] * 4 + [torch.eye(4)[1]] * 4)[pid]
     r = [1.0, 0.0, 1.0, 0.0] * 8
-    ids = make_grouper("adaptive", clusters=2)(exp_of(pid.tolist(), r, emb=emb))
+    ids = _ids(make_grouper("adaptive", clusters=2)(exp_of(pid.tolist(), r, emb=emb)))
     assert torch.unique(ids).numel() == 1
 
 
@@ -193,11 +249,11 @@ def test_reward_groups_prompts_of_like_difficulty():
     g = make_grouper("reward", buckets=4)
     assert g.needs_embeddings is False
     e = _difficulty_exp()
-    ids = g(e)
+    ids = _ids(g(e))
     # rates (prior 2 pseudo-counts at the batch rate 11/18): 0.87, 0.20, 0.54, 0.87 -> buckets 3, 0, 2, 3
     assert same_partition(ids, torch.tensor([3, 0, 2, 3]).repeat_interleave(4))
     perm = torch.randperm(16, generator=torch.Generator().manual_seed(3))
-    ids2 = make_grouper("reward", buckets=4)(_difficulty_exp(order=perm.tolist()))
+    ids2 = _ids(make_grouper("reward", buckets=4)(_difficulty_exp(order=perm.tolist())))
     assert torch.equal(ids2, ids[perm])
 
 
@@ -208,12 +264,12 @@ def test_reward_grouper_remembers_across_steps_and_checkpoints():
     fresh = make_grouper("reward", buckets=4)
     fresh(step2)
     g_state = g.state_dict()
-    ids = g(step2)
+    ids = _ids(g(step2))
     # prompt 2 failed half its attempts at step 1: rated lower than by a grouper that never saw it
     assert g.tracker.rate([2], [GLOBAL], 2)[0] < fresh.tracker.rate([2], [GLOBAL], 2)[0]
     restored = make_grouper("reward", buckets=4)
     restored.load_state_dict(g_state)
-    assert torch.equal(restored(step2), ids)
+    assert torch.equal(_ids(restored(step2)), ids)
 
 
 # ----------------------------------------------------------------------------- complexity
@@ -223,15 +279,15 @@ def test_complexity_from_a_field_and_estimated():
     steps = [["a"] * 2, ["a"] * 3, ["a"] * 4, ["a"] * 2]
     fields = [{"steps": s} for s in steps for _ in range(2)]
     e = exp_of([0, 0, 1, 1, 2, 2, 3, 3], [0.0] * 8, fields=fields)
-    ids = make_grouper("complexity")(e)
+    ids = _ids(make_grouper("complexity")(e))
     assert same_partition(ids, torch.tensor([0, 0, 1, 1, 2, 2, 0, 0]))
     # rows without the field use the prompt length, and never share a group with rows that have it
     fields2 = [{"steps": ["a"]}, {"steps": ["a"]}, {}, {}, {}, {}]
     e2 = exp_of([0, 0, 1, 1, 2, 2], [0.0] * 6, fields=fields2, prompt_lengths=[9, 9, 9, 9, 30, 30])
-    assert same_partition(make_grouper("complexity")(e2), torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert same_partition(_ids(make_grouper("complexity")(e2)), torch.tensor([0, 0, 1, 1, 2, 2]))
     # more distinct values than buckets: equal-width bins over the range
     fields3 = [{"steps": list(range(n))} for n in (1, 2, 3, 10, 11, 12)]
-    ids3 = make_grouper("complexity", buckets=2)(exp_of(list(range(6)), [0.0] * 6, fields=fields3))
+    ids3 = _ids(make_grouper("complexity", buckets=2)(exp_of(list(range(6)), [0.0] * 6, fields=fields3)))
     assert same_partition(ids3, torch.tensor([0, 0, 0, 1, 1, 1]))
     with pytest.raises(ValueError, match="prompt_lengths"):
         make_grouper("complexity")(exp_of([0], [0.0]))

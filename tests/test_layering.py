@@ -14,14 +14,14 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "grpokit"
 
-# Who may import grpokit.engine today. Issue 16's phase B shrinks this to build.py and
-# bench/ (the speed paths then plug in behind Sampler / TrainingPass).
+# Who may import grpokit.engine: build.py, which plugs the speed paths in behind Sampler
+# and TrainingPass, the console script's launcher and bench/.
 ENGINE_IMPORTERS = {
     "grpokit.build",
-    "grpokit.cli",  # console_main: malloc settings (engine.allocator)
-    "grpokit.train",  # engine.memory, engine.native_pass
-    "grpokit.update",  # engine.native_pass
-    "grpokit.rollout.generate",  # engine.stepper, engine.threads
+    # console_main re-executes the process under the engine's malloc settings before
+    # anything else runs (engine.allocator, stdlib only): it has to run before build.py
+    # could be imported, so it cannot live behind it.
+    "grpokit.cli",
     "grpokit.bench.__main__",
     "grpokit.bench.machine",
     "grpokit.bench.run",

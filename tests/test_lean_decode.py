@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from grpokit.rollout.generate import generate
+from grpokit.rollout.stepper import TransformersStepper
 from grpokit.engine.lean import LeanDecoder, unsupported_reason
-from grpokit.engine.stepper import _LeanStepper, _TransformersStepper, make_stepper
+from grpokit.engine.stepper import _LeanStepper, make_stepper
+from sampling import sample
 
 
 def _model(arch: str, *, vocab: int = 53, heads: int = 4, kv: int = 2, bias_eos: bool = True, seed: int = 0):
@@ -38,8 +40,8 @@ def _prompts(vocab: int, seed: int = 0):
 
 
 def _sample(model, prompts, lean: bool, **kw):
-    return generate(model, prompts, max_new_tokens=14, eos_ids={1}, pad_id=0, lean=lean,
-                    generator=torch.Generator().manual_seed(3), return_embeddings=True, **kw)
+    return sample(model, prompts, max_new_tokens=14, eos_ids={1}, pad_id=0, lean=lean,
+                  generator=torch.Generator().manual_seed(3), return_embeddings=True, **kw)
 
 
 @pytest.mark.parametrize("arch,heads,kv", [("qwen2", 4, 2), ("llama", 4, 4), ("mistral", 4, 1)])
@@ -96,11 +98,10 @@ def test_lora_and_other_architectures_take_the_transformers_path():
 
     lora = get_peft_model(_model("qwen2"), LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
     assert "LoRA" in unsupported_reason(lora)
-    assert isinstance(make_stepper(lora, capacity=8), _TransformersStepper)
+    assert isinstance(make_stepper(lora, capacity=8), TransformersStepper)
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2))
     assert "gpt2" in unsupported_reason(gpt2)
     assert isinstance(make_stepper(_model("qwen2"), capacity=8), _LeanStepper)
-    assert isinstance(make_stepper(_model("qwen2"), capacity=8, lean=False), _TransformersStepper)
     # a LoRA model still samples (through transformers)
     out = generate(lora, _prompts(53)[:2], max_new_tokens=3, eos_ids={1}, pad_id=0)
     assert all(1 <= len(c) <= 3 for c in out.completion_ids)
@@ -143,7 +144,7 @@ def test_static_step_samples_what_the_lean_step_samples(arch, heads, kv, monkeyp
     lean = _sample(model, prompts, lean=True)
     created = []
 
-    def static_stepper(model, *, capacity, lean=True, cuda_graphs=True):
+    def static_stepper(model, *, capacity, cuda_graphs=True):
         created.append(stepper_mod._StaticLeanStepper(model, capacity, use_graph=False))
         return created[-1]
 

@@ -144,3 +144,25 @@ def test_lora_on_gate_up_is_covered_and_on_down_is_not():
     assert "down projection" in lean_train.unsupported_reason(down)
     assert not lean_train.install(down)
     assert "forward" not in vars(lean_train.base_model(down).model.layers[0].mlp)
+
+
+def test_the_engine_rmsnorm_forms_equal_transformers_rmsnorm_bit_for_bit():
+    """One statistics helper (engine.rmsnorm) behind the lean training norm and the lean
+    decode step's non-float32 norm: both equal transformers' RMSNorm exactly."""
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
+
+    from grpokit.engine.lean import _norm as decode_norm  # noqa: PLC2701 - the function under test
+    from grpokit.engine.lean_train import _RMSNorm
+
+    torch.manual_seed(0)
+    ref = Qwen2RMSNorm(24, eps=1e-6)
+    with torch.no_grad():
+        ref.weight.copy_(torch.randn(24))
+    x = torch.randn(3, 5, 24) * 3
+    assert torch.equal(_RMSNorm.apply(x, ref.weight, ref.variance_epsilon), ref(x))
+    for dtype in (torch.bfloat16, torch.float16):
+        ref_h = Qwen2RMSNorm(24, eps=1e-6).to(dtype)
+        with torch.no_grad():
+            ref_h.weight.copy_(ref.weight.to(dtype))
+        xh = x.to(dtype)
+        assert torch.equal(decode_norm(xh, ref_h.weight, ref_h.variance_epsilon), ref_h(xh))

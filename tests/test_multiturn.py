@@ -11,7 +11,9 @@ import torch
 from grpokit.model.char_tokenizer import build_char_tokenizer
 from grpokit.model.forward import sequence_logprobs
 from grpokit.rollout.batch import build_rollout_batch
-from grpokit.rollout.multiturn import MultiTurnGenerator, tool_metrics
+from grpokit.rollout.generate import StepSampler
+from grpokit.rollout.multiturn import MultiTurnSampler, tool_metrics
+from grpokit.types import SamplingParams
 from grpokit.tools import ToolError
 from grpokit.update import LossSettings, update_policy
 
@@ -85,13 +87,17 @@ class FakeTool:
         return self.text
 
 
+def _engine(model, tools, tok, **kw):
+    return MultiTurnSampler(StepSampler(model, tok, {tok.eos_token_id}, tok.pad_token_id), tools, tok, **kw)
+
+
 def _run(tok, script, tool, n=3, max_new_tokens=40, max_turns=3, seed=0, temperature=1.0, **kw):
     max_tool_tokens = kw.pop("max_tool_tokens", 64)
     model = BigramPolicy(tok, script, **kw)
-    eng = MultiTurnGenerator([tool], tok, max_turns=max_turns, max_tool_tokens=max_tool_tokens)
+    eng = _engine(model, [tool], tok, max_turns=max_turns, max_tool_tokens=max_tool_tokens)
     prompts = [tok("Q?")["input_ids"]] * n
-    out = eng(model, prompts, max_new_tokens=max_new_tokens, eos_ids={tok.eos_token_id}, pad_id=tok.pad_token_id,
-              temperature=temperature, generator=torch.Generator().manual_seed(seed))
+    out = eng.sample(prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature),
+                     generator=torch.Generator().manual_seed(seed))
     return model, prompts, out
 
 
@@ -171,10 +177,9 @@ def test_rows_without_tools_are_not_slowed_by_a_slow_tool(tok):
     """Row 0 answers directly, row 1 waits on a slow tool: row 0 finishes in round 0."""
     script = dict(ANSWER_AFTER_ONE)
     model = BigramPolicy(tok, script)
-    eng = MultiTurnGenerator([FakeTool(delay=0.3)], tok, max_turns=2)
+    eng = _engine(model, [FakeTool(delay=0.3)], tok, max_turns=2)
     direct = tok("Q<answer>")["input_ids"]  # the script continues <answer> -> a -> </answer> -> EOS
-    out = eng(model, [direct, tok("Q?")["input_ids"]], max_new_tokens=30, eos_ids={tok.eos_token_id},
-              pad_id=tok.pad_token_id, temperature=0.0)
+    out = eng.sample([direct, tok("Q?")["input_ids"]], SamplingParams(max_new_tokens=30, temperature=0.0))
     texts = _texts(tok, out)
     assert texts[0] == "a</answer><|endoftext|>" and out.calls[0] == []
     assert texts[1].startswith("<search>q</search><result>xyz</result>") and out.calls[1][0].seconds >= 0.3
@@ -270,8 +275,35 @@ def test_prompt_embeddings_come_back_as_ordinary_tensors(tok):
     """Sampling runs under torch.inference_mode; the embeddings it returns must still be
     usable in place and in autograd afterwards (the grouping phase may do either)."""
     model = BigramPolicy(tok, ANSWER_AFTER_ONE)
-    eng = MultiTurnGenerator([FakeTool("xyz")], tok, max_turns=1)
-    out = eng(model, [tok("Q?")["input_ids"]] * 2, max_new_tokens=20, eos_ids={tok.eos_token_id},
-              pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(0), return_embeddings=True)
+    eng = _engine(model, [FakeTool("xyz")], tok, max_turns=1)
+    out = eng.sample([tok("Q?")["input_ids"]] * 2, SamplingParams(max_new_tokens=20, return_embeddings=True),
+                     generator=torch.Generator().manual_seed(0))
     assert out.embeddings is not None and not out.embeddings.is_inference()
     out.embeddings.mul_(2.0)
+
+
+class _NoStream:
+    """A Sampler that reports stops only when its call returns (as vLLM's does)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def sample(self, prompt_ids, params, *, generator=None, budgets=None):
+        return self.inner.sample(prompt_ids, params, generator=generator, budgets=budgets)
+
+    def sync_weights(self, model) -> None:
+        self.inner.sync_weights(model)
+
+
+def test_the_tool_loop_gives_the_same_rows_over_a_sampler_that_does_not_stream(tok):
+    model = BigramPolicy(tok, ANSWER_AFTER_ONE)
+    prompts = [tok("Q?")["input_ids"]] * 3
+    outs = []
+    for wrap in (False, True):
+        inner = StepSampler(model, tok, {tok.eos_token_id}, tok.pad_token_id)
+        eng = MultiTurnSampler(_NoStream(inner) if wrap else inner, [FakeTool("xyz")], tok, max_turns=2)
+        outs.append(eng.sample(prompts, SamplingParams(max_new_tokens=40), generator=torch.Generator().manual_seed(0)))
+    a, b = outs
+    assert a.completion_ids == b.completion_ids and a.completion_masks == b.completion_masks
+    assert [[c.query for c in r] for r in a.calls] == [[c.query for c in r] for r in b.calls]
+    assert sum(len(r) for r in a.calls) == 3

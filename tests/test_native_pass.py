@@ -9,7 +9,9 @@ from grpokit.engine import native
 from grpokit.model.forward import sequence_logprobs
 from grpokit.engine.native_pass import native_logprobs, native_pass_reason
 from grpokit.types import RolloutBatch
-from grpokit.update import LossSettings, native_applies, reference_logprobs, update_policy
+from grpokit.engine.native_pass import NativePass, native_applies
+from grpokit.model.forward import TorchPass
+from grpokit.update import LossSettings, reference_logprobs, update_policy
 
 pytestmark = pytest.mark.skipif(native.library() is None, reason="no C compiler: passes stay with torch")
 
@@ -112,7 +114,7 @@ def test_bad_batches_are_refused():
         native_logprobs(model, ids, mask, loss, prompt_len=P)
     batch = RolloutBatch(ids, mask, loss, torch.zeros_like(loss), P, [], [], torch.zeros(10, dtype=torch.long),
                          torch.zeros(10, dtype=torch.bool))
-    assert not native_applies(model, batch)
+    assert not native_applies(model, batch.input_ids, batch.loss_mask, batch.prompt_len)
     loss[0, 2] = 0.0
     ids[0, P] = 45  # past the 45-token vocabulary: refused before the kernel indexes with it
     with pytest.raises((ValueError, IndexError)):
@@ -144,7 +146,7 @@ def test_update_with_native_passes_equals_the_torch_update():
     """One GRPO update (KL term, reference pass) through the C passes and through torch:
     the same loss and the same weights after the optimizer step."""
     batch = _rollout()
-    assert native_applies(_model(), batch)
+    assert native_applies(_model(), batch.input_ids, batch.loss_mask, batch.prompt_len)
     adv = torch.linspace(-1, 1, 10)
     settings = LossSettings(clip_low=0.2, clip_high=0.28, ratio="token", loss_agg="token_mean", beta=0.04,
                             kl_estimator="k3", mu=1)
@@ -154,8 +156,9 @@ def test_update_with_native_passes_equals_the_torch_update():
         # SGD: the step is linear in the gradient (Adam's first step is lr * sign(g), which
         # float rounding flips where a gradient is ~0)
         opt = torch.optim.SGD(model.parameters(), lr=0.5)
-        ref_lp = reference_logprobs(ref, batch, temperature=0.9, native=native_on)
-        stats = update_policy(model, opt, batch, adv, settings, ref_logp=ref_lp, temperature=0.9, native=native_on)
+        passes = NativePass(TorchPass()) if native_on else TorchPass()
+        ref_lp = reference_logprobs(ref, batch, temperature=0.9, passes=passes)
+        stats = update_policy(model, opt, batch, adv, settings, ref_logp=ref_lp, temperature=0.9, passes=passes)
         results.append((ref_lp, stats, [p.detach().clone() for p in model.parameters()]))
     (r0, s0, w0), (r1, s1, w1) = results
     assert torch.allclose(r0, r1, atol=1e-5)

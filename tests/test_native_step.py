@@ -11,7 +11,7 @@ import torch
 from grpokit.engine import native
 from grpokit.engine.native.step import _panels, _row_panels
 from grpokit.engine import stepper as stepper_mod
-from grpokit.rollout.generate import generate
+from sampling import sample
 from grpokit.engine.lean import WHOLE_STEP_MAX_BYTES, LeanDecoder, whole_step_reason
 from grpokit.engine.threads import available_threads, intra_op_threads, park_openmp_workers
 
@@ -193,8 +193,8 @@ def assert_lean_sampling_matches(model, repeat: int = 1):
     forward (log-probs within 1e-5), while rows finish at different steps."""
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(2, 61, (k,), generator=g).tolist() for k in (3, 7, 4, 5, 1, 6, 7, 2)] * repeat
-    plain, lean = [generate(model, prompts, max_new_tokens=20, eos_ids={1}, pad_id=0, lean=lean,
-                            generator=torch.Generator().manual_seed(3)) for lean in (False, True)]
+    plain, lean = [sample(model, prompts, max_new_tokens=20, eos_ids={1}, pad_id=0, lean=lean,
+                          generator=torch.Generator().manual_seed(3)) for lean in (False, True)]
     assert len({len(c) for c in plain.completion_ids}) > 1, "rows should finish at different steps"
     assert lean.completion_ids == plain.completion_ids
     for a, b in zip(lean.logprobs, plain.logprobs):
@@ -214,7 +214,6 @@ def test_sampling_with_the_whole_step_equals_transformers_forward(monkeypatch, r
 def test_whole_step_applies_to_small_float32_llama_family_models_only(monkeypatch):
     model = _model()
     assert whole_step_reason(model) is None and stepper_mod.loop_threads(model) == 1
-    assert stepper_mod.loop_threads(model, lean=False) is None
     assert "multiple of" in whole_step_reason(_model(hidden=40, heads=2, kv=2, inter=96))
     monkeypatch.setattr("grpokit.engine.lean.WHOLE_STEP_MAX_BYTES", 1000)
     assert "MiB of weights" in whole_step_reason(model) and stepper_mod.loop_threads(model) is None

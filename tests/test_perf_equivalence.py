@@ -17,6 +17,8 @@ from grpokit.model.forward import CHECKPOINT_MIN_VOCAB, sequence_logprobs
 from grpokit.model.policy import encode_prompts
 from grpokit.rollout.batch import build_rollout_batch
 from grpokit.rollout.generate import generate, left_pad
+from grpokit.model.forward import TorchPass
+from sampling import sample
 from grpokit.rollout.sampler import sample_next
 from grpokit.update import LossSettings, reference_logprobs, update_policy
 
@@ -139,8 +141,8 @@ def test_cached_generation_dropping_finished_rows_equals_uncached_loop(vocab):
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(2, vocab, (k,), generator=g).tolist() for k in (3, 6, 4, 5, 2, 6)]
 
-    out = generate(model, prompts, max_new_tokens=12, eos_ids={eos}, pad_id=0, temperature=1.0,
-                   generator=torch.Generator().manual_seed(7))
+    out = sample(model, prompts, max_new_tokens=12, eos_ids={eos}, pad_id=0, temperature=1.0, lean=True,
+                 generator=torch.Generator().manual_seed(7))
     toks, lps = _uncached_generate(model, prompts, max_new_tokens=12, eos={eos}, pad_id=0,
                                    generator=torch.Generator().manual_seed(7))
     lengths = [len(c) for c in out.completion_ids]
@@ -166,8 +168,8 @@ def test_repeated_prompts_prefilled_once_sample_like_the_uncached_loop(lean):
     prompts = [p for p in distinct for _ in range(4)]  # 3 prompts x G=4, grouped as GRPO lays them out
     fed = []
     hook = model.model.embed_tokens.register_forward_pre_hook(lambda m, args: fed.append(tuple(args[0].shape)))
-    out = generate(model, prompts, max_new_tokens=10, eos_ids={eos}, pad_id=0, temperature=1.0, lean=lean,
-                   generator=torch.Generator().manual_seed(5), return_embeddings=True)
+    out = sample(model, prompts, max_new_tokens=10, eos_ids={eos}, pad_id=0, temperature=1.0, lean=lean,
+                 generator=torch.Generator().manual_seed(5), return_embeddings=True)
     hook.remove()
     assert fed[0] == (3, 6)  # the prefill ran one row per distinct prompt
     assert all(shape[1] == 1 for shape in fed[1:])
@@ -311,14 +313,14 @@ def test_update_with_shared_prompts_equals_the_plain_update(micro):
     adv = torch.randn(batch.size, generator=torch.Generator().manual_seed(4))
     settings = LossSettings(clip_low=0.2, clip_high=0.28, ratio="token", loss_agg="token_mean", beta=0.04,
                             kl_estimator="k3", mu=1)
-    ref = reference_logprobs(model, batch, temperature=1.0, share_prompt=False)
+    ref = reference_logprobs(model, batch, temperature=1.0, passes=TorchPass(share_prompt=False))
     assert torch.allclose(reference_logprobs(model, batch, temperature=1.0, micro_batch_size=micro), ref, atol=1e-5)
     out = []
     for share in (True, False):
         m = copy.deepcopy(model)
         opt = torch.optim.SGD(m.parameters(), lr=0.1)
         stats = update_policy(m, opt, batch, adv, settings, ref_logp=ref, temperature=1.0, micro_batch_size=micro,
-                              share_prompt=share)
+                              passes=TorchPass(share_prompt=share))
         out.append((stats["loss"], torch.cat([p.detach().flatten() for p in m.parameters()])))
     assert out[0][0] == pytest.approx(out[1][0], abs=1e-6)
     assert torch.allclose(out[0][1], out[1][1], atol=1e-6)

@@ -1,15 +1,14 @@
 """Config -> components. The only place where names in a recipe become objects."""
 from __future__ import annotations
 
-import functools
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Callable
 
-from grpokit.engine import lean_train
 from grpokit.config.schema import AlgorithmConfig, TrainConfig
-from grpokit.rollout.generate import generate
-from grpokit.types import Example
+from grpokit.rollout.generate import StepSampler
+from grpokit.types import Example, Sampler, TrainingPass
 
 log = logging.getLogger("grpokit")
 
@@ -24,7 +23,9 @@ class Components:
     algorithm: AlgorithmConfig  # preset resolved: no None fields
     train_examples: list[Example]
     eval_examples: list[Example]
-    generate_fn: Callable = generate  # rollout.generate.generate, or a MultiTurnGenerator with tools
+    sampler: Sampler  # rollout.backend's sampler (in the multi-turn tool loop with tools)
+    passes: TrainingPass  # policy / reference log-probs: plain torch or the CPU engine
+    release_memory: Callable[[], bool] = field(default=lambda: False)  # run.release_memory
 
 
 def task_name(spec: str) -> str | None:
@@ -57,6 +58,7 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
     from grpokit.grouping import make_grouper
     from grpokit.model.policy import Reference, load_policy
     from grpokit.config.presets import resolve_algorithm
+    from grpokit.config.validation import group_options
     from grpokit.rewards import RewardSet
 
     algo = resolve_algorithm(cfg.algorithm)
@@ -73,30 +75,85 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
     policy = load_policy(model_cfg, fit_texts=fit, seed=cfg.run.seed)
     reference = Reference(policy) if algo.beta > 0 else None
     # both after the reference copy, which never trains
-    if cfg.optim.lean_activations and not lean_train.install(policy.model):
-        log.info("lean activations not used: %s", lean_train.unsupported_reason(policy.model))
+    if cfg.optim.lean_activations and engine_enabled():
+        from grpokit.engine import lean_train
+
+        if not lean_train.install(policy.model):
+            log.info("lean activations not used: %s", lean_train.unsupported_reason(policy.model))
     if cfg.optim.gradient_checkpointing:
         policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return Components(
         policy=policy, reference=reference, rewards=RewardSet(reward_specs(cfg)),
         grouper=make_grouper(algo.grouping, seed=cfg.run.seed, num_generations=cfg.rollout.num_generations,
-                             **dataclasses.asdict(algo.group)),
+                             **group_options(algo.group)),
         advantage_fn=ADVANTAGES.get(algo.advantage), algorithm=algo,
-        train_examples=train, eval_examples=evals, generate_fn=build_generate_fn(cfg, policy.tokenizer),
+        train_examples=train, eval_examples=evals, sampler=build_sampler(cfg, policy),
+        passes=build_passes(cfg, policy.model), release_memory=build_release(cfg),
     )
 
 
-def build_generate_fn(cfg: TrainConfig, tokenizer) -> Callable:
-    """The rollout sampler: plain `generate`, or the multi-turn tool loop when
-    `rollout.tools` names tools (same call signature either way)."""
-    if not cfg.rollout.tools:
-        r = cfg.rollout
-        return generate if (r.lean_decode and r.cuda_graphs) else functools.partial(
-            generate, lean=r.lean_decode, cuda_graphs=r.cuda_graphs)
-    from grpokit.rollout.multiturn import MultiTurnGenerator
+def engine_enabled() -> bool:
+    """False when GRPOKIT_NATIVE=0: every component then takes its plain path (no
+    module of grpokit.engine is imported)."""
+    return os.environ.get("GRPOKIT_NATIVE", "1") != "0"
+
+
+def make_sampler(model, tokenizer, backend: str = "auto", *, cuda_graphs: bool = True) -> Sampler:
+    """The single-turn Sampler for a model: `lean` (auto's choice while the engine is
+    enabled) or `transformers` (the plain reference; also what `lean` gives with
+    GRPOKIT_NATIVE=0)."""
+    from grpokit.model.policy import eos_token_ids
+
+    eos, pad = eos_token_ids(model, tokenizer), tokenizer.pad_token_id
+    if backend in ("auto", "lean") and engine_enabled():
+        from grpokit.engine.stepper import lean_sampler
+
+        return lean_sampler(model, tokenizer, eos, pad, cuda_graphs=cuda_graphs)
+    if backend in ("auto", "lean", "transformers"):
+        return StepSampler(model, tokenizer, eos, pad)
+    raise ValueError(f"rollout.backend = {backend!r}: no such sampler (auto, transformers, lean)")
+
+
+def build_sampler(cfg: TrainConfig, policy) -> Sampler:
+    """The rollout Sampler `rollout.backend` names, wrapped in the multi-turn tool loop
+    when `rollout.tools` names tools."""
+    r = cfg.rollout
+    backend = "transformers" if (r.backend == "auto" and not r.lean_decode) else r.backend
+    sampler = make_sampler(policy.model, policy.tokenizer, backend, cuda_graphs=r.cuda_graphs)
+    tok = policy.tokenizer
+    if not r.tools:
+        return sampler
+    from grpokit.rollout.multiturn import MultiTurnSampler
     from grpokit.tasks import with_task_corpora
     from grpokit.tools import build_tools
 
-    return MultiTurnGenerator(build_tools(with_task_corpora(cfg.rollout.tools)), tokenizer, max_turns=cfg.rollout.max_turns,
-                              max_tool_tokens=cfg.rollout.max_tool_tokens, lean=cfg.rollout.lean_decode,
-                              cuda_graphs=cfg.rollout.cuda_graphs)
+    return MultiTurnSampler(sampler, build_tools(with_task_corpora(r.tools)), tok, max_turns=r.max_turns,
+                            max_tool_tokens=r.max_tool_tokens)
+
+
+def build_passes(cfg: TrainConfig, model) -> TrainingPass:
+    """The TrainingPass: the CPU engine's C passes (`optim.native_passes`, for the small
+    CPU models they cover; others fall back per batch) around plain torch.
+    `optim.share_prompt` unset = on for CPU models."""
+    from grpokit.model.device import model_device
+    from grpokit.model.forward import TorchPass
+
+    share = cfg.optim.share_prompt if cfg.optim.share_prompt is not None else model_device(model).type == "cpu"
+    plain = TorchPass(share_prompt=share)
+    if not (cfg.optim.native_passes and engine_enabled() and model_device(model).type == "cpu"):
+        return plain
+    from grpokit.engine.native_pass import NativePass, native_pass_reason
+
+    if native_pass_reason(model) is not None:  # bigger than the C pass's bound, an adapter, ...
+        return plain
+    return NativePass(plain)
+
+
+def build_release(cfg: TrainConfig) -> Callable[[], bool]:
+    """What train.py calls between phases to give freed heap memory back
+    (`run.release_memory`; glibc malloc_trim in the engine)."""
+    if not (cfg.run.release_memory and engine_enabled()):
+        return lambda: False
+    from grpokit.engine.memory import release_free_memory
+
+    return release_free_memory

@@ -24,7 +24,7 @@ from grpokit.config.io import (KINDS, ConfigError, builtin_recipes, dotted_keys,
 from grpokit.config.validation import validate
 
 PROG = "grpokit"
-LIST_CATEGORIES = ("rewards", "losses", "advantages", "groupers", "tasks", "tools")
+LIST_CATEGORIES = ("rewards", "losses", "presets", "advantages", "groupers", "tasks", "tools")
 
 
 class UsageError(Exception):
@@ -148,12 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "samples_out": "samples_out", "reward": "rewards", "seed": "seed"})
 
     # list
-    p = sub.add_parser("list", help="registered rewards, losses, advantages, groupers, tasks, tools",
+    p = sub.add_parser("list", help="registered rewards, losses, presets, advantages, groupers, tasks, tools",
                        description="List the names a recipe can use, with one line of documentation each.",
                        formatter_class=_formatter,
                        epilog="categories:\n"
                               "  rewards     reward functions (rewards: in a recipe, --reward)\n"
-                              "  losses      algorithm presets / loss variants (algorithm.preset)\n"
+                              "  losses      per-token policy losses (algorithm.loss)\n"
+                              "  presets     algorithm presets: GRPO variants (algorithm.preset)\n"
                               "  advantages  advantage estimators (algorithm.advantage)\n"
                               "  groupers    group formation strategies (algorithm.grouping)\n"
                               "  tasks       built-in tasks (data.train=task:NAME)\n"
@@ -316,7 +317,9 @@ def _registry_for(category: str) -> Any:
     if category == "rewards":
         return getattr(_import_optional("grpokit.rewards", "`list rewards`"), "REWARDS")
     if category == "losses":
-        return _import_optional("grpokit.config.presets", "`list losses`").PRESETS
+        return _import_optional("grpokit.algo.losses", "`list losses`").LOSSES
+    if category == "presets":
+        return _import_optional("grpokit.config.presets", "`list presets`").PRESETS
     if category == "advantages":
         return _import_optional("grpokit.algo.advantages", "`list advantages`").ADVANTAGES
     if category == "groupers":

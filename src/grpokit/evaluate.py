@@ -5,14 +5,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from grpokit.config.schema import EvalConfig
-from grpokit.model.policy import eos_token_ids, encode_prompts, render_prompt
-from grpokit.rollout.generate import generate
-from grpokit.types import Example
+from grpokit.model.policy import encode_prompts, render_prompt
+from grpokit.types import Example, Sampler, SamplingParams
 
 ACCURACY_REWARDS = ("accuracy", "exact_match")
 
@@ -41,19 +40,16 @@ def accuracy_key(names: Sequence[str]) -> str | None:
     return next((n for n in names if n in ACCURACY_REWARDS), None)
 
 
-def evaluate_examples(model, tokenizer, examples: Sequence[Example], rewards, *, max_new_tokens: int,
+def evaluate_examples(sampler: Sampler, tokenizer, examples: Sequence[Example], rewards, *, max_new_tokens: int,
                       batch_size: int = 64, temperature: float = 0.0, seed: int = 0, max_prompt_tokens: int = 0,
-                      system_prompt: str | None = None, generate_fn: Callable = generate) -> EvalResult:
-    """Generate one completion per example and score it with every reward.
-
-    generate_fn: the sampler (`rollout.generate.generate`, or a multi-turn tool loop
-    with the same signature)."""
+                      system_prompt: str | None = None) -> EvalResult:
+    """Sample one completion per example and score it with every reward. sampler: the
+    policy's Sampler (build.py; the multi-turn tool loop with tools)."""
     start = time.perf_counter()
     prompts = [e.prompt for e in examples]
     ids = encode_prompts(tokenizer, prompts, max_tokens=max_prompt_tokens, system_prompt=system_prompt)
-    gen = generate_fn(model, ids, max_new_tokens=max_new_tokens, eos_ids=eos_token_ids(model, tokenizer),
-                      pad_id=tokenizer.pad_token_id, temperature=temperature,
-                      generator=torch.Generator().manual_seed(seed), batch_size=batch_size)
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size)
+    gen = sampler.sample(ids, params, generator=torch.Generator().manual_seed(seed))
     texts = [tokenizer.decode(c, skip_special_tokens=True) for c in gen.completion_ids]
     scores = rewards.score(prompts, texts, [e.fields for e in examples], completion_ids=gen.completion_ids)
     means = {k: float(v.mean()) for k, v in scores.per_reward.items()}
@@ -72,6 +68,7 @@ def evaluate_examples(model, tokenizer, examples: Sequence[Example], rewards, *,
 
 def evaluate(cfg: EvalConfig) -> EvalResult:
     """`grpokit eval`: load the model and data named in the config and report."""
+    from grpokit.build import make_sampler
     from grpokit.tasks.data import load_prompts
     from grpokit.optim import set_threads
     from grpokit.model.policy import is_tiny, load_policy
@@ -85,7 +82,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         examples = examples[: cfg.limit]
     policy = load_policy(cfg.model)
     rewards = RewardSet([(r.name, r.weight, r.kwargs) for r in cfg.rewards])
-    result = evaluate_examples(policy.model, policy.tokenizer, examples, rewards, max_new_tokens=cfg.max_new_tokens,
+    result = evaluate_examples(make_sampler(policy.model, policy.tokenizer), policy.tokenizer, examples, rewards, max_new_tokens=cfg.max_new_tokens,
                                batch_size=cfg.batch_size, temperature=cfg.temperature, seed=cfg.seed)
     if cfg.samples_out:
         path = Path(cfg.samples_out)

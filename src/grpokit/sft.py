@@ -172,13 +172,15 @@ def sft(cfg: SFTConfig) -> Path:
 
 
 def _accuracy_probe(policy, examples, *, seed: int, max_new_tokens: int = 128) -> Callable[[], float]:
+    from grpokit.build import make_sampler
     from grpokit.evaluate import evaluate_examples
     from grpokit.rewards import RewardSet
 
     rewards = RewardSet([("accuracy", 1.0, {})])
+    sampler = make_sampler(policy.model, policy.tokenizer)
 
     def probe() -> float:
-        res = evaluate_examples(policy.model, policy.tokenizer, examples, rewards, max_new_tokens=max_new_tokens,
+        res = evaluate_examples(sampler, policy.tokenizer, examples, rewards, max_new_tokens=max_new_tokens,
                                 seed=seed)
         return float(res.accuracy or 0.0)
 

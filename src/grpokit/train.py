@@ -30,7 +30,7 @@ from grpokit.model.policy import encode_prompts
 from grpokit.tasks.prompt_sampler import PromptSampler
 from grpokit.rollout.batch import build_rollout_batch
 from grpokit.rollout.multiturn import tool_metrics
-from grpokit.types import Experience, RolloutBatch
+from grpokit.types import Experience, RolloutBatch, SamplingParams
 from grpokit.update import LossSettings, reference_logprobs, update_policy
 
 
@@ -47,13 +47,12 @@ def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: t
     plan = getattr(comp.grouper, "plan_generations", None)
     counts = plan([e.id for e in examples], [e.fields for e in examples], step) if plan else [g] * len(examples)
     rows = [p for p, k in zip(prompt_ids, counts) for _ in range(k)]
-    # plain sampling, or the multi-turn tool loop when rollout.tools is set (build.py)
-    gen = comp.generate_fn(comp.policy.model, rows, max_new_tokens=cfg.rollout.max_new_tokens,
-                           eos_ids=comp.policy.eos_ids, pad_id=tok.pad_token_id,
-                           temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                           generator=generator, stop_strings=cfg.rollout.stop, tokenizer=tok,
-                           batch_size=cfg.rollout.batch_size,
-                           return_embeddings=getattr(comp.grouper, "needs_embeddings", True))
+    # rollout.backend's sampler, in the multi-turn tool loop when rollout.tools is set (build.py)
+    params = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
+                            top_p=cfg.rollout.top_p, stop_strings=tuple(cfg.rollout.stop),
+                            batch_size=cfg.rollout.batch_size,
+                            return_embeddings=getattr(comp.grouper, "needs_embeddings", True))
+    gen = comp.sampler.sample(rows, params, generator=generator)
     texts = [tok.decode(c, skip_special_tokens=True) for c in gen.completion_ids]
     return build_rollout_batch(rows, gen.completion_ids, gen.logprobs, pad_id=tok.pad_token_id,
                                example_index=[i for i, k in enumerate(counts) for _ in range(k)],
@@ -74,7 +73,6 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     from grpokit.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model
     from grpokit.config.io import dump_yaml, to_dict
     from grpokit.logging import RunLogger, progress
-    from grpokit.engine.memory import release_free_memory
     from grpokit.optim import make_optimizer, make_scheduler, set_threads
     from grpokit.plotting import plot_metrics
     from grpokit.report import RunReporter
@@ -93,7 +91,6 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     algo = comp.algorithm
     model, tok = comp.policy.model, comp.policy.tokenizer
     device = model_device(model)
-    share_prompt = cfg.optim.share_prompt if cfg.optim.share_prompt is not None else device.type == "cpu"
     dump_yaml(cfg, run_dir / "config.yaml")
 
     optimizer = make_optimizer(model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas,
@@ -110,17 +107,18 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         generator.set_state(state["extra"]["generator"])
         if "grouper" in state["extra"] and stateful(comp.grouper):
             comp.grouper.load_state_dict(state["extra"]["grouper"])
+        comp.sampler.sync_weights(model)  # a sampler with its own copy of the weights (vLLM) reloads them
     settings = LossSettings(clip_low=algo.clip_low, clip_high=algo.clip_high, ratio=algo.ratio,
-                            loss_agg=algo.loss_agg, beta=algo.beta, kl_estimator=algo.kl_estimator, mu=algo.mu)
+                            loss_agg=algo.loss_agg, beta=algo.beta, kl_estimator=algo.kl_estimator, mu=algo.mu,
+                            loss=algo.loss)
     acc_key = accuracy_key(comp.rewards.names)
 
     def run_eval() -> dict:
         if not comp.eval_examples:
             return {}
-        res = evaluate_examples(model, tok, comp.eval_examples, comp.rewards,
+        res = evaluate_examples(comp.sampler, tok, comp.eval_examples, comp.rewards,
                                 max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed,
-                                max_prompt_tokens=cfg.data.max_prompt_tokens, system_prompt=cfg.data.system_prompt,
-                                generate_fn=comp.generate_fn)
+                                max_prompt_tokens=cfg.data.max_prompt_tokens, system_prompt=cfg.data.system_prompt)
         out = {f"eval/{k}": v for k, v in res.reward_means.items()}
         if res.accuracy is not None:
             out["eval/accuracy"] = res.accuracy
@@ -140,7 +138,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     on_start, on_step = getattr(hooks, "on_start", None), getattr(hooks, "on_step", None)
     if on_start is not None:
         on_start(comp)
-    release = release_free_memory if cfg.run.release_memory else (lambda: False)
+    release = comp.release_memory
     for step in range(start_step + 1, cfg.run.steps + 1):
         t0 = time.perf_counter()
         indices = sampler.next(cfg.rollout.prompts_per_step)
@@ -154,34 +152,28 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
                          fields=[e.fields for e in examples], embeddings=batch.context_embedding,
                          lengths=batch.completion_lengths(), prompts=[e.prompt for e in examples],
                          prompt_lengths=batch.attention_mask[:, :batch.prompt_len].sum(1), rollout=batch)
-        grouping = comp.grouper(exp)  # Phase 2: group ids [N], or Groups (scales, weights, past rows)
-        if isinstance(grouping, torch.Tensor):
-            group_ids, train_batch, group_info = grouping, batch, {}
-            advantages = comp.advantage_fn(scores.total, group_ids, scale=algo.scale_rewards, eps=algo.eps)  # Phase 3
-        else:
-            group_ids, group_info = grouping.finest(batch.size), grouping.metrics
-            train_batch = grouping.training_batch(batch)  # + replayed rows, if any
-            # Replayed rows (temporal) are reweighted by pi_now / pi_then: one no-grad forward over them.
-            logp_now = None if grouping.replay is None else reference_logprobs(
-                model, grouping.replay, temperature=cfg.rollout.temperature,
-                micro_batch_size=cfg.optim.micro_batch_size, share_prompt=share_prompt,
-                native=cfg.optim.native_passes).cpu()
-            advantages = grouping.advantages(scores.total, comp.advantage_fn, scale=algo.scale_rewards,  # Phase 3
-                                             eps=algo.eps, logp_now=logp_now)
+        grouping = comp.grouper(exp)  # Phase 2: Groups (ids at one or more scales, weights, past rows)
+        group_ids, group_info = grouping.finest(batch.size), grouping.metrics
+        train_batch = grouping.training_batch(batch)  # + replayed rows, if any
+        # Replayed rows (temporal) are reweighted by pi_now / pi_then: one no-grad forward over them.
+        logp_now = None if grouping.replay is None else reference_logprobs(
+            model, grouping.replay, temperature=cfg.rollout.temperature,
+            micro_batch_size=cfg.optim.micro_batch_size, passes=comp.passes).cpu()
+        advantages = grouping.advantages(scores.total, comp.advantage_fn, scale=algo.scale_rewards,  # Phase 3
+                                         eps=algo.eps, logp_now=logp_now)
         t_adv = time.perf_counter()
         ref_logp = None
         if comp.reference is not None:
             with comp.reference.active() as ref_model:
                 ref_logp = reference_logprobs(ref_model, train_batch, temperature=cfg.rollout.temperature,
-                                              micro_batch_size=cfg.optim.micro_batch_size,
-                                              share_prompt=share_prompt, native=cfg.optim.native_passes)
+                                              micro_batch_size=cfg.optim.micro_batch_size, passes=comp.passes)
             release()
         synchronize(device)
         t_ref = time.perf_counter()
         stats = update_policy(model, optimizer, train_batch, advantages, settings, ref_logp=ref_logp,  # Phase 4
                               temperature=cfg.rollout.temperature, micro_batch_size=cfg.optim.micro_batch_size,
-                              max_grad_norm=cfg.optim.max_grad_norm, share_prompt=share_prompt,
-                              native=cfg.optim.native_passes)
+                              max_grad_norm=cfg.optim.max_grad_norm, passes=comp.passes)
+        comp.sampler.sync_weights(model)  # no-op for samplers that read the live model
         scheduler.step()
         release()
         synchronize(device)

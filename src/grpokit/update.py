@@ -13,9 +13,8 @@ import torch
 
 from grpokit.algo.losses import policy_loss
 from grpokit.model.device import batch_to, model_device, synchronize
-from grpokit.model.forward import sequence_logprobs
-from grpokit.engine.native_pass import native_logprobs, native_pass_reason
-from grpokit.types import RolloutBatch
+from grpokit.model.forward import TorchPass, micro_batches, trim_padding
+from grpokit.types import RolloutBatch, TrainingPass
 
 
 @dataclass
@@ -29,24 +28,18 @@ class LossSettings:
     beta: float
     kl_estimator: str
     mu: int
-
-
-def _micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
-    if rows.numel() == 0:  # every advantage is 0 (and no KL term): nothing to run
-        return []
-    if size <= 0 or size >= rows.numel():
-        return [rows]
-    return list(rows.split(size))
+    loss: str = "clip"  # algo.losses.LOSSES
 
 
 def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tensor, settings: LossSettings, *,
                   ref_logp: torch.Tensor | None, temperature: float, micro_batch_size: int = 0,
-                  max_grad_norm: float = 1.0, share_prompt: bool = True, native: bool = True) -> dict[str, float]:
+                  max_grad_norm: float = 1.0, passes: TrainingPass | None = None) -> dict[str, float]:
     """Run settings.mu optimizer steps on the batch; return averaged metrics.
 
     The batch, advantages and reference log-probs may live on the CPU: they are moved
-    to the model's device here, once per call. native: where `native_applies` (small
-    Llama-family CPU models), the policy pass runs in grpokit's C code (`native_pass`)."""
+    to the model's device here, once per call. passes: the TrainingPass that computes
+    the policy's log-probs (build.py's choice; plain torch when None)."""
+    passes = passes if passes is not None else TorchPass()
     device = model_device(model)
     batch, advantages = batch_to(batch, device), advantages.to(device)
     ref_logp = ref_logp.to(device) if ref_logp is not None else None
@@ -74,21 +67,16 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
         sums[key] = sums.get(key, 0.0) + value
         counts[key] = counts.get(key, 0) + 1
 
-    use_native = native and native_applies(model, batch)
     model.train()
     for p in range(settings.mu):
         optimizer.zero_grad(set_to_none=True)
         total_loss = 0.0
-        for mb in _micro_batches(rows, micro_batch_size) if rows.numel() else []:
+        for mb in micro_batches(rows, micro_batch_size) if rows.numel() else []:
             t0 = time.perf_counter()
             ids, attn, m = batch.input_ids[mb], batch.attention_mask[mb], mask[mb]
-            ids, attn, m = _trim(ids, attn, m)
-            if use_native:
-                logp, ent = native_logprobs(model, ids, attn, m, prompt_len=batch.prompt_len, temperature=temp,
-                                            with_entropy=(p == 0))
-            else:
-                logp, ent = sequence_logprobs(model, ids, attn, m, temperature=temp, with_entropy=(p == 0),
-                                              prompt_len=batch.prompt_len if share_prompt else 0)
+            ids, attn, m = trim_padding(ids, attn, m)
+            logp, ent = passes.policy_logprobs(model, ids, attn, m, prompt_len=batch.prompt_len, temperature=temp,
+                                               with_entropy=(p == 0))
             width = logp.shape[1]
             if p == 0:
                 old_logp[mb, :width] = logp.detach()
@@ -98,6 +86,7 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
             loss, stats = policy_loss(logp, old, advantages[mb], m, ref_logp=ref, beta=settings.beta,
                                       kl_estimator=settings.kl_estimator, clip_low=settings.clip_low,
                                       clip_high=settings.clip_high, ratio=settings.ratio, agg=settings.loss_agg,
+                                      loss=settings.loss,
                                       **norms)
             synchronize(device)
             t1 = time.perf_counter()
@@ -127,39 +116,11 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
     return out
 
 
-def native_applies(model, batch: RolloutBatch) -> bool:
-    """Whether `native_pass.native_logprobs` takes this model's passes over the batch: a
-    model it covers, a prompt of at least one column and no scored token in it."""
-    p = batch.prompt_len
-    return (0 < p < batch.input_ids.shape[1] and not bool((batch.loss_mask[:, :p] > 0).any())
-            and native_pass_reason(model) is None)
-
-
-def _trim(ids, attn, mask):
-    """Drop trailing all-padding columns of a micro-batch (less compute, same values)."""
-    used = attn.sum(0).nonzero()
-    last = int(used.max()) + 1 if used.numel() else ids.shape[1]
-    return ids[:, :last], attn[:, :last], mask[:, :last]
-
-
 @torch.no_grad()
 def reference_logprobs(ref_model, batch: RolloutBatch, *, temperature: float, micro_batch_size: int = 0,
-                       share_prompt: bool = True, native: bool = True) -> torch.Tensor:
-    """Per-token log-probs of the batch under `ref_model` [N, L], on the model's device.
-
-    native: where `native_applies` (small Llama-family CPU models), the pass runs in
-    grpokit's C code (`native_pass`)."""
+                       passes: TrainingPass | None = None) -> torch.Tensor:
+    """Per-token log-probs of the batch under `ref_model` [N, L], on the model's device,
+    from the given TrainingPass (plain torch when None)."""
     temp = temperature if temperature > 0 else 1.0
-    device = model_device(ref_model)
-    if native and native_applies(ref_model, batch):
-        lp, _ = native_logprobs(ref_model, batch.input_ids, batch.attention_mask, batch.loss_mask,
-                                prompt_len=batch.prompt_len, temperature=temp)
-        return lp
-    batch = batch_to(batch, device)
-    out = torch.zeros_like(batch.logprobs)  # [N, L]
-    for mb in _micro_batches(torch.arange(batch.size, device=device), micro_batch_size):
-        ids, attn, m = _trim(batch.input_ids[mb], batch.attention_mask[mb], batch.loss_mask[mb])
-        lp, _ = sequence_logprobs(ref_model, ids, attn, m, temperature=temp,
-                                  prompt_len=batch.prompt_len if share_prompt else 0)
-        out[mb, : lp.shape[1]] = lp
-    return out
+    passes = passes if passes is not None else TorchPass()
+    return passes.reference_logprobs(ref_model, batch, temperature=temp, micro_batch_size=micro_batch_size)

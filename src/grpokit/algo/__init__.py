@@ -6,6 +6,7 @@ from grpokit.algo.advantages import ADVANTAGES, SCALES, group_advantages, group_
 from grpokit.algo.losses import (
     KL_ESTIMATORS,
     LOG_RATIO_CLAMP,
+    LOSSES,
     RATIO_LEVELS,
     clipped_surrogate,
     entropy_from_logits,
@@ -21,6 +22,7 @@ __all__ = [
     "AGG_MODES",
     "KL_ESTIMATORS",
     "LOG_RATIO_CLAMP",
+    "LOSSES",
     "RATIO_LEVELS",
     "SCALES",
     "aggregate",

@@ -14,13 +14,16 @@ import torch
 from torch import Tensor
 
 from grpokit.algo.masking import aggregate, masked_mean
+from grpokit.registry import Registry
 
 __all__ = [
+    "LOSSES",
     "KL_ESTIMATORS",
     "LOG_RATIO_CLAMP",
     "RATIO_LEVELS",
     "clipped_surrogate",
     "entropy_from_logits",
+    "unclipped_surrogate",
     "importance_ratio",
     "kl_penalty",
     "policy_loss",
@@ -35,6 +38,12 @@ overflow at e^88). Real ratios never come near it; a stale or corrupt log-prob t
 a large finite ratio (whose gradient is 0 beyond the clamp) instead of inf/NaN."""
 
 RATIO_LEVELS: tuple[str, ...] = ("token", "sequence")
+
+# Per-token policy losses (`algorithm.loss`). One signature:
+#   fn(logp, old_logp, advantages, mask, *, clip_low, clip_high, ratio)
+#     -> (token_loss [N, T], 0 at masked positions; stats: detached 0-dim tensors)
+# `policy_loss` adds the KL term and aggregates (`algorithm.loss_agg`).
+LOSSES: Registry = Registry("loss")
 
 
 def _float(x: Tensor) -> Tensor:
@@ -132,6 +141,8 @@ def importance_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor, level: str = 
     raise ValueError(f"unknown ratio level {level!r}; valid levels: {', '.join(RATIO_LEVELS)}")
 
 
+@LOSSES.register("clip", doc="PPO clipped surrogate -min(r A, clip(r, 1-clip_low, 1+clip_high) A) "
+                             "(GRPO; DAPO's clip-higher; GSPO with ratio=sequence)")
 def clipped_surrogate(
     logp: Tensor,
     old_logp: Tensor,
@@ -174,6 +185,30 @@ def clipped_surrogate(
     return token_loss, stats
 
 
+@LOSSES.register("unclipped", doc="importance-weighted policy gradient -r A, no clipping (clip_low/high unused)")
+def unclipped_surrogate(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    ratio: str = "token",
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """loss_t = -r_t A: the policy gradient with importance ratio r and no trust region
+    (REINFORCE-style; with mu = 1, r = 1 in value and the gradient is A * grad log pi).
+    clip_low / clip_high are accepted (one signature per registry) and unused.
+    Returns (token_loss [N, T], 0 at masked positions; stats: ratio_mean)."""
+    r = importance_ratio(logp, old_logp, mask, ratio)  # [N, T]
+    adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+    adv = _keep(adv.to(r.dtype).expand_as(r), mask)  # [N, T]
+    token_loss = _keep(-r * adv, mask)  # [N, T]
+    with torch.no_grad():
+        stats = {"ratio_mean": masked_mean(r, mask)}
+    return token_loss, stats
+
+
 def policy_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -187,13 +222,15 @@ def policy_loss(
     clip_high: float = 0.2,
     ratio: str = "token",
     agg: str = "sequence_mean",
+    loss: str = "clip",
     num_sequences: Optional[Number] = None,
     num_tokens: Optional[Number] = None,
     max_len: Optional[Number] = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """The GRPO-family policy loss (DeepSeekMath eq. 3 and its variants):
 
-        l_t = -min(r_t A, clip(r_t, 1 - clip_low, 1 + clip_high) A) + beta * KL_t(pi || ref)
+        l_t = LOSSES[loss](r_t, A) + beta * KL_t(pi || ref)
+              (clip: -min(r_t A, clip(r_t, 1 - clip_low, 1 + clip_high) A))
         L   = aggregate(l, mask, agg)       (see `masking.aggregate`)
 
     The KL term enters the loss only when beta > 0 (then ref_logp is required); when
@@ -206,7 +243,7 @@ def policy_loss(
         raise ValueError(f"beta must be >= 0, got {beta}")
     if beta > 0 and ref_logp is None:
         raise ValueError(f"beta={beta} > 0 needs ref_logp (the reference model's log-probs); got None")
-    token_loss, stats = clipped_surrogate(
+    token_loss, stats = LOSSES.get(loss)(
         logp, old_logp, advantages, mask, clip_low=clip_low, clip_high=clip_high, ratio=ratio
     )  # [N, T]
     metrics = {k: float(v) for k, v in stats.items()}
@@ -216,7 +253,7 @@ def policy_loss(
         if beta > 0:
             token_loss = token_loss + beta * _keep(kl, mask)  # [N, T]
         metrics["kl"] = float(masked_mean(kl.detach(), mask))
-    loss = aggregate(
+    total = aggregate(
         token_loss, mask, agg, num_sequences=num_sequences, num_tokens=num_tokens, max_len=max_len
     )  # []
-    return loss, metrics
+    return total, metrics

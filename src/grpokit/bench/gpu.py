@@ -19,7 +19,7 @@ median of 20) as the ceiling, then run each variant in a fresh child process thr
 `grpokit.bench --in-process` (the instrumented `grpokit.train.train`), chosen with
 --variants: `graphs` (the default: grpokit's lean decode step replayed from a CUDA graph),
 `lean` (the same step launched op by op, `rollout.cuda_graphs=false`) and `transformers`
-(transformers' forward for sampling, `rollout.lean_decode=false`).
+(transformers' forward for sampling, `rollout.backend=transformers`).
 vLLM: grpokit has no vLLM sampler yet, so there is no vLLM row; the report says whether
 vLLM is installed. Results: a table on stdout and bench_gpu.json / bench_gpu.md in
 --log-dir.
@@ -48,7 +48,7 @@ QWEN2_05B = dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "graphs": ("grpokit, lean decode + CUDA graph", []),
     "lean": ("grpokit, lean decode", ["rollout.cuda_graphs=false"]),
-    "transformers": ("grpokit, transformers forward", ["rollout.lean_decode=false"]),
+    "transformers": ("grpokit, transformers forward", ["rollout.backend=transformers"]),
 }
 
 

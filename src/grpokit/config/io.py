@@ -233,6 +233,8 @@ def _convert_plain(value: Any, tp: Any, f: dataclasses.Field | None, key: str, w
     if base is str:
         if isinstance(value, str):
             return value
+        if callable(value) and f is not None and f.metadata.get("python_object"):
+            return value  # the Python API's reward or grouper object
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
         hint = "; quote it if you mean the text" if isinstance(value, bool) else ""
@@ -314,8 +316,9 @@ def _reward_specs(value: Any, key: str, where: str) -> list[RewardSpec]:
     out = []
     for i, item in enumerate(value):
         if isinstance(item, RewardSpec):
-            out.append(item)
-            continue
+            item = dataclasses.asdict(item)
+        elif callable(item):  # the Python API: a reward function itself
+            item = {"name": item}
         if isinstance(item, str):
             name, weight = parse_reward(item)
             item = {"name": name} if weight is None else {"name": name, "weight": weight}
@@ -329,8 +332,20 @@ def _reward_specs(value: Any, key: str, where: str) -> list[RewardSpec]:
 
 
 def to_dict(cfg: Any) -> dict:
-    """A plain, YAML-dumpable dict of a config (nested sections become mappings)."""
-    return dataclasses.asdict(cfg)
+    """A plain, YAML-dumpable dict of a config (nested sections become mappings). A
+    Python object given through the API (a reward or grouper function) is written as
+    module:qualname, which names it (and loads it again when it is module-level)."""
+    return _named(dataclasses.asdict(cfg))
+
+
+def _named(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _named(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_named(v) for v in value]
+    if callable(value):
+        return f"{getattr(value, '__module__', '?')}:{getattr(value, '__qualname__', type(value).__name__)}"
+    return value
 
 
 def dump_yaml(cfg: Any, path: str | Path | None = None) -> str:

@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
-def opt(default: Any = None, help: str = "", *, factory: Any = None, choices: tuple = ()) -> Any:
-    """A dataclass field carrying its help text (and allowed values) as metadata."""
-    meta = {"help": help, "choices": choices}
+def opt(default: Any = None, help: str = "", *, factory: Any = None, choices: tuple = (),
+        python_object: bool = False) -> Any:
+    """A dataclass field carrying its help text (and allowed values) as metadata.
+    python_object: the Python API may pass a callable instead of the name (a reward, a
+    grouper); a recipe always names it."""
+    meta = {"help": help, "choices": choices, "python_object": python_object}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -58,11 +61,14 @@ class RolloutConfig:
     temperature: float = opt(1.0, "sampling temperature (0 = greedy)")
     top_p: float = opt(1.0, "nucleus sampling threshold")
     stop: list = opt(help="stop strings; generation of a row ends after any of them", factory=list)
-    backend: str = opt("transformers", "generation backend (vllm is reserved: not built yet, "
-                                                    "and `validate` says so)", choices=("transformers", "vllm"))
+    backend: str = opt("auto", "sampler: lean (grpokit's own decode step: C on CPUs, a CUDA graph on GPUs; "
+                               "Qwen2/Llama/Mistral, others fall back to transformers' forward), transformers "
+                               "(the plain reference), auto (lean unless GRPOKIT_NATIVE=0 or lean_decode=false); "
+                               "vllm is reserved (`validate` says so)",
+                       choices=("auto", "transformers", "lean", "vllm"))
     batch_size: int = opt(0, "rows generated at once (0 = all of the step's rows)")
-    lean_decode: bool = opt(True, "sample with grpokit's own KV-cached decode step for Qwen2/Llama/Mistral "
-                                  "models (other models, and LoRA, use transformers' forward)")
+    lean_decode: bool = opt(True, "deprecated, use rollout.backend: false = backend auto samples with "
+                                  "transformers' forward")
     cuda_graphs: bool = opt(True, "on a CUDA GPU, replay the lean decode step from a CUDA graph (one launch per "
                                   "token instead of hundreds); false = launch its kernels one by one")
     tools: list = opt(help="tools the model may call, as names or {name, kwargs} (see `grpokit list tools`); "
@@ -73,14 +79,16 @@ class RolloutConfig:
 
 @dataclass
 class RewardSpec:
-    name: str = opt("accuracy", "a registered reward, or module:function / file.py:function")
+    name: str = opt("accuracy", "a registered reward, or module:function / file.py:function",
+                    python_object=True)
     weight: float = opt(1.0, "weight of this reward in the total")
     kwargs: dict = opt(help="extra keyword arguments for the reward function", factory=dict)
 
 
 @dataclass
 class GroupConfig:
-    """Options of the grouping strategies; each strategy reads the ones it names."""
+    """Options of the grouping strategies. A recipe sets only those its strategy uses:
+    another strategy's option is an error (`grpokit validate` names the valid ones)."""
 
     clusters: int = opt(0, "semantic/adaptive: clusters of prompts per step (0 = about sqrt(prompts / 2); "
                            "adaptive starts there and splits or merges from step to step)")
@@ -118,7 +126,7 @@ class GroupConfig:
 @dataclass
 class AlgorithmConfig:
     preset: str = opt("grpo", "variant preset that fills the fields left empty "
-                              "(grpo, dr_grpo, dapo, gspo, rloo; see `grpokit list losses`)")
+                              "(grpo, dr_grpo, dapo, gspo, rloo; see `grpokit list presets`)")
     advantage: Optional[str] = opt(None, "advantage estimator (grpo, rloo; see `grpokit list advantages`)")
     scale_rewards: Optional[str] = opt(None, "divide advantages by the group std, the batch std, or nothing",
                                        choices=("group", "batch", "none"))
@@ -127,12 +135,14 @@ class AlgorithmConfig:
     loss_agg: Optional[str] = opt(None, "loss aggregation: per-sequence mean (GRPO), token mean over the "
                                         "batch (DAPO), constant normaliser (Dr. GRPO)",
                                   choices=("sequence_mean", "token_mean", "constant"))
+    loss: str = opt("clip", "per-token policy loss (see `grpokit list losses`)")
     clip_low: Optional[float] = opt(None, "lower clip epsilon: ratio >= 1 - clip_low")
     clip_high: Optional[float] = opt(None, "upper clip epsilon: ratio <= 1 + clip_high (clip-higher when larger)")
     beta: float = opt(0.0, "KL coefficient to the frozen reference (0 = no reference model)")
     kl_estimator: str = opt("k3", "KL estimator", choices=("k1", "k2", "k3"))
     mu: int = opt(1, "optimisation passes over each batch (old log-probs stored from the first pass)")
-    grouping: str = opt("prompt", "group formation strategy (see `grpokit list groupers`)")
+    grouping: str = opt("prompt", "group formation strategy (see `grpokit list groupers`), or module:function",
+                        python_object=True)
     group: GroupConfig = opt(help="options of the grouping strategy", factory=GroupConfig)
     eps: float = opt(1e-4, "epsilon added to the std when scaling advantages")
 

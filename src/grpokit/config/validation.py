@@ -120,12 +120,14 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     _min(p, "algorithm.beta", a.beta, 0)
     _min(p, "algorithm.mu", a.mu, 1)
     _min(p, "algorithm.eps", a.eps, 0)
-    _check_registry(p, "algorithm.preset", a.preset, "grpokit.config.presets", "PRESETS", "losses")
+    _check_registry(p, "algorithm.preset", a.preset, "grpokit.config.presets", "PRESETS", "presets")
+    _check_registry(p, "algorithm.loss", a.loss, "grpokit.algo.losses", "LOSSES", "losses")
     if a.advantage is not None:
         _check_registry(p, "algorithm.advantage", a.advantage, "grpokit.algo.advantages", "ADVANTAGES",
                         "advantages", allow_import=True)
-    _check_registry(p, "algorithm.grouping", a.grouping, "grpokit.grouping", "GROUPERS", "groupers",
-                    allow_import=True)
+    if not callable(a.grouping):  # a grouper object from the Python API needs no lookup
+        _check_registry(p, "algorithm.grouping", a.grouping, "grpokit.grouping", "GROUPERS", "groupers",
+                        allow_import=True)
     if not any(m.startswith("algorithm.grouping") for m in p):
         _check_group_options(cfg, p)
     _check_tools(r.tools, "rollout.tools", p)
@@ -151,13 +153,21 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     _min(p, "run.threads", run.threads, 0)
 
 
+def group_options(group) -> dict:
+    """The `algorithm.group.*` options a recipe sets (those that differ from their
+    defaults): only these reach the grouper, which refuses any it does not use."""
+    defaults = type(group)()
+    return {f.name: getattr(group, f.name) for f in dataclasses.fields(group)
+            if getattr(group, f.name) != getattr(defaults, f.name)}
+
+
 def _check_group_options(cfg: TrainConfig, p: list[str]) -> None:
     """Build the grouper as training would, so a bad `algorithm.group.*` value is
     reported now and not at step 1."""
     grouping = importlib.import_module("grpokit.grouping")
-    options = dataclasses.asdict(cfg.algorithm.group)
     for msg in grouping.check_options(cfg.algorithm.grouping, seed=cfg.run.seed,
-                                      num_generations=cfg.rollout.num_generations, **options):
+                                      num_generations=cfg.rollout.num_generations,
+                                      **group_options(cfg.algorithm.group)):
         p.append(msg if msg.startswith("algorithm.") else f"algorithm.group: {msg}")
 
 
@@ -215,6 +225,8 @@ def _check_rewards(specs: list, key: str, p: list[str]) -> None:
         k = f"{key}[{i}]"
         if not math.isfinite(spec.weight):
             p.append(f"{k}.weight = {spec.weight!r}: must be a finite number")
+        if callable(spec.name):  # a reward function from the Python API
+            continue
         if ":" in spec.name and (reg is None or spec.name not in reg):
             _check_import(p, f"{k}.name", spec.name)
         elif reg is not None and spec.name not in reg:

@@ -64,6 +64,7 @@ def cold_start(s: DemoSettings, seed: int, out: Path, *, task_name: str = "arith
                desc: str = "stage 1: cold start (SFT)") -> ColdStart:
     """Stage 1: a fresh tiny model, supervised on the task's annotated traces until the
     probe accuracy reaches s.sft_stop_at (or s.sft_max_steps), saved to `out`."""
+    from grpokit.build import make_sampler
     from grpokit.checkpoint import save_model
     from grpokit.evaluate import evaluate_examples
     from grpokit.model.policy import create_tiny
@@ -82,8 +83,10 @@ def cold_start(s: DemoSettings, seed: int, out: Path, *, task_name: str = "arith
     fit = [t.completion for t in traces[:2000]] + [t.prompt for t in traces[:2000]]
     model, tok = create_tiny(s.model, fit, seed=seed)
 
+    sampler = make_sampler(model, tok)
+
     def accuracy(examples) -> float:
-        res = evaluate_examples(model, tok, examples, rewards, max_new_tokens=s.max_new_tokens, seed=seed)
+        res = evaluate_examples(sampler, tok, examples, rewards, max_new_tokens=s.max_new_tokens, seed=seed)
         return float(res.accuracy)
 
     history = sft_loop(model, tok, traces, steps=s.sft_max_steps, batch_size=s.sft_batch, lr=s.sft_lr,

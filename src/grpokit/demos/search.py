@@ -69,15 +69,15 @@ def search_tool_specs() -> list[dict]:
     return [{"name": "search", "kwargs": dict(SEARCH_KWARGS)}]
 
 
-def evaluate_search(model, tokenizer, engine, examples, rewards, *, max_new_tokens: int, seed: int = 0) -> dict:
-    """Greedy multi-turn rollouts on `examples`: exact match, share that searched, exact
-    match with and without a search, tool calls per question."""
-    from grpokit.model.policy import encode_prompts, eos_token_ids
+def evaluate_search(tokenizer, sampler, examples, rewards, *, max_new_tokens: int, seed: int = 0) -> dict:
+    """Greedy multi-turn rollouts on `examples` (sampler: a MultiTurnSampler): exact match,
+    share that searched, exact match with and without a search, tool calls per question."""
+    from grpokit.model.policy import encode_prompts
+    from grpokit.types import SamplingParams
 
     ids = encode_prompts(tokenizer, [e.prompt for e in examples])
-    out = engine(model, ids, max_new_tokens=max_new_tokens, eos_ids=eos_token_ids(model, tokenizer),
-                 pad_id=tokenizer.pad_token_id, temperature=0.0, generator=torch.Generator().manual_seed(seed),
-                 batch_size=64)
+    out = sampler.sample(ids, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, batch_size=64),
+                         generator=torch.Generator().manual_seed(seed))
     texts = [tokenizer.decode(c, skip_special_tokens=True) for c in out.completion_ids]
     scores = rewards.score([e.prompt for e in examples], texts, [e.fields for e in examples])
     em = scores.per_reward["exact_match"]  # [N]
@@ -101,7 +101,8 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     from grpokit.plotting import plot_stages
     from grpokit.model.policy import create_tiny, load_policy
     from grpokit.rewards import RewardSet
-    from grpokit.rollout.multiturn import MultiTurnGenerator
+    from grpokit.build import make_sampler
+    from grpokit.rollout.multiturn import MultiTurnSampler
     from grpokit.sft import sft_loop
     from grpokit.tasks import get_task
     from grpokit.tasks import with_task_corpora
@@ -126,10 +127,11 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     torch.manual_seed(seed)
     fit = [t.prompt + t.completion for t in traces] + [d["text"] for d in task.corpus()]
     model, tok = create_tiny(s.model, fit, seed=seed)
-    engine = MultiTurnGenerator(tools, tok, max_turns=s.max_turns, max_tool_tokens=s.max_tool_tokens)
+    engine = MultiTurnSampler(make_sampler(model, tok), tools, tok, max_turns=s.max_turns,
+                              max_tool_tokens=s.max_tool_tokens)
 
     def measure(examples=heldout) -> dict:
-        return evaluate_search(model, tok, engine, examples, rewards, max_new_tokens=s.max_new_tokens, seed=seed)
+        return evaluate_search(tok, engine, examples, rewards, max_new_tokens=s.max_new_tokens, seed=seed)
 
     # sft_loop masks the inserted <result>...</result> spans out of the loss by default
     history = sft_loop(model, tok, traces, steps=s.sft_max_steps, batch_size=s.sft_batch, lr=s.sft_lr,
@@ -161,6 +163,8 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     grpo_dir = train(cfg)
     grpo_rows = read_metrics(grpo_dir / "metrics.jsonl")
     model = load_policy(ModelConfig(name_or_path=str(grpo_dir / "model"))).model.eval()
+    engine = MultiTurnSampler(make_sampler(model, tok), tools, tok, max_turns=s.max_turns,
+                              max_tool_tokens=s.max_tool_tokens)
     final = measure()
     wall = time.perf_counter() - t_start
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from grpokit.engine import native
+from grpokit.engine.rmsnorm import rms_normalize
 from grpokit.model.forward import base_model, llama_family_reason, transforms_logits, uses_sliding_window
 from grpokit.engine.native import ops as native_ops
 from grpokit.engine.native import step as native_step
@@ -110,9 +111,7 @@ def _norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     # transformers' RMSNorm: statistics in float32, scale applied in the input dtype
     if x.dtype == torch.float32:
         return F.rms_norm(x, weight.shape, weight, eps)
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
+    return weight * rms_normalize(x.float(), eps)[0].to(x.dtype)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,8 @@ import types
 import torch
 import torch.nn.functional as F
 
+from grpokit.engine.rmsnorm import rms_normalize
+
 from grpokit.model.forward import base_model, llama_family_reason
 
 SILU_MODULES = {"SiLU", "SiLUActivation"}  # torch's and transformers' (both F.silu)
@@ -59,9 +61,9 @@ class _RMSNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-        rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # [..., 1]
+        xhat, rstd = rms_normalize(x, eps)  # [...], [..., 1]
         ctx.save_for_backward(x, rstd, w)
-        return w * (x * rstd)
+        return w * xhat
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from grpokit.engine import native
-from grpokit.model.forward import base_model
+from grpokit.model.forward import TorchPass, base_model
 from grpokit.engine.lean import whole_step_reason, whole_step_weights
 from grpokit.engine.threads import available_threads, intra_op_threads
 
@@ -245,3 +245,37 @@ def native_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     logp = F.pad(lp[back, :-1], (1, 0)) * keep
     entropy = F.pad(ent[back, :-1], (1, 0)) * keep if with_entropy else None
     return logp, entropy
+
+
+def native_applies(model, input_ids: torch.Tensor, loss_mask: torch.Tensor, prompt_len: int) -> bool:
+    """Whether `native_logprobs` takes this pass: a model it covers, a prompt of at least
+    one column and no scored token in it."""
+    p = prompt_len
+    return (0 < p < input_ids.shape[1] and not bool((loss_mask[:, :p] > 0).any())
+            and native_pass_reason(model) is None)
+
+
+class NativePass:
+    """The TrainingPass of the CPU engine: `native_logprobs` where `native_applies`, the
+    given torch pass (`model.forward.TorchPass`) everywhere else."""
+
+    def __init__(self, fallback: TorchPass):
+        self.fallback = fallback
+
+    def policy_logprobs(self, model, input_ids, attention_mask, loss_mask, *, prompt_len: int, temperature: float,
+                        with_entropy: bool = False):
+        if native_applies(model, input_ids, loss_mask, prompt_len):
+            return native_logprobs(model, input_ids, attention_mask, loss_mask, prompt_len=prompt_len,
+                                   temperature=temperature, with_entropy=with_entropy)
+        return self.fallback.policy_logprobs(model, input_ids, attention_mask, loss_mask, prompt_len=prompt_len,
+                                             temperature=temperature, with_entropy=with_entropy)
+
+    @torch.no_grad()
+    def reference_logprobs(self, model, batch, *, temperature: float, micro_batch_size: int = 0) -> torch.Tensor:
+        # the whole batch at once: the C pass splits sequences between its threads itself
+        if native_applies(model, batch.input_ids, batch.loss_mask, batch.prompt_len):
+            lp, _ = native_logprobs(model, batch.input_ids, batch.attention_mask, batch.loss_mask,
+                                    prompt_len=batch.prompt_len, temperature=temperature)
+            return lp
+        return self.fallback.reference_logprobs(model, batch, temperature=temperature,
+                                                micro_batch_size=micro_batch_size)

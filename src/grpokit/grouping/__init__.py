@@ -1,9 +1,10 @@
-"""Phase 2, group formation: Experience -> a group id per completion ([N] long), or
-`Groups` (ids at several scales with weights, shrinkage, rows pooled from earlier steps).
+"""Phase 2, group formation: Experience -> `Groups` (a group id per completion at one
+scale, or ids at several scales with weights, shrinkage, rows pooled from earlier steps).
 
 The recipe key `algorithm.grouping` names a strategy (`grpokit list groupers`) or
-gives module:function (or module:Class); `algorithm.group.*` holds the strategies'
-options, and `make_grouper` passes each one the options its constructor names.
+gives module:function (or module:Class); `algorithm.group.*` holds the options the
+recipe sets, and `make_grouper` refuses one the strategy does not use, naming the valid
+ones (`grouper_options`).
 
     prompt       the completions of one prompt (standard GRPO; the default)
     batch        the whole step is one group
@@ -21,7 +22,7 @@ completions per prompt under a sample budget).
 from __future__ import annotations
 
 from grpokit.grouping.base import Groups, stateful
-from grpokit.grouping.factory import GROUPERS, by_batch, by_prompt, check_options, make_grouper
+from grpokit.grouping.factory import GROUPERS, by_batch, by_prompt, check_options, grouper_options, make_grouper
 from grpokit.grouping.multiscale import MultiscaleGrouper
 from grpokit.grouping.reward import ComplexityGrouper, RewardGrouper, SuccessTracker
 from grpokit.grouping.selftune import Budgeted, Shrunk
@@ -31,7 +32,7 @@ from grpokit.grouping.temporal import TemporalGrouper
 __all__ = [
     "GROUPERS", "AdaptiveGrouper", "Budgeted", "ComplexityGrouper", "Groups", "MultiscaleGrouper", "RewardGrouper",
     "SemanticGrouper", "Shrunk", "SuccessTracker", "TemporalGrouper", "by_batch", "by_prompt", "kmeans",
-    "check_options", "make_grouper", "stateful",
+    "check_options", "grouper_options", "make_grouper", "stateful",
 ]
 
 GROUPERS.add("semantic", SemanticGrouper,

@@ -1,9 +1,9 @@
 """What groupers share: the multi-scale result type and small per-prompt helpers.
 
-A grouper maps the step's Experience to group ids. The simple ones return one [N]
-long tensor (like `prompt`). A grouper that needs more returns `Groups`: ids at
-several scales with weights, optional empirical-Bayes shrinkage, and optionally M
-rows pooled from earlier steps (temporal). `Groups.advantages` is Phase 3 for them.
+A grouper maps the step's Experience to `Groups`: group ids of every row (one scale
+for the simple ones, like `prompt`), or ids at several scales with weights, optional
+empirical-Bayes shrinkage, and optionally M rows pooled from earlier steps
+(temporal). `Groups.advantages` is Phase 3.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from grpokit.types import Experience, RolloutBatch
 
 @dataclass
 class Groups:
-    """Phase 2 output when one [N] id tensor is not enough.
+    """Phase 2's output: the group ids of every row, at one or several scales.
 
     ids[s] is the group id of every row at scale s, finest scale first; each has
     N + M rows: this step's N completions, then M rows pooled from earlier steps.
@@ -227,6 +227,10 @@ def stateful(obj: Any) -> bool:
 
 
 def check_ids(ids: Any, n: int, who: str) -> Tensor:
+    """[n] integer group ids from a grouper's result: a tensor, or a one-scale Groups
+    without pooled rows (what the composite groupers take from their parts)."""
+    if isinstance(ids, Groups) and len(ids.ids) == 1 and ids.num_past == 0:
+        ids = ids.ids[0]
     if not isinstance(ids, Tensor) or ids.shape != (n,) or ids.dtype.is_floating_point or ids.dtype == torch.bool:
         raise ValueError(f"grouper {who} must return [N={n}] integer group ids, got "
                          f"{type(ids).__name__}{tuple(getattr(ids, 'shape', ()))}")

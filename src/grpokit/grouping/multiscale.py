@@ -17,16 +17,17 @@ import torch
 
 from grpokit.algo.hierarchical import nest_ids, scale_weights
 from grpokit.grouping.base import Groups, check_ids
-from grpokit.grouping.factory import make_grouper
+from grpokit.grouping.factory import make_grouper, options_for
 from grpokit.types import Experience
 
 NOT_A_SCALE = ("multiscale", "temporal")
+DEFAULT_SCALES = ("prompt", "semantic", "batch")
 
 
 class MultiscaleGrouper:
     """prompt in cluster in batch: advantages combine several scales with weights (fixed or self-tuned)."""
 
-    def __init__(self, *, scales: Sequence[str] = ("prompt", "semantic", "batch"), weights: Sequence[float] = (),
+    def __init__(self, *, scales: Sequence[str] = DEFAULT_SCALES, weights: Sequence[float] = (),
                  shrink: bool = False, prior_dof: float = 2.0, decay: float = 0.9, **options: Any):
         scales = list(scales)
         if not scales:
@@ -39,13 +40,19 @@ class MultiscaleGrouper:
             raise ValueError(f"algorithm.group.weights: {len(weights)} weights for {len(scales)} scales {scales}")
         if weights and (any(w < 0 for w in weights) or not sum(weights) > 0):
             raise ValueError(f"algorithm.group.weights: must be >= 0 with a positive sum, got {list(weights)}")
+        ctx = {k: options.pop(k) for k in ("seed", "num_generations") if k in options}
         sub = {k: v for k, v in options.items() if k not in ("budget",)}
         self.names = scales
-        self.groupers = [make_grouper(s, **sub) for s in scales]
+        self.groupers = [make_grouper(s, **ctx, **options_for(s, sub)) for s in scales]
         self.fixed = [float(w) for w in weights] if weights else None
         self.shrink, self.prior_dof, self.decay = shrink, prior_dof, decay
         self.needs_embeddings = any(getattr(g, "needs_embeddings", True) for g in self.groupers)
         self.tuned: torch.Tensor | None = None  # running weights when self-tuned
+
+    @staticmethod
+    def parts(options: dict) -> list[str]:
+        """The groupers it is made of (their options are multiscale's too)."""
+        return [s for s in options.get("scales", DEFAULT_SCALES) if s not in NOT_A_SCALE]
 
     def state_dict(self) -> dict:
         subs = [g.state_dict() if callable(getattr(g, "state_dict", None)) else None for g in self.groupers]

@@ -13,7 +13,7 @@ from typing import Any, Hashable, Sequence
 import torch
 from torch import Tensor
 
-from grpokit.grouping.base import complexity_value, equal_width_buckets, prompt_table
+from grpokit.grouping.base import Groups, complexity_value, equal_width_buckets, prompt_table
 from grpokit.types import Experience
 
 GLOBAL = "*"
@@ -122,7 +122,7 @@ class RewardGrouper:
     def load_state_dict(self, state: dict) -> None:
         self.tracker.load_state_dict(state["tracker"])
 
-    def __call__(self, exp: Experience) -> Tensor:
+    def __call__(self, exp: Experience) -> Groups:
         n = exp.prompt_ids.numel()
         keys = row_keys(exp.fields, self.field, n)
         ok = (exp.rewards >= self.success).float().tolist()
@@ -131,7 +131,7 @@ class RewardGrouper:
         first = table.first_rows().tolist()
         rate = self.tracker.rate(table.ids.tolist(), [keys[i] for i in first], exp.step)  # [P]
         bucket = equal_width_buckets(rate, self.buckets, 0.0, 1.0)  # [P]
-        return bucket[table.inverse]
+        return Groups(ids=[bucket[table.inverse]], names=["reward"])
 
 
 class ComplexityGrouper:
@@ -168,7 +168,7 @@ class ComplexityGrouper:
             vals.append(v)
         return torch.tensor(vals, dtype=torch.float64), torch.tensor(known, dtype=torch.bool)
 
-    def __call__(self, exp: Experience) -> Tensor:
+    def __call__(self, exp: Experience) -> Groups:
         vals, known = self.values(exp)
         out = torch.zeros(vals.shape, dtype=torch.long)
         for part, offset in ((known, 0), (~known, self.buckets)):
@@ -178,4 +178,4 @@ class ComplexityGrouper:
             uniq, inverse = torch.unique(v, return_inverse=True)
             ids = inverse if uniq.numel() <= self.buckets else equal_width_buckets(v, self.buckets)
             out[part] = ids + offset
-        return out
+        return Groups(ids=[out], names=["complexity"])

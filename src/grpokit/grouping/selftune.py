@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
-
 from grpokit.algo.hierarchical import allocate_samples
 from grpokit.grouping.base import Groups
 from grpokit.grouping.reward import SuccessTracker, row_keys
@@ -52,8 +50,6 @@ class Shrunk(_Wrapper):
 
     def __call__(self, exp: Experience) -> Groups:
         out = self.base(exp)
-        if isinstance(out, torch.Tensor):
-            return Groups(ids=[out], names=["groups"], shrink=True, prior_dof=self.prior_dof)
         out.shrink, out.prior_dof = True, self.prior_dof
         return out
 
@@ -98,8 +94,6 @@ class Budgeted(_Wrapper):
         ok = (exp.rewards >= self.success).float().tolist()
         self.tracker.update(exp.prompt_ids.tolist(), ok, keys, exp.step)
         out = self.base(exp)
-        if isinstance(out, torch.Tensor):  # same advantages; a Groups carries the metrics
-            out = Groups(ids=[out], names=["groups"])
         out.metrics["grouping/samples"] = float(exp.prompt_ids.numel())
         if self.last_counts:
             out.metrics["grouping/samples_min"] = float(min(self.last_counts))

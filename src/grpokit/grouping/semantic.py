@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from grpokit.grouping.base import PromptTable, canonical, prompt_table
+from grpokit.grouping.base import Groups, PromptTable, canonical, prompt_table
 from grpokit.types import Experience
 
 
@@ -128,11 +128,11 @@ class SemanticGrouper:
     def num_clusters(self, num_prompts: int) -> int:
         return self.clusters if self.clusters > 0 else auto_clusters(num_prompts)
 
-    def __call__(self, exp: Experience) -> Tensor:
+    def __call__(self, exp: Experience) -> Groups:
         table = prompt_table(exp)
         x = self.prompt_vectors(exp, table)  # [P, H]
         labels = kmeans(x, self.num_clusters(table.size), iters=self.iters, generator=self.generator(exp.step))
-        return canonical(labels)[table.inverse]  # [N]
+        return Groups(ids=[canonical(labels)[table.inverse]], names=["semantic"])  # [N]
 
 
 # ----------------------------------------------------------------------------- adaptive boundaries
@@ -241,7 +241,7 @@ class AdaptiveGrouper(SemanticGrouper):
     def load_state_dict(self, state: dict) -> None:
         self.k = state.get("k")
 
-    def __call__(self, exp: Experience) -> Tensor:
+    def __call__(self, exp: Experience) -> Groups:
         table = prompt_table(exp)
         x = self.prompt_vectors(exp, table)  # [P, H]
         top = max(1, table.size // max(1, self.min_prompts))
@@ -257,7 +257,7 @@ class AdaptiveGrouper(SemanticGrouper):
                                 merge_gap=self.merge_gap)
         labels = canonical(labels)
         self.k = int(labels.max()) + 1
-        return labels[table.inverse]
+        return Groups(ids=[labels[table.inverse]], names=["adaptive"])
 
     @staticmethod
     def _noise(exp: Experience, table: PromptTable, labels: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from grpokit.grouping.base import Groups, check_ids, concat_batches, pooled, select_rows
-from grpokit.grouping.factory import make_grouper
+from grpokit.grouping.factory import make_grouper, options_for
 from grpokit.types import Experience
 
 STATELESS_BASES = ("prompt", "semantic", "complexity", "batch")
@@ -59,9 +59,17 @@ class TemporalGrouper:
         self.replay_weight = 1.0 / window if replay_weight is None else replay_weight
         self.replay_negatives = replay_negatives
         self.shrink, self.prior_dof = shrink, prior_dof
-        self.base = make_grouper(base, **{k: v for k, v in options.items() if k != "budget"})
+        ctx = {k: options.pop(k) for k in ("seed", "num_generations") if k in options}
+        sub = {k: v for k, v in options.items() if k != "budget"}
+        self.base = make_grouper(base, **ctx, **options_for(base, sub))
         self.needs_embeddings = getattr(self.base, "needs_embeddings", True)
         self._steps: deque = deque(maxlen=window)  # entries: (Experience without rollout, RolloutBatch | None)
+
+    @staticmethod
+    def parts(options: dict) -> list[str]:
+        """The grouper it is made of (its options are temporal's too)."""
+        base = options.get("base", "prompt")
+        return [base] if base in STATELESS_BASES else []
 
     def _light(self, exp: Experience) -> Experience:
         """What the window keeps of a step: no rollout rows (kept separately, if at all), and

@@ -14,6 +14,8 @@ import inspect
 
 import torch
 
+from grpokit.model.device import batch_to, model_device
+
 CHUNK_BYTES = 32 * 2**20  # float32 [rows, V] logits per chunk of the output layer
 CHUNK_ROWS_MIN, CHUNK_ROWS_MAX = 64, 4096
 CHECKPOINT_MIN_VOCAB = 4096
@@ -241,3 +243,44 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     if with_entropy:
         ent[rows, cols + 1] = ent_all
     return logp.index_put((rows, cols + 1), token_lp), ent  # token_lp: [M]
+
+
+def micro_batches(rows: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """rows split into micro-batches of `size` (0 = one); none when rows is empty."""
+    if rows.numel() == 0:  # every advantage is 0 (and no KL term): nothing to run
+        return []
+    if size <= 0 or size >= rows.numel():
+        return [rows]
+    return list(rows.split(size))
+
+
+def trim_padding(ids, attn, mask):
+    """Drop trailing all-padding columns of a micro-batch (less compute, same values)."""
+    used = attn.sum(0).nonzero()
+    last = int(used.max()) + 1 if used.numel() else ids.shape[1]
+    return ids[:, :last], attn[:, :last], mask[:, :last]
+
+
+class TorchPass:
+    """The TrainingPass in plain torch (`sequence_logprobs`). share_prompt: rows of a
+    rollout batch that share a prompt run it once (the same log-probs and gradients;
+    faster on CPUs, slower in the one GPU measurement: build.py's default follows that)."""
+
+    def __init__(self, *, share_prompt: bool = True):
+        self.share_prompt = share_prompt
+
+    def policy_logprobs(self, model, input_ids, attention_mask, loss_mask, *, prompt_len: int, temperature: float,
+                        with_entropy: bool = False):
+        return sequence_logprobs(model, input_ids, attention_mask, loss_mask, temperature=temperature,
+                                 with_entropy=with_entropy, prompt_len=prompt_len if self.share_prompt else 0)
+
+    @torch.no_grad()
+    def reference_logprobs(self, model, batch, *, temperature: float, micro_batch_size: int = 0) -> torch.Tensor:
+        device = model_device(model)
+        batch = batch_to(batch, device)
+        out = torch.zeros_like(batch.logprobs)  # [N, L]
+        for mb in micro_batches(torch.arange(batch.size, device=device), micro_batch_size):
+            ids, attn, m = trim_padding(batch.input_ids[mb], batch.attention_mask[mb], batch.loss_mask[mb])
+            lp, _ = self.policy_logprobs(model, ids, attn, m, prompt_len=batch.prompt_len, temperature=temperature)
+            out[mb, : lp.shape[1]] = lp
+        return out

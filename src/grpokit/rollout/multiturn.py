@@ -19,11 +19,15 @@ Limits: `max_turns` tool calls per row (the call after that ends the row with st
 reason "turn_limit", not run); `max_new_tokens` bounds everything after the prompt,
 tool results included (a result is cut to fit, and to `max_tool_tokens`).
 
-Returns a GenerationOutput (drop-in for `rollout.generate.generate`, same arguments)
-with `completion_masks` (1 = sampled token, 0 = tool token) and tool metadata.
+`MultiTurnSampler` wraps any Sampler and is one: it returns a GenerationOutput with
+`completion_masks` (1 = sampled token, 0 = tool token) and tool metadata. A sampler that
+reports each row's stop as it happens (`streams_stops`, e.g. `StepSampler`) lets a tool
+start while the other rows are still sampled; with any other, tools start when the round
+ends (same results, later).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,10 +35,9 @@ from typing import Any, Sequence
 
 import torch
 
-from grpokit.rollout.generate import GenerationOutput, concat_outputs, decode_chunk, sampling_mode
 from grpokit.tools import DEFAULT_MAX_QUERY_CHARS, ToolError
 from grpokit.tools.parsing import RESULT_CLOSE, RESULT_OPEN, closing_call, sanitize_result
-from grpokit.types import Tool
+from grpokit.types import GenerationOutput, Sampler, SamplingParams, Tool
 
 
 @dataclass
@@ -77,20 +80,20 @@ def run_tool(tool: Tool, query: str) -> tuple[str, bool, float]:
     return text, ok, time.perf_counter() - start
 
 
-class MultiTurnGenerator:
-    """generate() with tool calls. tools: objects with name/description/__call__ (the
-    name is the tag); tokenizer: encodes results and decodes stop strings."""
+class MultiTurnSampler:
+    """A Sampler with tool calls on top of another Sampler. tools: objects with
+    name/description/__call__ (the name is the tag); tokenizer: encodes results and
+    decodes tool calls."""
 
-    def __init__(self, tools: Sequence[Tool], tokenizer, *, max_turns: int = 4, max_tool_tokens: int = 256,
-                 workers: int = 4, lean: bool = True, cuda_graphs: bool = True):
+    def __init__(self, sampler: Sampler, tools: Sequence[Tool], tokenizer, *, max_turns: int = 4,
+                 max_tool_tokens: int = 256, workers: int = 4):
         if max_turns < 0 or max_tool_tokens < 1:
             raise ValueError(f"max_turns must be >= 0 and max_tool_tokens >= 1, got {max_turns}, {max_tool_tokens}")
+        self.sampler = sampler
         self.tools = {t.name: t for t in tools}
         self.tags = list(self.tools)
         self.tokenizer = tokenizer
         self.max_turns, self.max_tool_tokens, self.workers = max_turns, max_tool_tokens, workers
-        self.lean = lean  # grpokit's own decode step where the architecture allows (rollout.lean)
-        self.cuda_graphs = cuda_graphs
         self._open = self._encode(RESULT_OPEN)
         self._close = self._encode(RESULT_CLOSE)
 
@@ -101,15 +104,19 @@ class MultiTurnGenerator:
     def close_tags(self) -> list[str]:
         return [f"</{t}>" for t in self.tags]
 
-    @sampling_mode
-    def __call__(self, model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int, eos_ids: set[int],
-                 pad_id: int, temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
-                 stop_strings: Sequence[str] = (), tokenizer=None, batch_size: int = 0,
-                 return_embeddings: bool = False) -> MultiTurnOutput:
-        tok = tokenizer or self.tokenizer
+    def sync_weights(self, model) -> None:
+        self.sampler.sync_weights(model)
+
+    def sample(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams, *,
+               generator: torch.Generator | None = None,
+               budgets: Sequence[int] | None = None) -> MultiTurnOutput:
+        tok = self.tokenizer
         n = len(prompt_ids)
+        max_new_tokens = params.max_new_tokens
+        limits = list(budgets) if budgets is not None else [max_new_tokens] * n
         rows = [_Row() for _ in range(n)]
-        stops = list(stop_strings) + [t for t in self.close_tags if t not in stop_strings]
+        stops = tuple(params.stop_strings) + tuple(t for t in self.close_tags if t not in params.stop_strings)
+        streams = getattr(self.sampler, "streams_stops", False)
         embeddings = None
         forward_calls = 0
         active = list(range(n))
@@ -122,12 +129,16 @@ class MultiTurnGenerator:
                     self._pause(rows[_active[i]], reason, new, tok, pool)
 
                 contexts = [list(prompt_ids[i]) + rows[i].ids for i in active]
-                budgets = [max_new_tokens - len(rows[i].ids) for i in active]
-                res = _decode(model, contexts, budgets, eos_ids=eos_ids, pad_id=pad_id, temperature=temperature,
-                              top_p=top_p, generator=generator, stop_strings=stops, tokenizer=tok,
-                              batch_size=batch_size, on_stop=on_stop, lean=self.lean,
-                              cuda_graphs=self.cuda_graphs,
-                              return_embeddings=return_embeddings and turn == 0)
+                left = [limits[i] - len(rows[i].ids) for i in active]
+                round_params = dataclasses.replace(params, stop_strings=stops,
+                                                   return_embeddings=params.return_embeddings and turn == 0)
+                if streams:
+                    res = self.sampler.sample(contexts, round_params, generator=generator, budgets=left,
+                                              on_stop=on_stop)
+                else:
+                    res = self.sampler.sample(contexts, round_params, generator=generator, budgets=left)
+                    for j in range(len(active)):
+                        on_stop(j, res.stop_reason[j], res.completion_ids[j])
                 forward_calls += res.forward_calls
                 if turn == 0:
                     embeddings = res.embeddings
@@ -139,7 +150,7 @@ class MultiTurnGenerator:
                     row.mask += [1] * len(res.completion_ids[j])
                     row.reason = "turn_limit" if row.limit_hit else res.stop_reason[j]
                     if row.pending is not None or row.pending_error is not None:
-                        if self._insert_result(row, max_new_tokens):
+                        if self._insert_result(row, limits[i]):
                             next_active.append(i)
                 active = next_active
         return self._output(rows, embeddings, forward_calls)
@@ -237,13 +248,3 @@ def tool_metrics(metadata: dict, correct: torch.Tensor | None) -> dict[str, floa
         if (~used).any():
             out["tools/accuracy_without_call"] = float(c[~used].mean())
     return out
-
-
-# -- one round of batched sampling --------------------------------------------------------
-
-def _decode(model, contexts, budgets, *, batch_size: int, **kw) -> GenerationOutput:
-    bs = batch_size if batch_size > 0 else len(contexts)
-    on_stop = kw.pop("on_stop")
-    return concat_outputs([decode_chunk(model, contexts[s:s + bs], budgets[s:s + bs],
-                                        on_stop=lambda i, r, t, _s=s: on_stop(_s + i, r, t), **kw)
-                           for s in range(0, len(contexts), bs)])

@@ -17,18 +17,10 @@
 
 #include "kernels.h"
 
-/* out[r, :] = w * (x[r, :] / sqrt(mean(x[r, :]^2) + eps)) for `rows` rows of n. */
+/* out[r, :] = w * (x[r, :] / sqrt(mean(x[r, :]^2) + eps)) for `rows` rows of n: the
+ * products' row norm (products.c), exported under the name ops.py calls. */
 void gk_rms_norm(const float *x, const float *w, float *out, int64_t rows, int64_t n, float eps) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * n;
-        float *o = out + r * n;
-        float ss = 0.0f;
-#pragma omp simd reduction(+ : ss)
-        for (int64_t i = 0; i < n; i++) ss += xr[i] * xr[i];
-        const float rstd = 1.0f / sqrtf(ss / (float)n + eps);
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = w[i] * (xr[i] * rstd);
-    }
+    gk_rms_rows(x, w, out, rows, n, eps);
 }
 
 /* One new token per row: rotary embedding of q and k, the KV-cache write, attention.

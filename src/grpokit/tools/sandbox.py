@@ -68,7 +68,9 @@ class Setup:
 
 
 _MACHINE: list[Machine] = []
-_SETUPS: dict[str, Setup] = {}
+_SETUPS: dict[tuple, Setup] = {}
+MODES = ("auto", "bwrap", "unshare", "plain")
+OPTIONAL = ("landlock", "seccomp", "memory", "pids")  # layers `without` may switch off
 _WARNED: set[frozenset[str]] = set()
 _LOCK = threading.Lock()
 _UIDS = UidPool()
@@ -110,18 +112,27 @@ class PythonSandbox:
     (the call's total memory, and each process's address space), scratch_mb (all files in
     /tmp together), max_file_bytes, max_processes (the call's processes and threads),
     max_output_chars, python (interpreter), guard (audit hook on/off), require (layers
-    that must be present, or "all"), name (the tag), max_query_chars, scratch_root."""
+    that must be present, or "all"), mode (auto | bwrap | unshare | plain: auto takes the
+    strongest that works), without (landlock, seccomp, memory, pids: not used even where
+    available), name (the tag), max_query_chars, scratch_root."""
 
     description = "run a Python snippet (standard library only) and return what it prints"
 
     def __init__(self, *, timeout: float = 5.0, cpu_seconds: int = 3, memory_mb: int = 256, scratch_mb: int = 16,
                  max_file_bytes: int = 1_000_000, max_processes: int = 16, max_output_chars: int = 2000,
                  python: str | None = None, guard: bool = True, require: list[str] | str | None = None,
-                 name: str = "python", max_query_chars: int = 4000, scratch_root: str | None = None):
+                 mode: str = "auto", without: list[str] | None = None, name: str = "python",
+                 max_query_chars: int = 4000, scratch_root: str | None = None):
         if timeout <= 0 or cpu_seconds < 1 or memory_mb < 32 or max_file_bytes < 1 or max_processes < 1 \
                 or scratch_mb < 1:
             raise ValueError("python tool: timeout > 0, cpu_seconds >= 1, memory_mb >= 32, scratch_mb >= 1, "
                              "max_file_bytes >= 1 and max_processes >= 1 are required")
+        if mode not in MODES:
+            raise ValueError(f"python tool: mode={mode!r}: expected one of {', '.join(MODES)}")
+        off = list(without or [])
+        if any(x not in OPTIONAL for x in off):
+            raise ValueError(f"python tool: without={off!r}: only {', '.join(OPTIONAL)} can be switched off "
+                             "(guard=False switches the audit hook off)")
         required = list(LAYERS) if require == "all" else list(require or [])
         unknown = [r for r in required if r not in LAYERS]
         if unknown or isinstance(require, str) and require != "all":
@@ -129,9 +140,11 @@ class PythonSandbox:
         self.name, self.max_query_chars = name, max_query_chars
         self.timeout, self.cpu_seconds, self.memory_mb, self.scratch_mb = timeout, cpu_seconds, memory_mb, scratch_mb
         self.max_file_bytes, self.max_processes, self.max_output_chars = max_file_bytes, max_processes, max_output_chars
-        self.guard, self.scratch_root = guard, scratch_root
+        self.guard, self.scratch_root, self.without = guard, scratch_root, off
         self.machine = machine()
-        self.setup = self._find_setup(python)
+        self.setup = self._find_setup(python, mode, frozenset(off))
+        # the uids calls run as, when each gets its own (where to look for leftovers)
+        self.call_uids = range(_UIDS.base, _UIDS.base + _UIDS.size) if "uid" in self.setup.layers else range(0)
         self.layers = self.setup.layers | ({"audit_hook"} if guard else set())
         missing = [x for x in LAYERS if x not in self.layers]
         self.missing = missing
@@ -145,17 +158,19 @@ class PythonSandbox:
         with _LOCK:
             if key and key not in _WARNED:
                 _WARNED.add(key)
-                log.warning("python tool: sandbox layers missing on this machine: %s. See docs/sandbox.md for "
+                log.warning("python tool: sandbox layers not active: %s. See docs/sandbox.md for "
                             "what holds without them.", "; ".join(f"{x} ({self._why(x)})" for x in LAYERS if x in key))
 
     def _why(self, layer: str) -> str:
         if layer == "audit_hook":
             return "guard=False"
+        if layer in self.without:
+            return "switched off with without=[...]"
         return self.machine.notes.get(layer) or f"the {self.setup.mode.name} mode does not give it"
 
     # -- which mode this machine allows (probed once per interpreter) --------------------
-    def _find_setup(self, python: str | None) -> Setup:
-        key = python or ""
+    def _find_setup(self, python: str | None, mode_name: str, off: frozenset[str]) -> Setup:
+        key = (python or "", mode_name, off)
         with _LOCK:
             if key in _SETUPS:
                 return _SETUPS[key]
@@ -164,10 +179,13 @@ class PythonSandbox:
         extra |= {"seccomp"} if m.seccomp else set()
         if m.cgroups is not None:
             extra |= {x for x, b in (("memory", m.cgroups.memory_base), ("pids", m.cgroups.pids_base)) if b}
+        extra -= off
         pythons = [python] if python else [os.path.realpath(sys.executable)] + (
             [p] if (p := _system_python()) else [])
         last = ""
         for mode in modes(m):
+            if mode_name != "auto" and mode.name != mode_name:
+                continue
             for py in pythons if "uid" in mode.layers else pythons[:1]:
                 try:
                     interp = Interpreter.inspect(py)
@@ -206,8 +224,10 @@ class PythonSandbox:
                 if scratch:
                     os.chown(scratch, uid, uid)
             if {"memory", "pids"} & setup.layers and self.machine.cgroups is not None:
-                cgroup = self.machine.cgroups.create(f"call-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}",
-                                                     self.memory_mb << 20, self.max_processes + CGROUP_OVERHEAD_TASKS)
+                cgroup = self.machine.cgroups.create(
+                    f"call-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}",
+                    self.memory_mb << 20 if "memory" in setup.layers else None,
+                    self.max_processes + CGROUP_OVERHEAD_TASKS if "pids" in setup.layers else None)
             if uid is not None:
                 nproc = self.max_processes
             else:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # A shell prelude: write our pid to each cgroup.procs given before "--", then exec the rest.
 JOIN_SCRIPT = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
@@ -127,16 +127,17 @@ class Cgroups:
     version: int
     memory_base: str | None
     pids_base: str | None
-    _count: list[int] = field(default_factory=lambda: [0])
 
     @property
     def description(self) -> str:
         what = [n for n, b in (("memory", self.memory_base), ("pids", self.pids_base)) if b]
         return f"cgroup v{self.version} ({' + '.join(what)})"
 
-    def create(self, name: str, memory_bytes: int, max_pids: int) -> CallCgroup:
+    def create(self, name: str, memory_bytes: int | None, max_pids: int | None) -> CallCgroup:
+        """A cgroup for one call; a limit given as None is not set (and, on v1, that
+        hierarchy is not used)."""
         dirs, memory_dir = [], None
-        bases = [(self.memory_base, "memory"), (self.pids_base, "pids")]
+        bases = [(self.memory_base if memory_bytes else None, "memory"), (self.pids_base if max_pids else None, "pids")]
         if self.version == 2:
             bases = [(self.memory_base, "both")]
         try:
@@ -146,7 +147,7 @@ class Cgroups:
                 d = os.path.join(base, name)
                 os.mkdir(d)
                 dirs.append(d)
-                if what in ("memory", "both"):
+                if what in ("memory", "both") and memory_bytes:
                     memory_dir = d
                     if self.version == 2:
                         _write(os.path.join(d, "memory.max"), str(memory_bytes))
@@ -155,7 +156,7 @@ class Cgroups:
                         _write(os.path.join(d, "memory.limit_in_bytes"), str(memory_bytes))
                         if os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
                             _write(os.path.join(d, "memory.memsw.limit_in_bytes"), str(memory_bytes))
-                if what in ("pids", "both"):
+                if what in ("pids", "both") and max_pids:
                     _write(os.path.join(d, "pids.max"), str(max_pids))
         except OSError:
             CallCgroup(dirs, self.version).kill_and_remove(timeout=1.0)

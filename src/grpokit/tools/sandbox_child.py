@@ -12,7 +12,8 @@ code runs it, in this order:
 4. sets no_new_privs and applies a Landlock ruleset (read-only beneath the interpreter's
    directories, read-write beneath scratch, no TCP, no signals or abstract Unix sockets
    outside the call) and a seccomp filter (the parent builds it: sandbox_seccomp),
-   where the config asks for them; then forgets ctypes;
+   where the config asks for them (Landlock gives no right to execute any file, so no
+   shell or other program can be started); then forgets ctypes;
 5. installs the audit hook (an extra layer on top of the OS ones): its state lives only
    in closure variables bound to immutable values and C functions captured here, so no
    flag, module global or monkey-patched library function changes what it allows; it
@@ -31,7 +32,7 @@ EXIT_MEMORY, EXIT_BLOCKED, EXIT_SETUP = 3, 5, 6
 
 # Landlock (linux/landlock.h): filesystem rights by ABI version, and the syscalls.
 LL_CREATE, LL_ADD_RULE, LL_RESTRICT = 444, 445, 446  # same numbers on every architecture
-LL_READ = 1 | 4 | 8  # EXECUTE | READ_FILE | READ_DIR
+LL_READ = 4 | 8  # READ_FILE | READ_DIR: no EXECUTE, so no shell or other program can be started
 LL_FILE_ONLY = 1 | 2 | 4 | (1 << 14) | (1 << 15)  # rights a rule on a non-directory may hold
 
 

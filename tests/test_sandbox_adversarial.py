@@ -34,8 +34,15 @@ def env():
     e.close()
 
 
+# .ci/run sets this where it installed bubblewrap: there the namespace layers must be
+# present, so a broken sandbox fails CI instead of skipping quietly.
+STRICT = os.environ.get("GRPOKIT_SANDBOX_STRICT") == "1"
+
+
 def _skip_unless(tool, needs) -> None:
     missing = [x for x in needs if x not in tool.layers]
+    if STRICT and {"mount", "pid", "net"} & set(missing):
+        pytest.fail(f"GRPOKIT_SANDBOX_STRICT=1 but layers are missing: {', '.join(missing)} ({tool.isolation})")
     if missing:
         pytest.skip(f"layers missing on this machine: {', '.join(missing)} ({tool.isolation})")
 

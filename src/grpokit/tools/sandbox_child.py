@@ -13,7 +13,7 @@ code runs it, in this order:
    directories, read-write beneath scratch, no TCP, no signals or abstract Unix sockets
    outside the call) and a seccomp filter (the parent builds it: sandbox_seccomp),
    where the config asks for them (Landlock gives no right to execute any file, so no
-   shell or other program can be started); then forgets ctypes;
+   shell or other program can be started); then forgets _ctypes;
 5. installs the audit hook (an extra layer on top of the OS ones): its state lives only
    in closure variables bound to immutable values and C functions captured here, so no
    flag, module global or monkey-patched library function changes what it allows; it
@@ -45,47 +45,73 @@ def landlock_fs_rights(abi):
     return rights
 
 
+class Libc:
+    """syscall() and prctl() through _ctypes directly: the ctypes package's import makes a
+    libffi callback and costs several ms per call, and we need three C functions."""
+
+    def __init__(self):
+        import _ctypes
+
+        class c_long(_ctypes._SimpleCData):
+            _type_ = "l"
+
+        class c_char(_ctypes._SimpleCData):
+            _type_ = "c"
+
+        class Func(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = c_long
+
+        class Handle:
+            _handle = _ctypes.dlopen(None, 0x102)  # RTLD_NOW | RTLD_GLOBAL: the process's libc
+
+        self.long, self.char, self.addressof, self.get_errno = c_long, c_char, _ctypes.addressof, _ctypes.get_errno
+        self.syscall, self.prctl = Func(("syscall", Handle)), Func(("prctl", Handle))
+
+    def buffer(self, data):
+        buf = (self.char * len(data))()
+        buf.raw = data
+        return buf
+
+    def check(self, rc, what):
+        if rc < 0:
+            import os
+
+            err = self.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+        return rc
+
+
 def apply_landlock(libc, abi, read_paths, write_paths):
-    import ctypes
     import os
     import struct
 
     fs = landlock_fs_rights(abi)
     net = 3 if abi >= 4 else 0  # BIND_TCP | CONNECT_TCP handled, no rule: no TCP at all
     scoped = 3 if abi >= 6 else 0  # ABSTRACT_UNIX_SOCKET | SIGNAL: nothing outside this call
-    attr = struct.pack("<QQQ", fs, net, scoped)[: 8 if abi < 4 else 16 if abi < 6 else 24]
-    buf = ctypes.create_string_buffer(attr, len(attr))
-    ruleset = libc.syscall(LL_CREATE, buf, ctypes.c_size_t(len(attr)), 0)
-    if ruleset < 0:
-        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    attr = libc.buffer(struct.pack("<QQQ", fs, net, scoped)[: 8 if abi < 4 else 16 if abi < 6 else 24])
+    ruleset = libc.check(libc.syscall(LL_CREATE, attr, libc.long(len(attr)), 0), "landlock_create_ruleset")
     for paths, rights in ((read_paths, LL_READ), (write_paths, fs)):
         for path in paths:
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
             except OSError:
                 continue  # a path this machine does not have
-            if not os.path.isdir(path):
-                rights &= LL_FILE_ONLY
-            rule = ctypes.create_string_buffer(struct.pack("<Qi", rights & fs, fd), 12)
+            allowed = rights & fs if os.path.isdir(path) else rights & fs & LL_FILE_ONLY
+            rule = libc.buffer(struct.pack("<Qi", allowed, fd))  # struct landlock_path_beneath_attr (packed)
             rc = libc.syscall(LL_ADD_RULE, ruleset, 1, rule, 0)  # 1: LANDLOCK_RULE_PATH_BENEATH
             os.close(fd)
-            if rc < 0:
-                raise OSError(ctypes.get_errno(), f"landlock_add_rule({path}) failed")
-    if libc.syscall(LL_RESTRICT, ruleset, 0) < 0:
-        raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+            libc.check(rc, f"landlock_add_rule({path})")
+    libc.check(libc.syscall(LL_RESTRICT, ruleset, 0), "landlock_restrict_self")
     os.close(ruleset)
 
 
 def apply_seccomp(libc, program):
-    import ctypes
+    import struct
 
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-    buf = ctypes.create_string_buffer(program, len(program))
-    prog = SockFprog(len(program) // 8, ctypes.addressof(buf))
-    if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
-        raise OSError(ctypes.get_errno(), "seccomp filter could not be installed")
+    buf = libc.buffer(program)
+    fprog = libc.buffer(struct.pack("<H6xQ", len(program) // 8, libc.addressof(buf)))  # struct sock_fprog
+    libc.check(libc.prctl(22, 2, fprog, 0, 0), "prctl(PR_SET_SECCOMP)")  # SECCOMP_MODE_FILTER
 
 
 def make_hook(scratch, read_roots, read_files):
@@ -223,21 +249,18 @@ def main():
             os.setresgid(cfg["gid"], cfg["gid"], cfg["gid"])
             os.setresuid(cfg["uid"], cfg["uid"], cfg["uid"])
         if cfg.get("landlock") or cfg.get("seccomp"):
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
             step = "no_new_privs"
-            if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
-                raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+            libc = Libc()
+            libc.check(libc.prctl(38, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
             if cfg.get("landlock"):
                 step = "Landlock"
                 apply_landlock(libc, cfg["landlock"], cfg["read_roots"] + cfg["read_files"], [scratch])
             if cfg.get("seccomp"):
                 step = "seccomp"
                 apply_seccomp(libc, bytes.fromhex(cfg["seccomp"]))
-            del libc, ctypes
+            del libc
             for name in [m for m in sys.modules if m in ("ctypes", "_ctypes") or m.startswith("ctypes.")]:
-                del sys.modules[name]  # so `import ctypes` runs the import machinery (and the hook) again
+                del sys.modules[name]  # so `import _ctypes` runs the import machinery (and the hook) again
         violations = ()
         if cfg["guard"]:
             step = "audit hook"

@@ -27,6 +27,7 @@ Modes, tried in order at start-up (the first whose probe program runs is used):
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import json
 import os
@@ -113,9 +114,11 @@ class Machine:
         if prog is None:
             notes["seccomp"] = "no seccomp table for this architecture"
         cg, how = (probe_cgroups() if root else (None, "not root, so no cgroup can be made per call"))
-        if cg is None:
-            notes["memory"] = notes["pids"] = how
+        if cg is not None:
+            atexit.register(cg.remove_bases)  # the per-process parent directories, empty by then
         else:
+            notes["memory"] = notes["pids"] = how
+        if cg is not None:
             if cg.memory_base is None:
                 notes["memory"] = "no memory cgroup controller"
             if cg.pids_base is None:

@@ -119,6 +119,7 @@ class Attack:
     kwargs: dict = field(default_factory=dict)
     needs: tuple[str, ...] = ()  # layers that must hold it with the audit hook off
     hook_alone: bool = False  # the audit hook by itself must hold it too
+    hook_stops: bool = True  # with the hook on, it holds even where the `needs` layers are missing
 
 
 def no_secret(res, env) -> bool:
@@ -199,7 +200,7 @@ ATTACKS: list[Attack] = [
            HOOK_OFF + "n = 0\ntry:\n    for i in range(200):\n        open('f%d' % i, 'wb').write(b'x' * 999_000)\n"
            "        n += 1\nexcept OSError:\n    pass\nprint('WROTE_MB', n)",
            lambda res, env: _held(res.output, "WROTE_MB") <= 16, kwargs={"scratch_mb": 16, "timeout": 10},
-           needs=("disk",)),
+           needs=("disk",), hook_stops=False),
     # -- plain attacks --------------------------------------------------------------------
     Attack("infinite loop", "while True:\n    pass", lambda res, env: res.status == "cpu_limit",
            kwargs={"cpu_seconds": 1}),

@@ -203,7 +203,7 @@ ATTACKS: list[Attack] = [
            needs=("disk",), hook_stops=False),
     # -- plain attacks --------------------------------------------------------------------
     Attack("infinite loop", "while True:\n    pass", lambda res, env: res.status == "cpu_limit",
-           kwargs={"cpu_seconds": 1}),
+           kwargs={"cpu_seconds": 1, "timeout": 60}),  # one CPU second can take long on a loaded machine
     Attack("sleep past the wall clock", "import time\ntime.sleep(30)", lambda res, env: res.status == "timeout",
            kwargs={"timeout": 1.5}),
     Attack("memory bomb", "x = []\nfor i in range(100):\n    x.append(b'x' * (10 << 20))\nprint('SURVIVED')",

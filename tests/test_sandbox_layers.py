@@ -190,3 +190,39 @@ def test_non_root_trainer_gets_a_working_sandbox(tmp_path):
     assert f"UID {uid}" in out.stdout
     if shutil.which("bwrap"):
         assert "mount" in layers and "pid" in layers, out.stdout  # user namespaces work on this kernel
+
+
+# -- cgroup -----------------------------------------------------------------------------
+
+def test_call_cgroup_limits_and_kills_everything_in_it():
+    from grpokit.tools.sandbox import machine
+    from grpokit.tools.sandbox_cgroup import join_command
+
+    cgroups = machine().cgroups
+    if cgroups is None:
+        pytest.skip(f"no writable cgroup here: {machine().notes.get('memory')}")
+    cg = cgroups.create(f"test-{os.getpid()}", 64 << 20, 8)
+    for d in cg.dirs:
+        limit = "memory.limit_in_bytes" if d == cg.memory_dir and cg.version == 1 else \
+            "memory.max" if d == cg.memory_dir else "pids.max"
+        assert Path(d, limit).read_text().strip() == str(64 << 20 if "memory" in limit else 8)
+    # a shell that forks a setsid'd sleeper and exits: both born inside the cgroup
+    proc = subprocess.Popen(join_command(cg.procs_files, ["/bin/sh", "-c", "setsid sleep 30 & sleep 30"]),
+                            start_new_session=True)
+    for _ in range(200):
+        if len(cg.pids()) >= 2:
+            break
+        __import__("time").sleep(0.01)
+    pids = cg.pids()
+    assert len(pids) >= 2
+    assert cg.kill_and_remove(timeout=5.0)
+    proc.wait(timeout=5)
+    assert not [p for p in pids if _alive(p)]
+    assert not any(os.path.exists(d) for d in cg.dirs)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()  # a zombie is dead
+    except OSError:
+        return False

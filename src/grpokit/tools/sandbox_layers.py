@@ -98,6 +98,7 @@ class Machine:
     seccomp: bytes | None
     cgroups: Cgroups | None
     notes: dict[str, str] = field(default_factory=dict)  # layer -> why it is missing
+    bwrap_disable_userns: bool = False  # bwrap >= 0.8 can forbid user namespaces inside
 
     @classmethod
     def probe(cls) -> "Machine":
@@ -125,7 +126,14 @@ class Machine:
                 notes["pids"] = "no pids cgroup controller"
         if not root:
             notes["uid"] = "not root, so every call runs as the trainer's own uid"
-        return cls(root, bwrap, unshare, abi, prog, cg, notes)
+        disable_userns = False
+        if bwrap:
+            try:
+                out = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10)
+                disable_userns = "--disable-userns" in out.stdout + out.stderr
+            except (OSError, subprocess.SubprocessError):
+                pass
+        return cls(root, bwrap, unshare, abi, prog, cg, notes, disable_userns)
 
 
 @dataclass(frozen=True)
@@ -156,7 +164,7 @@ def command(mode: Mode, machine: Machine, interp: Interpreter, *, scratch: str, 
     args = [machine.bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
     if not machine.root:  # bwrap makes a user namespace; none may be made inside it
-        args += ["--unshare-user", "--disable-userns"]
+        args += ["--unshare-user"] + (["--disable-userns"] if machine.bwrap_disable_userns else [])
     args += ["--ro-bind", "/usr", "/usr"]
     for d in SYSTEM_DIRS:
         if os.path.islink(d):

@@ -145,6 +145,10 @@ ATTACKS: list[Attack] = [
            "import os, posixpath\nposixpath.realpath = lambda p, *a, **k: os.getcwd()\n"
            "os.path.realpath = posixpath.realpath\nprint(open(SECRET).read())", no_secret, needs=("mount",),
            hook_alone=True),
+    Attack("patch the builtins the hook calls, then write outside scratch",
+           "import builtins\nbuiltins.any = lambda *a: False\nbuiltins.isinstance = lambda *a: False\n"
+           "builtins.type = lambda *a: str\nopen(OUTSIDE + '/pwned-' + TAG, 'w').write('x')",
+           no_file("pwned-TAG"), needs=("mount",), hook_alone=True),
     Attack("chdir out of scratch, read by relative path",
            "import os\nos.chdir(os.path.dirname(SECRET))\nprint(open(os.path.basename(SECRET)).read())",
            no_secret, needs=("mount",), hook_alone=True),

@@ -115,12 +115,13 @@ def apply_seccomp(libc, program):
 
 
 def make_hook(scratch, read_roots, read_files):
-    """(hook, the list of refused operations). The audit hook. Every name it uses is a closure variable bound here to an
-    immutable value or a C function, so nothing the user's code can reach changes it."""
+    """(the audit hook, the list it appends refused operations to). Every name the hook
+    uses is a closure variable bound here to an immutable value or a C function, so
+    nothing the user's code can reach changes what it allows."""
     import posix
 
     lstat, readlink, getcwd = posix.lstat, posix.readlink, posix.getcwd
-    str_, bytes_, int_, type_, len_, tuple_ = str, bytes, int, type, len, tuple
+    str_, bytes_, int_, type_, tuple_, any_ = str, bytes, int, type, tuple, any  # builtins can be patched
     perm_error, os_error = PermissionError, OSError
     write_stderr = sys.__stderr__.write
     scratch_prefix = scratch.rstrip("/") + "/"
@@ -131,8 +132,9 @@ def make_hook(scratch, read_roots, read_files):
         "os.kill", "os.killpg", "signal.pthread_kill", "socket.__new__", "socket.connect", "socket.bind",
         "socket.getaddrinfo", "socket.gethostbyname", "socket.sendto", "ctypes.dlopen", "ctypes.dlsym",
         "ctypes.cdata", "ctypes.call_function", "os.putenv", "os.unsetenv", "sys.setprofile", "sys.settrace",
-        "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sqlite3.connect", "sqlite3.connect/handle", "sqlite3.enable_load_extension",
-        "sqlite3.load_extension", "dbm.open", "mmap.__new__", "os.setns", "os.unshare",
+        "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sqlite3.connect", "sqlite3.connect/handle",
+        "sqlite3.enable_load_extension", "sqlite3.load_extension", "dbm.open", "mmap.__new__", "os.setns",
+        "os.unshare",
     ))
     refused_imports = frozenset((
         "ctypes", "_ctypes", "_posixsubprocess", "_socket", "socket", "multiprocessing", "_multiprocessing",
@@ -207,7 +209,7 @@ def make_hook(scratch, read_roots, read_files):
             path, mode, flags = (tuple_(args) + (None, None))[:3]
             if type_(path) is int_:
                 return
-            writing = (type_(mode) is str_ and any(c in mode for c in "wax+")) or (
+            writing = (type_(mode) is str_ and any_(c in mode for c in "wax+")) or (
                 type_(flags) is int_ and flags & write_flags)
             real = resolve(path)
             if inside_scratch(real) or (not writing and readable(real)):

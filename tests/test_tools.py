@@ -158,8 +158,13 @@ def test_sandbox_scratch_directory_is_writable_and_fresh(sandbox):
     assert sandbox("import os\nprint(os.listdir('.'))").strip() == "[]"
 
 
+def test_sandbox_stops_an_infinite_loop_at_its_cpu_limit():
+    # a long wall clock: on a loaded machine one CPU second can take many seconds of wall time
+    t = build_tool({"name": "python", "kwargs": {"timeout": 60, "cpu_seconds": 1}})
+    assert t.run("while True:\n    pass").status == "cpu_limit"
+
+
 @pytest.mark.parametrize("name, code, status", [
-    ("infinite loop", "while True:\n    pass", "cpu_limit"),
     ("sleep past the wall clock", "import time\ntime.sleep(60)", "timeout"),
     ("memory bomb", "x = []\nwhile True:\n    x.append(bytearray(10**7))", "memory_limit"),
     ("fork bomb", "import os\nwhile True:\n    os.fork()", "blocked"),
@@ -182,10 +187,11 @@ def test_sandbox_blocks_reading_outside_scratch(sandbox, tmp_path):
     os.chmod(tmp_path, 0o755)
     os.chmod(secret, 0o644)
     res = sandbox.run(f"print(open({str(secret)!r}).read())")
-    assert res.status == "blocked" and "TOPSECRET" not in res.output
-    assert "outside the scratch directory" in res.output
+    # refused by the hook, or (in a mount namespace) the file does not exist at all
+    assert res.status in ("blocked", "error") and "TOPSECRET" not in res.output
+    assert "outside the scratch directory" in res.output or "No such file" in res.output
     res = sandbox.run(f"import os\nprint(os.listdir({str(tmp_path)!r}))")
-    assert res.status == "blocked" and "secret.txt" not in res.output
+    assert res.status in ("blocked", "error") and "secret.txt" not in res.output
 
 
 def test_sandbox_limits_are_set_in_the_child(sandbox):
@@ -203,7 +209,7 @@ def test_sandbox_limits_are_set_in_the_child(sandbox):
 
 def test_sandbox_os_level_limits_hold_without_the_audit_hook():
     """With the hook off, the process limits still stop a fork bomb and the CPU burner."""
-    raw = build_tool({"name": "python", "kwargs": {"timeout": 3, "cpu_seconds": 1, "guard": False,
+    raw = build_tool({"name": "python", "kwargs": {"timeout": 60, "cpu_seconds": 1, "guard": False,
                                                    "max_processes": 8}})
     code = ("import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(2)\n"
             "            os._exit(0)\n        n += 1\nexcept OSError as e:\n    print('stopped after', n, 'forks')")

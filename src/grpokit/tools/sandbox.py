@@ -1,42 +1,30 @@
-"""`python`: run a snippet of Python in a separate, limited process and return its output.
+"""`python`: run a snippet of Python in a sandbox whose boundary is the operating system.
 
-What confines the code, from the operating system up (`PythonSandbox.isolation` says
-which of the optional layers this machine gave us):
+Each call runs a fresh interpreter (`python -I -S -u -B`: standard library only) under
+every isolation layer this machine offers (sandbox_layers lists them and says how each
+is found): a bubblewrap sandbox with private mount, PID, network, IPC and UTS
+namespaces in which only the interpreter's directories (read-only) and a fresh,
+size-limited /tmp (the scratch directory, also the working directory) exist; a uid of
+its own per concurrent call when the trainer is root; a cgroup limiting the call's
+total memory and process count; Landlock and seccomp; rlimits on CPU seconds, address
+space, file size, processes and open files; and, as an extra layer only, an audit hook
+that refuses file access outside scratch, processes, signals, sockets and ctypes.
+Every process of the call is killed when it ends (the PID namespace's init dies; the
+cgroup is emptied; the call's uid is swept), and a wall-clock timeout bounds it.
 
-1. A separate interpreter process (`python -I -S -u -B`: isolated mode, no site
-   packages, so only the standard library), in a new session so a timeout kills its
-   whole process group, with a minimal environment and no inherited file descriptors.
-2. Resource limits set by the child on itself before any user code runs (soft = hard,
-   so the code cannot raise them): RLIMIT_CPU (CPU seconds), RLIMIT_AS (address space,
-   so a memory bomb gets MemoryError), RLIMIT_FSIZE (bytes per file written, which also
-   caps the output, since stdout and stderr go to a file), RLIMIT_NPROC (processes of
-   the user), RLIMIT_NOFILE, RLIMIT_CORE = 0. Plus a wall-clock timeout in the parent.
-3. Optional, when available: a fresh network namespace (`unshare -n`; as a non-root
-   user `unshare -r -n`), which has no interfaces but loopback, so there is no network
-   at the OS level; and, when the trainer runs as root, a drop to uid/gid `nobody`
-   (`setpriv`), because root ignores RLIMIT_NPROC and can read every file.
-4. A scratch directory, fresh per call and deleted afterwards, as the working directory.
-5. An audit hook (PEP 578) installed before the user's code, which refuses: opening or
-   listing files outside the scratch directory (reading the standard library is
-   allowed, or imports would fail), writing or deleting outside it, sockets, fork,
-   exec, spawn, subprocess and os.system, sending signals, and importing ctypes /
-   _posixsubprocess. A refused operation raises PermissionError("sandbox: ...") and
-   the call is reported as `blocked`.
-
-Honest limits: the audit hook is a guard against mistakes and ordinary code, not a
-security boundary (CPython does not promise that hooks cannot be bypassed by
-determined code). Where neither a network namespace nor a uid drop is available, the
-hook is the only thing between the code and the network or world-readable files. For
-untrusted code from the internet, run the trainer itself in a container or VM.
+Layers the machine cannot give are named once, in a logged warning, when the first
+python tool is built; `require=[...]` (or `require="all"`) refuses to build the tool
+when one of the named layers is missing. docs/sandbox.md says what each layer
+guarantees and what holds without it.
 
 Outcomes: `ok` and `error` (the code raised; the traceback is the output) are normal
-results; `timeout`, `cpu_limit`, `memory_limit`, `output_limit`, `blocked` and
-`killed` raise ToolError, so the runtime counts them as failures; the model sees the
-status and the output either way.
+results; `timeout`, `cpu_limit`, `memory_limit`, `output_limit`, `blocked`, `killed` and
+`sandbox_error` (the sandbox could not be set up) raise ToolError, so the runtime counts
+them as failures; the model sees the status and the output either way.
 """
 from __future__ import annotations
 
-import json
+import logging
 import os
 import shutil
 import signal
@@ -49,126 +37,50 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grpokit.tools.base import ToolError, tool
+from grpokit.tools import sandbox_child
+from grpokit.tools.sandbox_cgroup import EXIT_JOIN_FAILED, CallCgroup, join_command
+from grpokit.tools.sandbox_layers import (LAYERS, READ_FILES, SCRATCH_IN_SANDBOX, Interpreter, Machine, Mode,
+                                          command, modes)
+from grpokit.tools.sandbox_uids import UidPool
 
-EXIT_MEMORY, EXIT_BLOCKED = 3, 5
-NOBODY = 65534
+log = logging.getLogger(__name__)
 
-# Runs in the child as `python -I -S -u -B -c BOOTSTRAP CONFIG_JSON`; the code comes on stdin.
-BOOTSTRAP = r'''
-import sys, os, json, resource, traceback, threading
-cfg = json.loads(sys.argv[1])
-code = sys.stdin.read()
-sys.stdin.close()
-MB = 1024 * 1024
-for name, soft, hard in (("RLIMIT_CPU", cfg["cpu"], cfg["cpu"] + 1), ("RLIMIT_AS", cfg["mem_mb"] * MB, None),
-                         ("RLIMIT_FSIZE", cfg["fsize"], None), ("RLIMIT_NPROC", cfg["nproc"], None),
-                         ("RLIMIT_NOFILE", 64, None), ("RLIMIT_CORE", 0, None)):
-    # SIGXCPU at the soft CPU limit, SIGKILL one second later; the others: soft = hard
-    resource.setrlimit(getattr(resource, name), (soft, soft if hard is None else hard))
-scratch = os.path.realpath(cfg["scratch"])
-os.chdir(scratch)
-read_roots = [os.path.realpath(p) for p in sys.path if p and os.path.isabs(p)]
-read_files = {"/dev/null", "/dev/urandom", "/dev/zero"}
-blocked_events = {
-    "os.system": "running a shell command", "os.exec": "exec", "os.posix_spawn": "spawning a process",
-    "os.spawn": "spawning a process", "os.fork": "fork", "os.forkpty": "fork", "subprocess.Popen": "subprocess",
-    "os.kill": "sending a signal", "os.killpg": "sending a signal", "signal.pthread_kill": "sending a signal",
-    "socket.__new__": "network access", "socket.connect": "network access", "socket.bind": "network access",
-    "socket.getaddrinfo": "network access", "socket.gethostbyname": "network access",
-    "socket.sendto": "network access", "ctypes.dlopen": "ctypes", "ctypes.dlsym": "ctypes",
-    "ctypes.cdata": "ctypes", "os.putenv": "changing the environment", "os.unsetenv": "changing the environment",
-    "sys.setprofile": "profiling hooks", "sys.settrace": "tracing hooks",
-}
-blocked_imports = {"ctypes", "_ctypes", "_posixsubprocess", "_socket", "socket", "multiprocessing", "_multiprocessing"}
-write_events = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.symlink", "os.link", "os.chmod", "os.chown",
-                "os.truncate", "os.utime", "os.chflags", "os.lchown", "os.mkfifo", "os.mknod", "shutil.rmtree",
-                "shutil.copyfile", "shutil.copymode", "shutil.copystat", "shutil.move", "shutil.chown"}
-read_events = {"os.listdir", "os.scandir", "os.chdir", "glob.glob", "os.walk", "os.fwalk"}
-state = threading.local()
-violations = []
-
-def _inside(path, roots):
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-def _resolve(path):
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    return os.path.realpath(os.path.join(scratch, path if path else "."))
-
-def _deny(what):
-    violations.append(what)
-    try:
-        sys.__stderr__.write(f"[sandbox] blocked: {what}\n")
-    except Exception:
-        pass
-    raise PermissionError(f"sandbox: {what} is not allowed")
-
-def _hook(event, args):
-    if getattr(state, "busy", False):
-        return
-    state.busy = True
-    try:
-        if event in blocked_events:
-            _deny(blocked_events[event])
-        elif event == "import" and args[0].split(".")[0] in blocked_imports:
-            _deny(f"importing {args[0]}")
-        elif event == "open":
-            path, mode, flags = (tuple(args) + (None, None))[:3]
-            if isinstance(path, int):
-                return
-            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND))
-            real = _resolve(path)
-            if _inside(real, [scratch]):
-                return
-            if not writing and (_inside(real, read_roots) or real in read_files):
-                return
-            _deny(f"{'writing' if writing else 'reading'} {real} (outside the scratch directory)")
-        elif event in write_events or event in read_events:
-            for a in args[:2]:
-                if isinstance(a, (str, bytes)) or hasattr(a, "__fspath__"):
-                    real = _resolve(os.fspath(a))
-                    if not _inside(real, [scratch]) and not (event in read_events and _inside(real, read_roots)):
-                        _deny(f"{event} on {real} (outside the scratch directory)")
-    finally:
-        state.busy = False
-
-if cfg["guard"]:
-    sys.addaudithook(_hook)
-status = 0
-try:
-    exec(compile(code, "<sandbox>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
-except SystemExit as e:
-    status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-except MemoryError:
-    violations.append("memory")
-    sys.__stderr__.write("MemoryError: the memory limit was reached\n")
-    os._exit(3)
-except BaseException:
-    try:
-        lines = traceback.format_exc().splitlines()
-        sys.__stderr__.write("\n".join(l for l in lines if "File \"<string>\"" not in l) + "\n")
-    except BaseException:
-        pass
-    status = 1
-try:
-    sys.stdout.flush()
-except BaseException:
-    pass
-os._exit(5 if violations else status)
-'''
+EXIT_MEMORY, EXIT_BLOCKED, EXIT_SETUP = sandbox_child.EXIT_MEMORY, sandbox_child.EXIT_BLOCKED, sandbox_child.EXIT_SETUP
+CHILD_SOURCE = Path(sandbox_child.__file__).read_text()
+PROBE_CODE = "import math, json\nprint('ok')"
+CGROUP_OVERHEAD_TASKS = 3  # the starting shell/bwrap, bwrap's init inside the namespace, the interpreter
 
 
 @dataclass
 class SandboxResult:
-    status: str  # ok | error | timeout | cpu_limit | memory_limit | output_limit | blocked | killed
+    status: str  # ok | error | timeout | cpu_limit | memory_limit | output_limit | blocked | killed | sandbox_error
     output: str  # stdout and stderr interleaved, truncated
     returncode: int | None
     seconds: float
 
 
-_RUNNERS: dict[str, tuple[list[str], str, bool]] = {}
-_RUNNER_LOCK = threading.Lock()
+@dataclass(frozen=True)
+class Setup:
+    """How calls run on this machine with one interpreter (found once per process)."""
+    mode: Mode
+    interp: Interpreter
+    layers: frozenset[str]  # everything active, audit_hook aside
+
+
+_MACHINE: list[Machine] = []
+_SETUPS: dict[tuple, Setup] = {}
+MODES = ("auto", "bwrap", "unshare", "plain")
+OPTIONAL = ("landlock", "seccomp", "memory", "pids")  # layers `without` may switch off
+_WARNED: set[frozenset[str]] = set()
+_LOCK = threading.Lock()
+_UIDS = UidPool()
+
+
+def machine() -> Machine:
+    with _LOCK:
+        if not _MACHINE:
+            _MACHINE.append(Machine.probe())
+        return _MACHINE[0]
 
 
 def _task_count(uid: int) -> int:
@@ -194,87 +106,147 @@ def _system_python() -> str | None:
     return None
 
 
-def _candidates(python: str | None) -> list[tuple[list[str], str, bool, str]]:
-    """(prefix, interpreter, drops uid, description) in order of preference."""
-    root = os.geteuid() == 0
-    unshare = shutil.which("unshare")
-    setpriv = shutil.which("setpriv")
-    netns = ([unshare, "-n"] if root else [unshare, "-r", "-n"]) if unshare else None
-    drop = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] if root and setpriv else None
-    pythons = [python] if python else [sys.executable] + ([p] if (p := _system_python()) else [])
-    out = []
-    for py in pythons:
-        if netns and drop:
-            out.append((netns + drop, py, True, "network namespace (unshare -n), uid nobody (setpriv)"))
-    for py in pythons[:1]:
-        if netns:
-            out.append((netns, py, False, f"network namespace ({' '.join(['unshare'] + netns[1:])})"))
-        out.append(([], py, False, "no network namespace, same uid (audit hook only)"))
-    return out
-
-
-@tool("python", doc="run Python code in a sandboxed subprocess (time, memory, file, process limits; no network)")
+@tool("python", doc="run Python code in an OS-level sandbox (namespaces, cgroup, Landlock, seccomp; no network)")
 class PythonSandbox:
-    """Run code in a limited subprocess; kwargs: timeout (wall s), cpu_seconds, memory_mb,
-    max_file_bytes, max_processes, max_output_chars, python (interpreter), guard (audit
-    hook on/off), name (the tag), max_query_chars, scratch_root."""
+    """Run code in a sandboxed subprocess; kwargs: timeout (wall s), cpu_seconds, memory_mb
+    (the call's total memory, and each process's address space), scratch_mb (all files in
+    /tmp together), max_file_bytes, max_processes (the call's processes and threads),
+    max_output_chars, python (interpreter), guard (audit hook on/off), require (layers
+    that must be present, or "all"), mode (auto | bwrap | unshare | plain: auto takes the
+    strongest that works), without (landlock, seccomp, memory, pids: not used even where
+    available), name (the tag), max_query_chars, scratch_root."""
 
     description = "run a Python snippet (standard library only) and return what it prints"
 
-    def __init__(self, *, timeout: float = 5.0, cpu_seconds: int = 3, memory_mb: int = 256,
+    def __init__(self, *, timeout: float = 5.0, cpu_seconds: int = 3, memory_mb: int = 256, scratch_mb: int = 16,
                  max_file_bytes: int = 1_000_000, max_processes: int = 16, max_output_chars: int = 2000,
-                 python: str | None = None, guard: bool = True, name: str = "python",
+                 python: str | None = None, guard: bool = True, require: list[str] | str | None = None,
+                 mode: str = "auto", without: list[str] | None = None, name: str = "python",
                  max_query_chars: int = 4000, scratch_root: str | None = None):
-        if timeout <= 0 or cpu_seconds < 1 or memory_mb < 32 or max_file_bytes < 1 or max_processes < 1:
-            raise ValueError("python tool: timeout > 0, cpu_seconds >= 1, memory_mb >= 32, max_file_bytes >= 1 "
-                             "and max_processes >= 1 are required")
+        if timeout <= 0 or cpu_seconds < 1 or memory_mb < 32 or max_file_bytes < 1 or max_processes < 1 \
+                or scratch_mb < 1:
+            raise ValueError("python tool: timeout > 0, cpu_seconds >= 1, memory_mb >= 32, scratch_mb >= 1, "
+                             "max_file_bytes >= 1 and max_processes >= 1 are required")
+        if mode not in MODES:
+            raise ValueError(f"python tool: mode={mode!r}: expected one of {', '.join(MODES)}")
+        off = list(without or [])
+        if any(x not in OPTIONAL for x in off):
+            raise ValueError(f"python tool: without={off!r}: only {', '.join(OPTIONAL)} can be switched off "
+                             "(guard=False switches the audit hook off)")
+        required = list(LAYERS) if require == "all" else list(require or [])
+        unknown = [r for r in required if r not in LAYERS]
+        if unknown or isinstance(require, str) and require != "all":
+            raise ValueError(f"python tool: require={require!r}: expected \"all\" or a list of {', '.join(LAYERS)}")
         self.name, self.max_query_chars = name, max_query_chars
-        self.timeout, self.cpu_seconds, self.memory_mb = timeout, cpu_seconds, memory_mb
+        self.timeout, self.cpu_seconds, self.memory_mb, self.scratch_mb = timeout, cpu_seconds, memory_mb, scratch_mb
         self.max_file_bytes, self.max_processes, self.max_output_chars = max_file_bytes, max_processes, max_output_chars
-        self.guard, self.scratch_root = guard, scratch_root
-        self._prefix, self._python, self._drops_uid, self.isolation = self._runner(python)
+        self.guard, self.scratch_root, self.without = guard, scratch_root, off
+        self.machine = machine()
+        self.setup = self._find_setup(python, mode, frozenset(off))
+        # the uids calls run as, when each gets its own (where to look for leftovers)
+        self.call_uids = range(_UIDS.base, _UIDS.base + _UIDS.size) if "uid" in self.setup.layers else range(0)
+        self.layers = self.setup.layers | ({"audit_hook"} if guard else set())
+        missing = [x for x in LAYERS if x not in self.layers]
+        self.missing = missing
+        self.isolation = (f"{self.setup.mode.name}: " + ", ".join(x for x in LAYERS if x in self.layers)
+                          + (f"; missing: {', '.join(missing)}" if missing else ""))
+        lacking = [x for x in required if x in missing]
+        if lacking:
+            raise RuntimeError("python tool: required sandbox layers are missing on this machine: "
+                               + "; ".join(f"{x} ({self._why(x)})" for x in lacking))
+        key = frozenset(x for x in missing if x != "audit_hook")
+        with _LOCK:
+            if key and key not in _WARNED:
+                _WARNED.add(key)
+                log.warning("python tool: sandbox layers not active: %s. See docs/sandbox.md for "
+                            "what holds without them.", "; ".join(f"{x} ({self._why(x)})" for x in LAYERS if x in key))
 
-    # -- which isolation this machine allows (probed once per interpreter) ---------------
-    def _runner(self, python: str | None) -> tuple[list[str], str, bool, str]:
-        key = python or ""
-        with _RUNNER_LOCK:
-            if key not in _RUNNERS:
-                for prefix, py, drops, desc in _candidates(python):
-                    self._prefix, self._python, self._drops_uid = prefix, py, drops
-                    res = self._run("import math, json\nprint('ok')", probe=True)
-                    if res.status == "ok" and res.output.strip() == "ok":
-                        _RUNNERS[key] = (prefix, py, drops, desc)
-                        break
-                else:
-                    raise RuntimeError(f"python tool: no way to start a sandboxed interpreter ({sys.executable}); "
-                                       f"last attempt said: {res.output[-300:]!r}")
-            return _RUNNERS[key]
+    def _why(self, layer: str) -> str:
+        if layer == "audit_hook":
+            return "guard=False"
+        if layer in self.without:
+            return "switched off with without=[...]"
+        return self.machine.notes.get(layer) or f"the {self.setup.mode.name} mode does not give it"
+
+    # -- which mode this machine allows (probed once per interpreter) --------------------
+    def _find_setup(self, python: str | None, mode_name: str, off: frozenset[str]) -> Setup:
+        key = (python or "", mode_name, off)
+        with _LOCK:
+            if key in _SETUPS:
+                return _SETUPS[key]
+        m = self.machine
+        extra = {"landlock"} if m.landlock else set()
+        extra |= {"seccomp"} if m.seccomp else set()
+        if m.cgroups is not None:
+            extra |= {x for x, b in (("memory", m.cgroups.memory_base), ("pids", m.cgroups.pids_base)) if b}
+        extra -= off
+        pythons = [python] if python else [os.path.realpath(sys.executable)] + (
+            [p] if (p := _system_python()) else [])
+        last = ""
+        for mode in modes(m):
+            if mode_name != "auto" and mode.name != mode_name:
+                continue
+            for py in pythons if "uid" in mode.layers else pythons[:1]:
+                try:
+                    interp = Interpreter.inspect(py)
+                except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as e:
+                    last = str(e)
+                    continue
+                setup = Setup(mode, interp, frozenset(mode.layers | extra))
+                res = self._run(PROBE_CODE, setup=setup)
+                if res.status == "ok" and res.output.strip() == "ok":
+                    with _LOCK:
+                        _SETUPS.setdefault(key, setup)
+                        return _SETUPS[key]
+                last = f"{mode.name} with {py}: {res.status}: {res.output.strip()[-300:]}"
+        raise RuntimeError(f"python tool: no way to start a sandboxed interpreter; last attempt: {last}")
 
     def describe(self) -> str:
-        return (f"{self.isolation}; interpreter {self._python}; limits: wall {self.timeout:g}s, CPU "
-                f"{self.cpu_seconds}s, memory {self.memory_mb} MB, file {self.max_file_bytes} bytes, "
-                f"{self.max_processes} processes; audit hook {'on' if self.guard else 'off'}")
+        return (f"{self.isolation}; interpreter {self.setup.interp.path}; limits: wall {self.timeout:g}s, CPU "
+                f"{self.cpu_seconds}s, memory {self.memory_mb} MB, scratch {self.scratch_mb} MB, file "
+                f"{self.max_file_bytes} bytes, {self.max_processes} processes; "
+                f"audit hook {'on' if self.guard else 'off'}")
 
     def run(self, code: str) -> SandboxResult:
-        return self._run(code)
+        return self._run(code, setup=self.setup)
 
-    def _run(self, code: str, probe: bool = False) -> SandboxResult:
+    def _run(self, code: str, *, setup: Setup) -> SandboxResult:
         start = time.perf_counter()
-        scratch = tempfile.mkdtemp(prefix="grpokit-sandbox-", dir=self.scratch_root)
+        mode, interp = setup.mode, setup.interp
+        in_bwrap = mode.name == "bwrap"
+        uid = fd = None
+        cgroup: CallCgroup | None = None
+        scratch = None if in_bwrap else tempfile.mkdtemp(prefix="grpokit-sandbox-", dir=self.scratch_root)
         outdir = tempfile.mkdtemp(prefix="grpokit-sandbox-out-", dir=self.scratch_root)
         try:
-            if self._drops_uid:
-                os.chown(scratch, NOBODY, NOBODY)
-            nproc = self.max_processes + (0 if self._drops_uid else _task_count(os.geteuid()))
-            cfg = {"cpu": self.cpu_seconds, "mem_mb": self.memory_mb, "fsize": self.max_file_bytes,
-                   "nproc": nproc, "scratch": scratch, "guard": self.guard}
-            cmd = self._prefix + [self._python, "-I", "-S", "-u", "-B", "-c", BOOTSTRAP, json.dumps(cfg)]
-            env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": scratch}
+            if "uid" in mode.layers:
+                uid, fd = _UIDS.acquire()
+                if scratch:
+                    os.chown(scratch, uid, uid)
+            if {"memory", "pids"} & setup.layers and self.machine.cgroups is not None:
+                cgroup = self.machine.cgroups.create(
+                    f"call-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}",
+                    self.memory_mb << 20 if "memory" in setup.layers else None,
+                    self.max_processes + CGROUP_OVERHEAD_TASKS if "pids" in setup.layers else None)
+            if uid is not None:
+                nproc = self.max_processes
+            else:
+                nproc = self.max_processes + _task_count(os.geteuid())
+            inside = SCRATCH_IN_SANDBOX if in_bwrap else scratch
+            cfg = {"cpu": self.cpu_seconds, "mem_mb": self.memory_mb, "fsize": self.max_file_bytes, "nproc": nproc,
+                   "scratch": inside, "guard": self.guard, "uid": uid, "gid": uid,
+                   "landlock": self.machine.landlock if "landlock" in setup.layers else 0,
+                   "seccomp": self.machine.seccomp.hex() if "seccomp" in setup.layers else "",
+                   "read_roots": list(interp.read_roots), "read_files": list(READ_FILES)}
+            child = [interp.path, "-I", "-S", "-u", "-B", "-c", CHILD_SOURCE, repr(cfg)]
+            cmd = command(mode, self.machine, interp, scratch=inside, scratch_bytes=self.scratch_mb << 20, child=child)
+            cmd = join_command(cgroup.procs_files if cgroup else [], cmd)
+            env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", "HOME": inside, "TMPDIR": inside}
             out_path = os.path.join(outdir, "output")
             timed_out = False
             with open(out_path, "wb") as out:
-                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, cwd=scratch,
-                                        env=env, start_new_session=True, close_fds=True)
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
+                                        cwd=scratch or "/", env=env, start_new_session=True, close_fds=True)
                 try:
                     proc.stdin.write(code.encode("utf-8", "replace"))
                     proc.stdin.close()
@@ -286,15 +258,34 @@ class PythonSandbox:
                     timed_out = True
                 _kill_group(proc.pid)
                 proc.wait()
+            oom = cgroup is not None and cgroup.oom_killed()
+            self._end_call(cgroup, uid, setup)
+            cgroup = None
             size = os.path.getsize(out_path)
             with open(out_path, "rb") as f:
                 raw = f.read(4 * self.max_output_chars + 4096)
             text = _truncate(raw.decode("utf-8", "replace"), self.max_output_chars)
-            status = _status(proc.returncode, timed_out, size >= self.max_file_bytes)
+            status = _status(proc.returncode, timed_out, size >= self.max_file_bytes, oom)
             return SandboxResult(status, text, proc.returncode, time.perf_counter() - start)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if cgroup is not None:
+                cgroup.kill_and_remove()
+            if fd is not None:
+                _UIDS.release(fd)
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
             shutil.rmtree(outdir, ignore_errors=True)
+
+    @staticmethod
+    def _end_call(cgroup: CallCgroup | None, uid: int | None, setup: Setup) -> None:
+        """Kill whatever of the call is still alive (a PID namespace needs nothing more:
+        its processes died with its init)."""
+        if cgroup is not None and not cgroup.kill_and_remove():
+            log.warning("python tool: a process of a finished call outlived SIGKILL for 5 s")
+        if uid is not None and cgroup is None and "pid" not in setup.layers:
+            # kill(-1) as the call's uid reaches every process of that uid, setsid() or not
+            subprocess.run(["/bin/kill", "-9", "-1"], user=uid, group=uid, extra_groups=[],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
     def __call__(self, query: str) -> str:
         res = self.run(query)
@@ -303,7 +294,8 @@ class PythonSandbox:
         why = {"timeout": f"timed out after {self.timeout:g} s", "cpu_limit": f"CPU limit ({self.cpu_seconds} s)",
                "memory_limit": f"memory limit ({self.memory_mb} MB)",
                "output_limit": f"output/file size limit ({self.max_file_bytes} bytes)",
-               "blocked": "blocked by the sandbox", "killed": f"killed (exit status {res.returncode})"}[res.status]
+               "blocked": "blocked by the sandbox", "killed": f"killed (exit status {res.returncode})",
+               "sandbox_error": "the sandbox could not be set up"}[res.status]
         raise ToolError(f"{why}\n{res.output}".rstrip())
 
 
@@ -314,14 +306,16 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _status(returncode: int | None, timed_out: bool, output_full: bool) -> str:
+def _status(returncode: int | None, timed_out: bool, output_full: bool, oom: bool = False) -> str:
     if timed_out:
         return "timeout"
+    if returncode in (EXIT_SETUP, EXIT_JOIN_FAILED):
+        return "sandbox_error"
     if returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
         return "cpu_limit"
     if output_full:
         return "output_limit"
-    if returncode == EXIT_MEMORY:
+    if returncode == EXIT_MEMORY or oom:
         return "memory_limit"
     if returncode == EXIT_BLOCKED:
         return "blocked"

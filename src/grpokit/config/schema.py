@@ -139,7 +139,8 @@ class AlgorithmConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = opt(1e-6, "peak learning rate (AdamW)")
+    lr: Optional[float] = opt(None, "peak learning rate (AdamW); unset = by model size: 1e-4 under 50M "
+                                    "trainable parameters (the tiny models), 1e-6 above")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     betas: list = opt(help="AdamW betas", factory=lambda: [0.9, 0.999])
     warmup_steps: int = opt(0, "linear warm-up steps")
@@ -185,6 +186,9 @@ class RunConfig:
                                       "and the update when over 128 MiB of the heap is free (glibc malloc_trim): "
                                       "lower peak RSS, slower steps (docs/performance.md)")
     progress: bool = opt(True, "show a progress bar")
+    report_to: list = opt(help="experiment trackers that also receive every metric, the config and sample "
+                               "completions: any of tensorboard, wandb, mlflow, trackio (each an extra: "
+                               "pip install 'grpokit[NAME]'); metrics.jsonl is always written", factory=list)
 
 
 @dataclass

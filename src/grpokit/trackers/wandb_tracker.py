@@ -35,6 +35,7 @@ class WandbTracker:
 
         self.wandb = wandb
         mode = os.environ.get("WANDB_MODE") or ("online" if has_api_key() else "offline")
+        info.run_dir.mkdir(parents=True, exist_ok=True)
         id_file = info.run_dir / RUN_ID_FILE
         run_id = id_file.read_text().strip() if info.resume and id_file.is_file() else uuid.uuid4().hex[:8]
         kw = dict(project=os.environ.get("WANDB_PROJECT") or "grpokit", name=info.name, id=run_id,

@@ -123,3 +123,23 @@ def test_every_metric_of_a_run_reaches_tensorboard(tmp_path):
             if k not in ("step", "time") and isinstance(v, (int, float)):
                 assert scalars[k][row["step"]] == pytest.approx(v, rel=1e-6, abs=1e-6), k
     assert "samples/text_summary" in acc.Tags()["tensors"]
+
+
+def test_sft_writes_its_plot_samples_and_timed_lines(tmp_path):
+    traces = tmp_path / "traces.jsonl"
+    traces.write_text("".join(json.dumps({"prompt": f"Say {w}.", "completion": f"<answer>{w}</answer>"}) + "\n"
+                              for w in ("cat", "dog", "owl", "emu", "yak")))
+    out = tmp_path / "sft"
+    assert cli.main(["sft", "--data", str(traces), "--model", "tiny:xs", "--out", str(out), "--steps", "3",
+                     "batch_size=2", "warmup_steps=1", "progress=false"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    # each line has its own wall-clock time and elapsed seconds, in order
+    assert [r["time"] for r in rows] == sorted(r["time"] for r in rows) and rows[0]["time"] > 1.7e9
+    assert 0 <= rows[0]["elapsed"] <= rows[1]["elapsed"] <= rows[2]["elapsed"]
+    assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [(s["step"], s["prompt"], s["trace"]) for s in samples] == [
+        (3, "Say cat.", "<answer>cat</answer>"), (3, "Say dog.", "<answer>dog</answer>"),
+        (3, "Say owl.", "<answer>owl</answer>"), (3, "Say emu.", "<answer>emu</answer>")]
+    assert all(isinstance(s["completion"], str) for s in samples)

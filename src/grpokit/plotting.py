@@ -48,6 +48,13 @@ def plot_stages(stages: Sequence[tuple[str, list[dict] | str | os.PathLike]], ou
     Stage k is shifted right by the last x of the stages before it; each stage gets its own
     colour, a dashed vertical line where it starts (after the first) and its name on top.
     """
+    return _save(stages_figure(stages, keys, title=title, x=x), out_png)
+
+
+def stages_figure(stages: Sequence[tuple[str, list[dict] | str | os.PathLike]],
+                  keys: Sequence[str] = ("loss", "reward", "accuracy"), title: str | None = None,
+                  x: str = "step") -> Any:
+    """The matplotlib Figure that `plot_stages` saves."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -96,7 +103,7 @@ def plot_stages(stages: Sequence[tuple[str, list[dict] | str | os.PathLike]], ou
             axes[0].text(off, 1.02, f" {name}", transform=axes[0].get_xaxis_transform(),
                          color=f"C{i}" if multi else "0.2", ha="left", va="bottom", fontsize=9)
     axes[-1].set_xlabel(x)
-    return _save(fig, out_png)
+    return fig
 
 
 def ema(values: Sequence[float], weight: float) -> list[float]:

@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "--reward my_pkg.rewards:brevity@0.2 --out runs/rl --steps 200"))
     _add_config(p)
     p.add_argument("--model", metavar="NAME_OR_PATH", help="policy model (sets `model.name_or_path`)")
-    p.add_argument("--data", metavar="PATH", help="training prompts (sets `data.train`): a file or task:NAME")
+    p.add_argument("--data", metavar="PATH", help="training prompts (sets `data.train`): a file, task:NAME, or "
+                                                  "hf:NAME[:CONFIG[:SPLIT]] (a cached `datasets` dataset)")
     _add_reward(p, "rewards")
     p.add_argument("--out", metavar="DIR", help="run directory (sets `run.out`)")
     p.add_argument("--steps", type=int, metavar="N", help="optimizer steps (sets `run.steps`)")

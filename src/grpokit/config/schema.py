@@ -40,8 +40,10 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train: str = opt("task:arithmetic", "training prompts: a JSONL/JSON/CSV/Parquet file, or task:NAME "
-                                        "for a built-in task (arithmetic, gsm8k)")
+    train: str = opt("task:arithmetic", "training prompts: a JSONL/JSON/CSV/Parquet file, task:NAME for a "
+                                        "built-in task (arithmetic, gsm8k), or hf:NAME[:CONFIG[:SPLIT]] for a "
+                                        "`datasets` dataset in the local cache (read offline), e.g. "
+                                        "hf:openai/gsm8k:main:train; gsm8k:SOURCE reads GSM8K rows")
     eval: Optional[str] = opt(None, "held-out prompts, same forms as `train`")
     eval_size: int = opt(200, "number of held-out prompts to evaluate (0 = all)")
     prompt_field: str = opt("prompt", "column holding the prompt (text or chat messages)")

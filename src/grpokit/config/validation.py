@@ -269,6 +269,9 @@ def _check_data(spec: Optional[str], key: str, p: list[str], required: bool = Fa
         if required:
             p.append(f"{key}: empty; give a data file (JSONL/JSON/CSV/Parquet) or task:NAME")
         return
+    if spec.startswith("gsm8k:"):  # GSM8K rows from a file or a cached hub dataset
+        _check_data(spec[len("gsm8k:"):], key, p, required=True)
+        return
     if spec.startswith("task:"):
         name = spec.split(":")[1]
         try:

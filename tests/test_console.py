@@ -62,6 +62,16 @@ def test_run_console_orders_lines():
     assert lines[-1].endswith("\n  model      runs/x/model")
 
 
+def test_without_an_evaluation_before_there_is_no_arrow():
+    lines = []
+    c = RunConsole(10, write=lines.append)  # run.eval_before=false: the first evaluation is at step 5
+    c.evaluated(5, {"eval/accuracy": 0.25})
+    c.step(5, {})
+    c.end([])
+    assert lines[0] == "step 5: held-out accuracy 25.0%"
+    assert lines[1].startswith("done\n  held-out   accuracy 25.0%\n")
+
+
 def test_a_short_run_as_the_user_sees_it(tmp_path, capsys):
     """tiny:xs from scratch on arithmetic: no completion is right, so no group has reward
     spread and no step trains; the run says so, evaluates before and after, and PyTorch

@@ -131,10 +131,10 @@ class RunConsole:
         self.say(summary_block(title, rows))
 
     def evaluated(self, step: int, result: dict) -> None:
-        """An evaluation's result: the first one is the 'before' of every later line."""
+        """An evaluation's result; the one at step 0 is the 'before' of every later line."""
         if not result:
             return
-        if not self.before:
+        if step == 0:
             self.before = dict(result)
             line = held_out_change({}, result)
             self.say(f"before training: {line}" if line else None)

@@ -166,7 +166,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         console.evaluated(0, _first_eval(run_dir))  # the "before" of the run being resumed
     else:
         logger.log_event("start", steps=cfg.run.steps, model=cfg.model.name_or_path, lr=lr)
-        before = evaluate_at(0)
+        before = evaluate_at(0) if cfg.run.eval_before else {}
         if before:
             logger.log_step(0, before, console=False)
     bar = progress(cfg.run.steps, "GRPO", enabled=cfg.run.progress, initial=start_step)

@@ -181,6 +181,8 @@ class RunConfig:
     save_every: int = opt(0, "checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = opt(2, "checkpoints kept on disk")
     eval_every: int = opt(0, "held-out evaluation every N steps (0 = only at the end)")
+    eval_before: bool = opt(True, "also evaluate the held-out prompts before step 1 (the 'before' of "
+                                  "'held-out accuracy 12.0% -> 19.5%'; a step-0 line in metrics.jsonl)")
     log_samples: int = opt(4, "sample completions written to samples.jsonl per step")
     resume: bool = opt(False, "continue from the newest checkpoint in `out`")
     threads: int = opt(0, "torch CPU threads (0 = leave torch's default)")

@@ -170,7 +170,8 @@ def test_mlflow_file_store_holds_metrics_params_and_the_samples_table(tmp_path, 
                    trackers=open_trackers(["mlflow"], RunInfo(run_dir, "myrun", CONFIG, resume=True,
                                                               start_step=2))) as log:
         log.log_step(3, {"reward": 1.0})
-    (again,) = client.search_runs([exp.experiment_id])
+    (again,) = client.search_runs([exp.experiment_id])  # no second run
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
     assert [(m.step, m.value) for m in client.get_metric_history(again.info.run_id, "reward")][-1] == (3, 1.0)
 
 

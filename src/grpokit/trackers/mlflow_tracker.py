@@ -13,6 +13,7 @@ import os
 from grpokit.trackers.base import TRACKERS, RunInfo, TrackerEntry, flatten
 
 SAMPLES_TABLE = "samples.json"
+RUN_ID_FILE = "mlflow-run-id"  # in RUN_DIR: a resumed run appends to the same MLflow run
 # MLflow rejects longer parameter values (the limit of its stores).
 _MAX_PARAM = 6000
 
@@ -34,18 +35,18 @@ class MlflowTracker:
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "grpokit"
         exp = self.client.get_experiment_by_name(name)
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(name)
-        self.run_id = self._resume_run(exp_id, info.name) if info.resume else None
-        if self.run_id is None:
+        id_file = info.run_dir / RUN_ID_FILE
+        self.run_id = id_file.read_text().strip() if info.resume and id_file.is_file() else None
+        if self.run_id is not None:
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
             self.run_id = self.client.create_run(exp_id, run_name=info.name,
                                                  tags={"grpokit.run_dir": str(info.run_dir.resolve())}).info.run_id
             params = [Param(k, str(v)[:_MAX_PARAM]) for k, v in flatten(info.config).items()]
             for i in range(0, len(params), 100):  # log_batch takes at most 100 parameters
                 self.client.log_batch(self.run_id, params=params[i:i + 100])
-
-    def _resume_run(self, exp_id: str, name: str) -> str | None:
-        runs = self.client.search_runs([exp_id], filter_string=f"attributes.run_name = '{name}'",
-                                       order_by=["attributes.start_time DESC"], max_results=1)
-        return runs[0].info.run_id if runs else None
+            info.run_dir.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(self.run_id + "\n")
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         import time

@@ -342,11 +342,26 @@ def test_list_unknown_category(capsys):
 # --------------------------------------------------------------------------- validate
 
 
-def test_validate_ok_prints_resolved_config(capsys, recipe):
-    code, out, err = run(capsys, "validate", recipe, "run.steps=3")
+def test_validate_ok_prints_resolved_config_with_full(capsys, recipe):
+    code, out, err = run(capsys, "validate", recipe, "run.steps=3", "--full")
     assert code == 0, err
     assert out.startswith("recipe.yaml: OK")
     assert "steps: 3" in out and "name_or_path: yaml-model" in out
+
+
+def test_validate_prints_only_what_differs_from_defaults(capsys, recipe):
+    code, out, err = run(capsys, "validate", recipe, "run.steps=3")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert ["run.steps", "3", "(default:", "100)"] in [line.split() for line in lines]
+    assert "kl_estimator" not in out  # at its default: not shown
+
+
+def test_validate_warns_when_warmup_is_longer_than_the_run(capsys, recipe):
+    code, out, err = run(capsys, "validate", recipe, "run.steps=10", "optim.warmup_steps=40")
+    assert code == 0, err
+    assert ("warning: optim.warmup_steps = 40 is longer than the run (10 steps): the learning rate never reaches "
+            "its peak (it ends at 25% of it)") in out
 
 
 def test_validate_reports_problems(capsys, recipe):

@@ -301,7 +301,7 @@ def test_config_help_lists_every_key_with_help_and_choices():
     assert "algorithm.kl_estimator  (str, default: k3)" in text and "choices: k1, k2, k3" in text
     assert "algorithm.clip_low  (float | null, default: null)" in text
     assert "rewards  (list of rewards, default: [])" in text
-    assert "optim.lr  (float, default: 1e-06)" in text
+    assert "optim.lr  (float | null, default: null)" in text
     assert "SFT" not in config_help(SFTConfig) and "max_seq_len  (int, default: 512)" in config_help(SFTConfig)
 
 

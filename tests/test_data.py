@@ -225,3 +225,83 @@ def test_real_gsm8k_task(monkeypatch):
     monkeypatch.setenv("GRPOKIT_GSM8K_DIR", str(GSM8K_DIR))
     rows = GSM8KTask().prompts("test", n=5)
     assert [r.id for r in rows] == list(range(5)) and rows[0].prompt.startswith("Janet")
+
+
+# --------------------------------------------------------------------------- hf: (datasets cache, offline)
+
+def _cache_dataset(cache, tmp_path, repo_id: str, config: str, splits: dict) -> None:
+    """Put a dataset into a `datasets` cache as `load_dataset(repo_id, config)` leaves it
+    (CACHE/owner___name/CONFIG/VERSION/HASH/{name}-{split}.arrow + dataset_info.json),
+    built from local JSONL files by datasets' own json builder: no hub involved."""
+    import shutil
+
+    from datasets.packaged_modules.json.json import Json
+
+    files = {}
+    for split, rows in splits.items():
+        files[split] = str(tmp_path / f"{split}.jsonl")
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    builder = Json(config_name=config, data_files=files, cache_dir=str(tmp_path / "build"))
+    builder.download_and_prepare()
+    owner, name = repo_id.split("/")
+    target = cache / f"{owner}___{name}" / config / "0.0.0" / "0123456789abcdef"
+    target.parent.mkdir(parents=True)
+    shutil.move(builder.cache_dir, target)
+    for f in target.glob("json-*.arrow"):
+        f.rename(target / f.name.replace("json-", f"{name}-", 1))
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    import datasets
+
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    gsm = [{"question": "Ann has 2 apples and buys 3. How many?", "answer": "2+3=<<2+3=5>>5\n#### 5"},
+           {"question": "A box holds 1,000 pens. How many in 2 boxes?", "answer": "<<2*1000=2000>>\n#### 2,000"}]
+    _cache_dataset(cache, tmp_path, "openai/gsm8k", "main", {"train": gsm, "test": gsm[:1]})
+    return cache
+
+
+def test_hub_dataset_from_the_local_cache(hub_cache):
+    rows = load_prompts("hf:openai/gsm8k:main:train", prompt_field="question")
+    assert [(e.id, e.prompt, e.fields["answer"]) for e in rows] == [
+        (0, "Ann has 2 apples and buys 3. How many?", "2+3=<<2+3=5>>5\n#### 5"),
+        (1, "A box holds 1,000 pens. How many in 2 boxes?", "<<2*1000=2000>>\n#### 2,000")]
+    # the split defaults to the caller's: test for held-out prompts
+    assert len(load_prompts("hf:openai/gsm8k:main", prompt_field="question", split="test")) == 1
+    # gsm8k: parses the rows as GSM8K (final answer, steps), as for a local file
+    (a, b) = load_prompts("gsm8k:hf:openai/gsm8k:main:train")
+    assert (a.fields["answer"], a.fields["steps"], b.fields["answer"]) == ("5", ["2+3=5"], "2000")
+    (t,) = load_sft("gsm8k:hf:openai/gsm8k:main:test")
+    assert t.completion == "<think>2+3=<<2+3=5>>5</think><answer>5</answer>"
+
+
+def test_hub_dataset_errors_are_one_line(hub_cache):
+    with pytest.raises(FileNotFoundError) as e:
+        load_prompts("hf:someone/missing:main")
+    msg = str(e.value)
+    assert msg.startswith("data 'hf:someone/missing:main': dataset 'someone/missing' is not in the local "
+                          f"datasets cache ({hub_cache}); grpokit reads hub datasets offline")
+    assert "\n" not in msg
+    with pytest.raises(ValueError, match=r"^data 'hf:openai/gsm8k:socratic': .*'socratic'.*main"):
+        load_prompts("hf:openai/gsm8k:socratic", prompt_field="question")
+    with pytest.raises(ValueError, match=r"^data 'hf:openai/gsm8k:main:validation': .*validation"):
+        load_prompts("hf:openai/gsm8k:main:validation", prompt_field="question")
+    for bad in ("hf:", "hf:a/b:c:d:e", "hf:./local.jsonl"):
+        with pytest.raises(ValueError, match=r"expected hf:NAME\[:CONFIG\[:SPLIT\]\]"):
+            load_prompts(bad)
+
+
+def test_hub_dataset_never_reaches_the_network(hub_cache, monkeypatch):
+    import socket
+
+    def refuse(*a, **k):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert len(load_prompts("hf:openai/gsm8k:main:train", prompt_field="question")) == 2
+    with pytest.raises(FileNotFoundError, match="not in the local datasets cache"):
+        load_prompts("hf:someone/missing")

@@ -86,3 +86,25 @@ def test_release_free_memory_returns_heap_pages_to_the_os():
     after = rss_mib()
     assert before - after > 100, (before, after)
     del keep
+
+
+def test_grpo_lr_default_by_model_size():
+    from grpokit.optim import default_lr
+
+    # the tiny models (tiny:l is 22M parameters) train at the demo's 1e-4; real LMs at 1e-6
+    assert (default_lr(999_424), default_lr(49_999_999), default_lr(50_000_000), default_lr(135_000_000)) == \
+        (1e-4, 1e-4, 1e-6, 1e-6)
+
+
+def test_warmup_longer_than_the_run_is_a_warning_not_a_problem():
+    from grpokit.config import SFTConfig, TrainConfig, validate
+    from grpokit.config.validation import advisories
+
+    cfg = TrainConfig()
+    cfg.run.steps, cfg.optim.warmup_steps = 8, 10
+    assert advisories(cfg) == ["optim.warmup_steps = 10 is longer than the run (8 steps): the learning rate never "
+                               "reaches its peak (it ends at 80% of it)"]
+    assert not any("warmup" in p for p in validate(cfg))
+    cfg.optim.warmup_steps = 8
+    assert advisories(cfg) == []
+    assert advisories(SFTConfig(steps=10, warmup_steps=20))[0].startswith("warmup_steps = 20 is longer than the run")

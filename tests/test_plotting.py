@@ -1,4 +1,5 @@
 """Plots are written as PNGs; missing and sparse keys are handled."""
+import json
 import warnings
 
 from grpokit.logging import RunLogger
@@ -49,3 +50,22 @@ def test_ema_debiased():
     assert ema([0.0, 10.0], 0.5) == [0.0, 5.0 / 0.75]
     assert all(abs(v - 2.0) < 1e-12 for v in ema([2.0] * 5, 0.9))
     assert ema([1.0, 3.0], 0.0) == [1.0, 3.0]
+
+
+def test_run_plot_has_integer_steps_a_title_and_full_range_for_shares(tmp_path):
+    from grpokit.plotting import plot_run, stages_figure
+
+    rows = [{"step": s, "reward": 0.1 * s, "accuracy": 0.02 + 0.01 * s} for s in range(1, 4)]
+    fig = stages_figure([("", rows)], keys=("reward", "accuracy"), title="my-run")
+    reward_ax, acc_ax = fig.axes
+    assert fig._suptitle.get_text() == "my-run"
+    ticks = [t for t in acc_ax.get_xticks() if 1 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # no tick at step 1.5
+    assert acc_ax.get_ylim() == (-0.03, 1.03)  # a share is drawn on [0, 1]
+    assert reward_ax.get_ylim()[1] < 0.5  # other metrics keep their own range
+
+    run = tmp_path / "runs" / "gsm8k-tiny"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert plot_run(run, keys=("reward",)) == run / "metrics.png"
+    assert (run / "metrics.png").read_bytes()[:4] == b"\x89PNG"

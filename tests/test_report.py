@@ -163,5 +163,5 @@ def test_train_writes_report_and_groups(tmp_path):
     assert [s["name"] for s in groups[0]["scales"]] == ["prompt", "semantic", "batch"]
     assert sum(groups[0]["scales"][0]["size"]) == 4 and "difficulty" in groups[0]  # arithmetic rows have `steps`
     data = _embedded((out / "report.html").read_text())
-    assert data["runs"][0]["metrics"]["step"] == [1, 2]
+    assert data["runs"][0]["metrics"]["step"] == [0, 1, 2]  # step 0: the held-out evaluation before training (run.eval_before)
     assert all("group" in s for s in data["runs"][0]["samples"])

@@ -133,7 +133,11 @@ def test_train_with_search_tool_through_the_cli(tmp_path, capsys):
             "data.eval_size=4", "run.progress=false"]
     assert cli.main(args) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2]
+    assert [r["step"] for r in rows] == [0, 1, 2]  # step 0: the held-out evaluation before training
+    assert "eval/accuracy" in rows[0]
+    rows = rows[1:]
+    # the console says what the tools did (at the first and the last step)
+    assert capsys.readouterr().out.count("tools: ") == 2
     for r in rows:  # the multi-turn engine ran: tool metrics are logged, length counts sampled tokens only
         assert {"tools/calls_per_rollout", "tools/share_with_call", "tools/failure_rate"} <= set(r)
         assert r["len"] <= 60

@@ -21,7 +21,8 @@ from grpokit.config.schema import EvalConfig, SFTConfig, TrainConfig
 from grpokit.config.help import config_help
 from grpokit.config.io import (KINDS, ConfigError, builtin_recipes, dotted_keys, dump_yaml, load_config,
                                parse_reward, read_yaml, recipe_kind, resolve_recipe)
-from grpokit.config.validation import validate
+from grpokit.config.diff import format_changes
+from grpokit.config.validation import advisories, validate
 
 PROG = "grpokit"
 LIST_CATEGORIES = ("rewards", "losses", "presets", "advantages", "groupers", "tasks", "tools")
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "--reward my_pkg.rewards:brevity@0.2 --out runs/rl --steps 200"))
     _add_config(p)
     p.add_argument("--model", metavar="NAME_OR_PATH", help="policy model (sets `model.name_or_path`)")
-    p.add_argument("--data", metavar="PATH", help="training prompts (sets `data.train`): a file or task:NAME")
+    p.add_argument("--data", metavar="PATH", help="training prompts (sets `data.train`): a file, task:NAME, or "
+                                                  "hf:NAME[:CONFIG[:SPLIT]] (a cached `datasets` dataset)")
     _add_reward(p, "rewards")
     p.add_argument("--out", metavar="DIR", help="run directory (sets `run.out`)")
     p.add_argument("--steps", type=int, metavar="N", help="optimizer steps (sets `run.steps`)")
@@ -164,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     # validate
-    p = sub.add_parser("validate", help="check a recipe (types, ranges, names, paths) and print it resolved",
-                       description="Load a recipe with its overrides, check it, and print the resolved config. "
+    p = sub.add_parser("validate", help="check a recipe (types, ranges, names, paths) and print what it changes",
+                       description="Load a recipe with its overrides, check it, and print the settings that "
+                                   "differ from the defaults (--full: the whole resolved config). "
                                    "Exit code 0: OK; 1: problems found; 2: the recipe cannot be read.",
                        formatter_class=_formatter,
                        epilog=_epilog(TrainConfig, "  grpokit validate recipe.yaml\n"
@@ -175,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   + ", ".join(builtin_recipes()) + ")")
     p.add_argument("--kind", choices=tuple(KINDS),
                    help="which config the recipe is (default: the recipe's `kind:` key, else train)")
+    p.add_argument("--full", action="store_true", help="print the whole resolved config, not only what differs "
+                                                       "from the defaults")
     _add_overrides(p)
     p.set_defaults(func=cmd_validate)
 
@@ -364,8 +369,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 1
     where = args.recipe if str(path) == args.recipe else f"{args.recipe} ({path})"
     print(f"{where}: OK ({kind} config)")
+    for warning in advisories(cfg):
+        print(f"  warning: {warning}")
     print()
-    print(dump_yaml(cfg).rstrip())
+    if args.full:
+        print(dump_yaml(cfg).rstrip())
+    else:
+        print(f"settings that differ from the defaults (--full prints all):\n{format_changes(cfg)}")
     return 0
 
 

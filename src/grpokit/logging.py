@@ -1,4 +1,5 @@
-"""Run logging: metrics.jsonl, samples.jsonl, events.jsonl, the console line, progress bars.
+"""Run logging: metrics.jsonl, samples.jsonl, events.jsonl, the console line, progress bars,
+and the experiment trackers of `run.report_to` (grpokit.trackers), fed from the same lines.
 
 Every file is JSON lines, one object per line, flushed after each write so that a crash
 loses at most the line being written (a torn last line is cut off when the file is
@@ -23,7 +24,9 @@ from tqdm import tqdm
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
 EVENTS = "events.jsonl"
-DEFAULT_CONSOLE_KEYS = ("reward", "accuracy", "kl", "len", "step_time")
+DEFAULT_CONSOLE_KEYS = ("reward", "accuracy", "zero_std_groups", "kl", "len", "step_time")
+# How a console key is shown: (label, format). Shares read better as percentages.
+_CONSOLE_FORMS = {"zero_std_groups": ("flat groups", "{:.0%}")}
 # Metrics are mostly float32 tensors: ~7 significant digits carry all the information,
 # more is noise (0.30000001192092896).
 _SIG_DIGITS = 7
@@ -37,49 +40,68 @@ class RunLogger:
     crashed run after its last checkpoint), so every step appears once. resume=<int> drops
     lines with step >= that number at once. events.jsonl is never truncated on resume.
     enabled=False makes every method a no-op (non-main processes of a multi-process run).
+
+    Every metrics line carries its wall-clock `time` (Unix seconds) and `elapsed` (seconds
+    since the run started; a resumed run continues from its last line's). A caller that
+    logs rows after the fact (SFT) passes its own `time` and `elapsed` in the metrics.
+    trackers: objects of grpokit.trackers (log_metrics, log_samples, close) that receive
+    every metrics line (numbers only) and every samples batch; one that fails is reported
+    once on the console and dropped, so a tracker never stops a training run.
     """
 
     def __init__(self, run_dir: str | os.PathLike, *, console: bool = True, resume: bool | int = False,
                  console_keys: Iterable[str] = DEFAULT_CONSOLE_KEYS, total_steps: int | None = None,
-                 enabled: bool = True):
+                 enabled: bool = True, trackers: Iterable[Any] = ()):
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.console = console and enabled
         self.console_keys = tuple(console_keys)
         self.total_steps = total_steps
+        self.trackers = list(trackers) if enabled else []
         self._handles: dict[str, Any] = {}
         self._truncate_at_first_step = resume is True
+        self._start = time.time()
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume is False:
             for name in (METRICS, SAMPLES, EVENTS):
                 open(self.run_dir / name, "w", encoding="utf-8").close()
-        elif resume is not True:
-            self._truncate_from(int(resume))
+        else:
+            self._start -= _last_elapsed(self.run_dir / METRICS)
+            if resume is not True:
+                self._truncate_from(int(resume))
 
     # -- writing
 
-    def log_step(self, step: int, metrics: dict) -> dict:
-        """Write one metrics line {"step", "time", **metrics}; print the console line."""
+    def log_step(self, step: int, metrics: dict, *, console: bool | None = None) -> dict:
+        """Write one metrics line {"step", "time", "elapsed", **metrics}, send it to the
+        trackers, print the console line (unless console=False)."""
         if not self.enabled:
             return {}
         self._before_step(step)
-        record = {"step": int(step), "time": round(time.time(), 3)}
+        now = time.time()
+        record = {"step": int(step), "time": round(float(metrics.get("time", now)), 3),
+                  "elapsed": round(float(metrics.get("elapsed", now - self._start)), 3)}
         record.update({str(k): to_jsonable(v) for k, v in metrics.items() if k not in record})
         self._write(METRICS, record)
-        if self.console:
+        numbers = {k: v for k, v in record.items() if k not in ("step", "time") and isinstance(v, (int, float))
+                   and not isinstance(v, bool)}
+        self._to_trackers("log_metrics", int(step), numbers)
+        if self.console if console is None else (console and self.console):
             tqdm.write(self.format_line(record))
         return record
 
     def log_samples(self, step: int, rows: list[dict]) -> None:
-        """Write one line per sample row, each tagged with "step"."""
+        """Write one line per sample row, each tagged with "step"; send them to the trackers."""
         if not self.enabled:
             return
         self._before_step(step)
-        for row in rows:
-            self._write(SAMPLES, {"step": int(step), **{str(k): to_jsonable(v) for k, v in row.items()
-                                                        if k != "step"}})
+        lines = [{"step": int(step), **{str(k): to_jsonable(v) for k, v in row.items() if k != "step"}}
+                 for row in rows]
+        for line in lines:
+            self._write(SAMPLES, line)
+        self._to_trackers("log_samples", int(step), lines)
 
     def log_event(self, name: str, **data: Any) -> None:
         """Write a one-off event (start, resume, eval, checkpoint, ...) to events.jsonl."""
@@ -95,13 +117,19 @@ class RunLogger:
             shown = [k for k in record if k not in ("step", "time")][:6]
         total = f"/{self.total_steps}" if self.total_steps else ""
         parts = [f"step {record['step']}{total}"]
-        parts += [f"{k} {_fmt(record[k])}{'s' if k.endswith('time') else ''}" for k in shown]
+        for k in shown:
+            label, form = _CONSOLE_FORMS.get(k, (k, None))
+            v = record[k]
+            text = form.format(v) if form and isinstance(v, (int, float)) else _fmt(v)
+            parts.append(f"{label} {text}{'s' if k.endswith('time') else ''}")
         return " | ".join(parts)
 
     def close(self) -> None:
         for f in self._handles.values():
             f.close()
         self._handles.clear()
+        self._to_trackers("close")
+        self.trackers = []
 
     def __enter__(self) -> "RunLogger":
         return self
@@ -110,6 +138,14 @@ class RunLogger:
         self.close()
 
     # -- internals
+
+    def _to_trackers(self, method: str, *args: Any) -> None:
+        for t in list(self.trackers):
+            try:
+                getattr(t, method)(*args)
+            except Exception as e:  # noqa: BLE001 - a tracker's failure must not end the run
+                self.trackers.remove(t)
+                tqdm.write(f"tracker {type(t).__name__} failed and is switched off: {type(e).__name__}: {e}")
 
     def _before_step(self, step: int) -> None:
         if self._truncate_at_first_step:
@@ -209,6 +245,18 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def _last_elapsed(path: Path) -> float:
+    """`elapsed` of the last metrics line (0 when there is none): a resumed run goes on counting."""
+    if not path.exists():
+        return 0.0
+    try:
+        rows = read_jsonl(path)
+    except ValueError:  # a damaged file: the resume itself reports it; the clock restarts
+        return 0.0
+    v = rows[-1].get("elapsed") if rows else None
+    return float(v) if isinstance(v, (int, float)) else 0.0
 
 
 def _cut_torn_tail(path: Path) -> None:

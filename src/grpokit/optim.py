@@ -37,6 +37,20 @@ def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
     raise ValueError(f"unknown schedule {schedule!r}; valid: constant, linear, cosine")
 
 
+# GRPO's learning-rate default depends on the model's size: 1e-6 suits models of 100M
+# parameters and more (the usual rate for RL on pretrained LMs), but leaves the tiny
+# models (under 25M parameters, `model.name_or_path: tiny`) practically unmoved in a
+# short run; they train at the rate of `grpokit demo` (1e-4).
+SMALL_MODEL_PARAMS = 50_000_000
+SMALL_MODEL_LR = 1e-4
+LARGE_MODEL_LR = 1e-6
+
+
+def default_lr(n_params: int) -> float:
+    """GRPO's peak learning rate when `optim.lr` is unset, by trainable parameter count."""
+    return SMALL_MODEL_LR if n_params < SMALL_MODEL_PARAMS else LARGE_MODEL_LR
+
+
 def make_scheduler(optimizer, *, warmup: int, total: int, schedule: str):
     lr_factor(0, warmup=warmup, total=total, schedule=schedule)  # fail fast on a bad name
     return torch.optim.lr_scheduler.LambdaLR(

@@ -15,6 +15,17 @@ from typing import Any, Iterable, Sequence
 # Series shorter than this are drawn as points only: EMA of a handful of eval points
 # says nothing the points do not.
 _MIN_SMOOTH_POINTS = 10
+# Metrics that are shares in [0, 1]: drawn on the whole [0, 1] range, so that accuracy
+# going from 2% to 4% does not fill the plot like 0% to 100% would.
+SHARE_KEYS = ("accuracy", "eval/accuracy", "zero_std_groups", "finished", "clip_fraction",
+              "tools/share_with_call", "tools/failure_rate")
+
+
+def plot_run(run_dir: str | os.PathLike, keys: Sequence[str] = ("reward", "accuracy", "eval/accuracy", "len"),
+             name: str = "metrics.png") -> Path:
+    """RUN_DIR/metrics.png from RUN_DIR/metrics.jsonl, titled with the run's name."""
+    d = Path(run_dir)
+    return plot_metrics(d / "metrics.jsonl", d / name, keys=keys, title=d.resolve().name)
 
 
 def plot_metrics(metrics: list[dict] | str | os.PathLike, out_png: str | os.PathLike,
@@ -37,8 +48,16 @@ def plot_stages(stages: Sequence[tuple[str, list[dict] | str | os.PathLike]], ou
     Stage k is shifted right by the last x of the stages before it; each stage gets its own
     colour, a dashed vertical line where it starts (after the first) and its name on top.
     """
+    return _save(stages_figure(stages, keys, title=title, x=x), out_png)
+
+
+def stages_figure(stages: Sequence[tuple[str, list[dict] | str | os.PathLike]],
+                  keys: Sequence[str] = ("loss", "reward", "accuracy"), title: str | None = None,
+                  x: str = "step") -> Any:
+    """The matplotlib Figure that `plot_stages` saves."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     # (name, offset, rows) per non-empty stage; offsets make the x axis continue.
     placed, offset = [], 0.0
@@ -70,6 +89,11 @@ def plot_stages(stages: Sequence[tuple[str, list[dict] | str | os.PathLike]], ou
                 _draw(ax, [off + v for v in xs], ys, color=f"C{i}" if multi else "C0")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
+        ys = [v for _, _, rows in placed for v in _series(rows, key, x)[1]]
+        if key in SHARE_KEYS and ys and min(ys) >= 0 and max(ys) <= 1:
+            ax.set_ylim(-0.03, 1.03)
+    if x == "step":  # steps are whole numbers: no tick at 2.5
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     if multi or (placed and placed[0][0]):
         for i, (name, off, _rows_) in enumerate(placed):
             for ax in axes:
@@ -79,7 +103,7 @@ def plot_stages(stages: Sequence[tuple[str, list[dict] | str | os.PathLike]], ou
             axes[0].text(off, 1.02, f" {name}", transform=axes[0].get_xaxis_transform(),
                          color=f"C{i}" if multi else "0.2", ha="left", va="bottom", fontsize=9)
     axes[-1].set_xlabel(x)
-    return _save(fig, out_png)
+    return fig
 
 
 def ema(values: Sequence[float], weight: float) -> list[float]:

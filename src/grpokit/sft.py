@@ -126,7 +126,10 @@ def sft_loop(model, tokenizer, traces: Sequence[SFTExample], *, steps: int, batc
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step()
         sched.step()
-        row = {"step": step, "loss": loss.detach().item(), "lr": sched.get_last_lr()[0], "time": time.perf_counter() - start}
+        # time: wall clock (Unix seconds), elapsed: since the loop started; rows are often
+        # written to metrics.jsonl after training, so each carries its own.
+        row = {"step": step, "loss": loss.detach().item(), "lr": sched.get_last_lr()[0], "time": time.time(),
+               "elapsed": time.perf_counter() - start}
         stop = False
         if eval_fn is not None and eval_every > 0 and (step % eval_every == 0 or step == steps):
             row["accuracy"] = eval_fn()
@@ -144,12 +147,19 @@ def sft_loop(model, tokenizer, traces: Sequence[SFTExample], *, steps: int, batc
 
 
 def sft(cfg: SFTConfig) -> Path:
-    """`grpokit sft`: fine-tune cfg.model on cfg.data and write a model directory to cfg.out."""
+    """`grpokit sft`: fine-tune cfg.model on cfg.data and write a model directory to cfg.out,
+    with metrics.jsonl (loss, lr, held-out accuracy when measured), metrics.png and
+    samples.jsonl (completions of the fine-tuned model)."""
     from grpokit.checkpoint import save_model
     from grpokit.config.io import to_dict
+    from grpokit.config.validation import advisories
     from grpokit.tasks.data import load_prompts, load_sft
     from grpokit.logging import RunLogger
     from grpokit.model.policy import load_policy
+    from grpokit.plotting import plot_run
+
+    for warning in advisories(cfg):
+        print(f"warning: {warning}")
 
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -157,8 +167,9 @@ def sft(cfg: SFTConfig) -> Path:
     fit = [t.completion for t in traces] + [t.prompt if isinstance(t.prompt, str) else str(t.prompt) for t in traces]
     policy = load_policy(cfg.model, fit_texts=fit, seed=cfg.seed)
     eval_fn = None
-    if cfg.eval_data:
-        eval_fn = _accuracy_probe(policy, load_prompts(cfg.eval_data, split="test", n=200), seed=cfg.seed)
+    held_out = load_prompts(cfg.eval_data, split="test", n=200) if cfg.eval_data else []
+    if held_out:
+        eval_fn = _accuracy_probe(policy, held_out, seed=cfg.seed)
     history = sft_loop(policy.model, policy.tokenizer, traces, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                        warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, weight_decay=cfg.weight_decay,
                        max_grad_norm=cfg.max_grad_norm, max_seq_len=cfg.max_seq_len, seed=cfg.seed,
@@ -168,7 +179,36 @@ def sft(cfg: SFTConfig) -> Path:
     with RunLogger(out, console=False) as logger:  # after save_model, which replaces the directory
         for row in history:
             logger.log_step(row["step"], row)
+        logger.log_samples(history[-1]["step"] if history else 0,
+                           sample_completions(policy, held_out, traces, k=SAMPLES, seed=cfg.seed))
+    plot_run(out, keys=("loss", "accuracy", "lr"))
     return out
+
+
+SAMPLES = 4  # completions written to samples.jsonl after fine-tuning
+
+
+def sample_completions(policy, held_out, traces, *, k: int, seed: int, max_new_tokens: int = 128) -> list[dict]:
+    """Greedy completions of the fine-tuned model for the first k held-out prompts (scored
+    by accuracy), or else the first k training prompts (shown next to their trace)."""
+    from grpokit.evaluate import evaluate_examples
+    from grpokit.model.policy import eos_token_ids
+    from grpokit.rewards import RewardSet
+    from grpokit.rollout.generate import generate
+
+    if held_out:
+        res = evaluate_examples(policy.model, policy.tokenizer, held_out[:k], RewardSet([("accuracy", 1.0, {})]),
+                                max_new_tokens=max_new_tokens, seed=seed)
+        return [{key: row[key] for key in ("prompt", "completion", "reward/accuracy") if key in row}
+                for row in res.samples]
+    from grpokit.model.policy import encode_prompts
+
+    tok, chosen = policy.tokenizer, list(traces[:k])
+    ids = encode_prompts(tok, [t.prompt for t in chosen])
+    gen = generate(policy.model, ids, max_new_tokens=max_new_tokens, eos_ids=eos_token_ids(policy.model, tok),
+                   pad_id=tok.pad_token_id, temperature=0.0, generator=torch.Generator().manual_seed(seed))
+    return [{"prompt": t.prompt, "completion": tok.decode(c, skip_special_tokens=True), "trace": t.completion}
+            for t, c in zip(chosen, gen.completion_ids)]
 
 
 def _accuracy_probe(policy, examples, *, seed: int, max_new_tokens: int = 128) -> Callable[[], float]:

@@ -12,7 +12,12 @@ How this differs from the paper: the variant (advantage estimator, ratio level, 
 aggregation, clip range) comes from a preset (grpo, dr_grpo, dapo, gspo, rloo)
 resolved once in build.py; completions whose advantage is exactly zero are skipped in
 the update when beta == 0, which changes no gradient; the reference model is not
-refreshed from the policy during training.
+refreshed from the policy during training. The learning-rate schedule advances with
+optimizer steps: a step in which no group had reward spread (and beta == 0) makes no
+optimizer step and leaves the schedule where it was.
+
+Held-out prompts are evaluated before step 1, every `run.eval_every` steps and at the
+end; the console says what changed (grpokit.console).
 """
 from __future__ import annotations
 
@@ -73,9 +78,12 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     from grpokit.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model
     from grpokit.config.io import dump_yaml, to_dict
     from grpokit.logging import RunLogger, progress
-    from grpokit.optim import make_optimizer, make_scheduler, set_threads
-    from grpokit.plotting import plot_metrics
+    from grpokit.config.validation import advisories
+    from grpokit.console import RunConsole, start_rows
+    from grpokit.optim import default_lr, make_optimizer, make_scheduler, set_threads
+    from grpokit.plotting import plot_run
     from grpokit.report import RunReporter
+    from grpokit.trackers import RunInfo, open_trackers
 
     set_threads(cfg.run.threads)
     torch.manual_seed(cfg.run.seed)
@@ -93,7 +101,10 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     device = model_device(model)
     dump_yaml(cfg, run_dir / "config.yaml")
 
-    optimizer = make_optimizer(model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas,
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lr = cfg.optim.lr if cfg.optim.lr is not None else default_lr(n_trainable)
+    lr_note = "optim.lr" if cfg.optim.lr is not None else "default for this model size"
+    optimizer = make_optimizer(model, lr=lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas,
                                fused=cfg.optim.fused)
     scheduler = make_scheduler(optimizer, warmup=cfg.optim.warmup_steps, total=cfg.run.steps,
                                schedule=cfg.optim.schedule)
@@ -124,16 +135,41 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
             out["eval/accuracy"] = res.accuracy
         return out
 
+    def evaluate_at(step: int) -> dict:
+        out = run_eval()
+        if out:
+            logger.log_event("eval", step=step, n=len(comp.eval_examples), **out)
+            console.evaluated(step, out)
+        return out
+
     def checkpoint(step: int) -> None:
         extra = {"sampler": sampler.state_dict(), "generator": generator.get_state()}
         if stateful(comp.grouper):  # running success rates, a replay window, tuned weights
             extra["grouper"] = comp.grouper.state_dict()
-        save_checkpoint(run_dir, step, model=model, tokenizer=tok, optimizer=optimizer, scheduler=scheduler,
-                        config=to_dict(cfg), keep=cfg.run.keep_checkpoints, extra=extra)
+        path = save_checkpoint(run_dir, step, model=model, tokenizer=tok, optimizer=optimizer, scheduler=scheduler,
+                               config=to_dict(cfg), keep=cfg.run.keep_checkpoints, extra=extra)
+        logger.log_event("checkpoint", step=step, path=str(path))
 
-    logger = RunLogger(run_dir, resume=ckpt is not None, total_steps=cfg.run.steps)
+    trackers = open_trackers(cfg.run.report_to, RunInfo(run_dir=run_dir, name=run_dir.resolve().name,
+                                                        config=to_dict(cfg), resume=ckpt is not None,
+                                                        start_step=start_step))
+    logger = RunLogger(run_dir, resume=ckpt is not None, total_steps=cfg.run.steps, trackers=trackers)
     reporter = RunReporter(run_dir, every=cfg.run.report_every, field=algo.group.field, grouper=algo.grouping,
                            resume=ckpt is not None)  # groups.jsonl, report.html
+    console = RunConsole(cfg.run.steps)
+    console.start(start_rows(comp, cfg, lr=lr, lr_note=lr_note, run_dir=run_dir, device=device,
+                             trackers=list(cfg.run.report_to)),
+                  title=f"GRPO: {cfg.run.steps} steps" + (f", resuming after step {start_step}" if ckpt else ""))
+    for warning in advisories(cfg):
+        console.say(f"warning: {warning}")
+    if ckpt is not None:
+        logger.log_event("resume", step=start_step, checkpoint=str(ckpt))
+        console.evaluated(0, _first_eval(run_dir))  # the "before" of the run being resumed
+    else:
+        logger.log_event("start", steps=cfg.run.steps, model=cfg.model.name_or_path, lr=lr)
+        before = evaluate_at(0) if cfg.run.eval_before else {}
+        if before:
+            logger.log_step(0, before, console=False)
     bar = progress(cfg.run.steps, "GRPO", enabled=cfg.run.progress, initial=start_step)
     on_start, on_step = getattr(hooks, "on_start", None), getattr(hooks, "on_step", None)
     if on_start is not None:
@@ -174,7 +210,8 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
                               temperature=cfg.rollout.temperature, micro_batch_size=cfg.optim.micro_batch_size,
                               max_grad_norm=cfg.optim.max_grad_norm, passes=comp.passes)
         comp.sampler.sync_weights(model)  # no-op for samplers that read the live model
-        scheduler.step()
+        if stats.get("trained_rows", 1) > 0:  # the optimizer stepped (see the module docstring)
+            scheduler.step()
         release()
         synchronize(device)
         t_end = time.perf_counter()
@@ -194,11 +231,10 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
                         "lr": scheduler.get_last_lr()[0], "tokens_per_s": n_tokens / (t_end - t0),
                         "step_time": t_end - t0, "time/generate": t_gen - t0, "time/reward_group_adv": t_adv - t_gen,
                         "time/reference": t_ref - t_adv, "time/update": t_end - t_ref})
-        if cfg.run.eval_every and step % cfg.run.eval_every == 0 and step != cfg.run.steps:
-            metrics.update(run_eval())
-        if step == cfg.run.steps:
-            metrics.update(run_eval())
+        if (cfg.run.eval_every and step % cfg.run.eval_every == 0) or step == cfg.run.steps:
+            metrics.update(evaluate_at(step))
         logger.log_step(step, metrics)
+        console.step(step, metrics)
         logger.log_samples(step, _samples(batch, examples, scores, advantages, cfg.run.log_samples, group_ids))
         reporter.on_step(step, scores.total, grouping, [e.fields for e in examples])
         bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("reward", "accuracy") if k in metrics})
@@ -208,11 +244,24 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
             checkpoint(step)
     bar.close()
-    logger.close()
     save_model(run_dir / "model", model, tok, to_dict(cfg))
-    plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png", keys=("reward", "accuracy", "eval/accuracy", "len"))
+    logger.log_event("end", step=cfg.run.steps, model=str(run_dir / "model"))
+    logger.close()
+    plot = plot_run(run_dir, keys=("reward", "accuracy", "eval/accuracy", "zero_std_groups", "len"))
     reporter.write()
+    console.end([("model", str(run_dir / "model")), ("plot", str(plot)), ("report", str(run_dir / "report.html"))])
     return run_dir
+
+
+def _first_eval(run_dir: Path) -> dict:
+    """The held-out result before step 1, from events.jsonl ({} when there is none)."""
+    from grpokit.logging import EVENTS, read_jsonl
+
+    path = run_dir / EVENTS
+    for e in read_jsonl(path) if path.exists() else []:
+        if e.get("event") == "eval" and e.get("step") == 0:
+            return {k: v for k, v in e.items() if k.startswith("eval/")}
+    return {}
 
 
 def _group_metrics(rewards: torch.Tensor, group_ids: torch.Tensor) -> dict[str, float]:

@@ -43,8 +43,10 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train: str = opt("task:arithmetic", "training prompts: a JSONL/JSON/CSV/Parquet file, or task:NAME "
-                                        "for a built-in task (arithmetic, gsm8k)")
+    train: str = opt("task:arithmetic", "training prompts: a JSONL/JSON/CSV/Parquet file, task:NAME for a "
+                                        "built-in task (arithmetic, gsm8k), or hf:NAME[:CONFIG[:SPLIT]] for a "
+                                        "`datasets` dataset in the local cache (read offline), e.g. "
+                                        "hf:openai/gsm8k:main:train; gsm8k:SOURCE reads GSM8K rows")
     eval: Optional[str] = opt(None, "held-out prompts, same forms as `train`")
     eval_size: int = opt(200, "number of held-out prompts to evaluate (0 = all)")
     prompt_field: str = opt("prompt", "column holding the prompt (text or chat messages)")
@@ -149,7 +151,8 @@ class AlgorithmConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = opt(1e-6, "peak learning rate (AdamW)")
+    lr: Optional[float] = opt(None, "peak learning rate (AdamW); unset = by model size: 1e-4 under 50M "
+                                    "trainable parameters (the tiny models), 1e-6 above")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     betas: list = opt(help="AdamW betas", factory=lambda: [0.9, 0.999])
     warmup_steps: int = opt(0, "linear warm-up steps")
@@ -188,6 +191,8 @@ class RunConfig:
     save_every: int = opt(0, "checkpoint every N steps (0 = only at the end)")
     keep_checkpoints: int = opt(2, "checkpoints kept on disk")
     eval_every: int = opt(0, "held-out evaluation every N steps (0 = only at the end)")
+    eval_before: bool = opt(True, "also evaluate the held-out prompts before step 1 (the 'before' of "
+                                  "'held-out accuracy 12.0% -> 19.5%'; a step-0 line in metrics.jsonl)")
     log_samples: int = opt(4, "sample completions written to samples.jsonl per step")
     report_every: int = opt(0, "write report.html (`grpokit report`) every N steps (0 = only at the end)")
     resume: bool = opt(False, "continue from the newest checkpoint in `out`")
@@ -196,6 +201,9 @@ class RunConfig:
                                       "and the update when over 128 MiB of the heap is free (glibc malloc_trim): "
                                       "lower peak RSS, slower steps (docs/performance.md)")
     progress: bool = opt(True, "show a progress bar")
+    report_to: list = opt(help="experiment trackers that also receive every metric, the config and sample "
+                               "completions: any of tensorboard, wandb, mlflow, trackio (each an extra: "
+                               "pip install 'grpokit[NAME]'); metrics.jsonl is always written", factory=list)
 
 
 @dataclass

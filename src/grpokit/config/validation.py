@@ -56,6 +56,22 @@ def validate(cfg: Any) -> list[str]:
     return p
 
 
+def advisories(cfg: Any) -> list[str]:
+    """Settings that are allowed but probably not meant ("key = value: why"); printed by
+    `grpokit validate` and at the start of training, never an error."""
+    out: list[str] = []
+    if isinstance(cfg, TrainConfig):
+        warmup, steps, key = cfg.optim.warmup_steps, cfg.run.steps, "optim.warmup_steps"
+    elif isinstance(cfg, SFTConfig):
+        warmup, steps, key = cfg.warmup_steps, cfg.steps, "warmup_steps"
+    else:
+        return out
+    if warmup > steps:
+        out.append(f"{key} = {warmup} is longer than the run ({steps} steps): the learning rate never "
+                   f"reaches its peak (it ends at {steps / warmup:.0%} of it)")
+    return out
+
+
 def _min(p: list[str], key: str, value: Any, low: float, why: str = "") -> None:
     if value is None:
         return
@@ -151,6 +167,22 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     _min(p, "run.log_samples", run.log_samples, 0)
     _min(p, "run.report_every", run.report_every, 0)
     _min(p, "run.threads", run.threads, 0)
+    _check_trackers(run.report_to, "run.report_to", p)
+
+
+def _check_trackers(names: list, key: str, p: list[str]) -> None:
+    """Tracker names against the registry, and that each one's package is installed."""
+    reg = _registry("grpokit.trackers", "TRACKERS")
+    if reg is None:
+        return
+    from grpokit.trackers import missing_package
+
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or name not in reg:
+            p.append(f"{key}[{i}] = {show(name)}: unknown tracker; valid: {', '.join(reg.names())}"
+                     + (suggest(name, reg.names()) if isinstance(name, str) else ""))
+        elif (problem := missing_package(name)) is not None:
+            p.append(f"{key}[{i}] = {name!r}: {problem}")
 
 
 def group_options(group) -> dict:
@@ -249,6 +281,9 @@ def _check_data(spec: Optional[str], key: str, p: list[str], required: bool = Fa
     if spec is None or spec == "":
         if required:
             p.append(f"{key}: empty; give a data file (JSONL/JSON/CSV/Parquet) or task:NAME")
+        return
+    if spec.startswith("gsm8k:"):  # GSM8K rows from a file or a cached hub dataset
+        _check_data(spec[len("gsm8k:"):], key, p, required=True)
         return
     if spec.startswith("task:"):
         name = spec.split(":")[1]

@@ -131,7 +131,7 @@ def run_strategy(s: StudySettings, name: str, seed: int, model_dir: Path, out: P
         f"rollout.temperature={s.temperature}", "algorithm.preset=grpo", f"optim.lr={s.lr}",
         f"optim.warmup_steps={min(s.warmup, s.steps)}", f"optim.schedule={s.schedule}",
         f"run.out={out}", f"run.steps={steps}", f"run.seed={seed}", f"run.threads={s.threads}",
-        f"run.eval_every={eval_every}", "run.progress=false", "run.log_samples=2", "run.keep_checkpoints=1",
+        f"run.eval_every={eval_every}", "run.eval_before=false", "run.progress=false", "run.log_samples=2", "run.keep_checkpoints=1",
         *overrides, *s.extra])
     problems = validate(cfg)
     if problems:

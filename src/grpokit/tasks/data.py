@@ -3,6 +3,11 @@
 A data spec is one of
   task:NAME[:SPLIT]  a built-in task (grpokit.tasks): its prompts, or its traces for SFT
   gsm8k:PATH         one GSM8K JSONL file ({"question", "answer": "... #### 72"})
+  gsm8k:hf:...       GSM8K rows from a `datasets` dataset in the local cache (below)
+  hf:NAME[:CONFIG[:SPLIT]]  a Hugging Face `datasets` dataset from the local cache, read
+                     offline (HF_DATASETS_OFFLINE=1 semantics: the hub is never contacted),
+                     e.g. hf:openai/gsm8k:main:train; CONFIG may be empty (hf:user/data::test);
+                     SPLIT defaults to the caller's (train for data.train, test for data.eval)
   PATH.jsonl         one JSON object per line, read here so errors name file:line
   PATH.json / .csv / .parquet / a directory   read through `datasets.load_dataset`
 
@@ -21,7 +26,8 @@ from grpokit.tasks.jsonl import read_jsonl
 from grpokit.types import Example, SFTExample
 
 _DATASETS_BUILDERS = {".json": "json", ".csv": "csv", ".parquet": "parquet"}
-_FORMS = "a .jsonl/.json/.csv/.parquet file, a directory, task:NAME[:SPLIT] or gsm8k:PATH"
+_FORMS = "a .jsonl/.json/.csv/.parquet file, a directory, task:NAME[:SPLIT], hf:NAME[:CONFIG[:SPLIT]] or gsm8k:PATH"
+HUB_PREFIX = "hf:"
 
 
 def load_prompts(spec: str, *, prompt_field: str = "prompt", split: str = "train", n: int | None = None,
@@ -40,9 +46,7 @@ def load_prompts(spec: str, *, prompt_field: str = "prompt", split: str = "train
 
         return get_task(name).prompts(task_split, n or None, seed)
     if spec.startswith("gsm8k:"):
-        from grpokit.tasks.gsm8k import load_gsm8k
-
-        rows = load_gsm8k(_existing(spec[len("gsm8k:"):], spec))
+        rows = _gsm8k_rows(spec, split)
         return rows[:n] if n else rows
     out = []
     for i, (where, row) in enumerate(_rows(spec, split, n)):
@@ -64,22 +68,90 @@ def load_sft(spec: str, *, n: int | None = None, seed: int = 0) -> list[SFTExamp
 
         return get_task(name).traces(n or None, seed)  # type: ignore[arg-type]
     if spec.startswith("gsm8k:"):
-        from grpokit.tasks.gsm8k import load_gsm8k, trace
+        from grpokit.tasks.gsm8k import trace
 
-        rows = load_gsm8k(_existing(spec[len("gsm8k:"):], spec))
+        rows = _gsm8k_rows(spec, "train")
         return [trace(e) for e in (rows[:n] if n else rows)]
     return [_sft_of(row, where) for where, row in _rows(spec, "train", n)]
 
 
 # ----------------------------------------------------------------------------- rows
 
+def _gsm8k_rows(spec: str, split: str) -> list[Example]:
+    """gsm8k:PATH (a JSONL file) or gsm8k:hf:... (rows of a cached hub dataset)."""
+    from grpokit.tasks.gsm8k import load_gsm8k, parse_gsm8k_row
+
+    source = spec[len("gsm8k:"):]
+    if not source.startswith(HUB_PREFIX):
+        return load_gsm8k(_existing(source, spec))
+    out = []
+    for where, row in _rows(source, split, None):
+        try:
+            out.append(parse_gsm8k_row(row, id=len(out)))
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    return out
+
+
+def parse_hub_spec(spec: str, default_split: str) -> tuple[str, str | None, str]:
+    """hf:NAME[:CONFIG[:SPLIT]] -> (NAME, CONFIG or None, SPLIT)."""
+    parts = spec[len(HUB_PREFIX):].split(":")
+    if not parts[0] or len(parts) > 3 or parts[0].startswith(("/", ".", "~")):
+        raise ValueError(f"data {spec!r}: expected hf:NAME[:CONFIG[:SPLIT]], e.g. hf:openai/gsm8k:main:train "
+                         "(a dataset name, not a path; a local file is given by its path)")
+    config = parts[1] if len(parts) > 1 and parts[1] else None
+    split = parts[2] if len(parts) > 2 and parts[2] else default_split
+    return parts[0], config, split
+
+
+def _read_hub_cache(spec: str, split: str) -> list[dict]:
+    """Rows of a cached `datasets` dataset, offline: the hub is never contacted."""
+    name, config, split = parse_hub_spec(spec, split)
+    import datasets
+    from huggingface_hub import constants
+
+    # As HF_DATASETS_OFFLINE=1 / HF_HUB_OFFLINE=1 would, for this call only (the
+    # variables are read when the libraries are imported, so they are set here).
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    quiet = not datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity_error()  # not "Using the latest cached version": that is the point
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except ConnectionError:  # offline and nothing cached under that name
+        raise FileNotFoundError(
+            f"data {spec!r}: dataset {name!r} is not in the local datasets cache ({datasets.config.HF_DATASETS_CACHE}); "
+            f"grpokit reads hub datasets offline: load it once where the hub is reachable "
+            f"(datasets.load_dataset({name!r}{f', {config!r}' if config else ''})) and point HF_DATASETS_CACHE "
+            "at that cache") from None
+    except (ValueError, FileNotFoundError) as e:  # unknown config or split: datasets lists what is cached
+        raise ValueError(f"data {spec!r}: {' '.join(str(e).split())}") from None
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+        datasets.logging.set_verbosity(verbosity)
+        if not quiet:
+            datasets.enable_progress_bars()
+    return ds.to_list()
+
+
 def _rows(spec: str, split: str, n: int | None) -> Iterator[tuple[str, Any]]:
-    """(location for errors, row) pairs of a local file or directory, at most n."""
+    """(location for errors, row) pairs of a local file or directory, or of a cached hub
+    dataset (hf:...), at most n."""
+    if spec.startswith(HUB_PREFIX):
+        yield from _limited(((f"{spec} row {i}", row) for i, row in enumerate(_read_hub_cache(spec, split))), spec, n)
+        return
     path = _existing(spec, spec)
     if path.suffix == ".jsonl":
         rows: Iterator[tuple[str, Any]] = ((f"{path}:{line_no}", row) for line_no, row in read_jsonl(path))
     else:
         rows = ((f"{path} row {i}", row) for i, row in enumerate(_read_with_datasets(path, split)))
+    yield from _limited(rows, str(path), n)
+
+
+def _limited(rows: Iterator[tuple[str, Any]], source: str, n: int | None) -> Iterator[tuple[str, Any]]:
+    """At most n rows (all when n is 0 or None), each checked to be an object; none is an error."""
     count = 0
     for where, row in rows:
         if not isinstance(row, dict):
@@ -89,7 +161,7 @@ def _rows(spec: str, split: str, n: int | None) -> Iterator[tuple[str, Any]]:
         if n and count >= n:
             return
     if count == 0:
-        raise ValueError(f"{path}: no rows")
+        raise ValueError(f"{source}: no rows")
 
 
 def _read_with_datasets(path: Path, split: str) -> list[dict]:

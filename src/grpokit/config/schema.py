@@ -57,7 +57,7 @@ class VLLMConfig:
     gpu_memory_utilization: float = opt(0.3, "fraction of the GPU's memory vLLM may take for weights and KV cache "
                                              "(the rest is the trainer's)")
     max_model_len: int = opt(0, "longest prompt + completion vLLM plans for (0 = data.max_prompt_tokens + "
-                                "rollout.max_new_tokens, and with tools + max_turns x max_tool_tokens)")
+                                "rollout.max_new_tokens; tool results count in the completion's budget)")
     enforce_eager: bool = opt(False, "no CUDA graphs in vLLM (faster start, slower decode)")
     dtype: str = opt("auto", "vLLM's weight dtype (auto = model.dtype)",
                      choices=("auto", "float32", "bfloat16", "float16"))

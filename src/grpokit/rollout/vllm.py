@@ -60,7 +60,7 @@ except ImportError:  # MERGE SHIM (issue 17): delete when grpokit.types defines 
 
 log = logging.getLogger("grpokit")
 
-__all__ = ["SamplingParams", "VLLMSampler", "load_weights", "merged_state_dict", "prompt_embeddings", "save_hf_dir"]
+__all__ = ["SamplingParams", "VLLMSampler", "load_weights", "merged_state_dict", "prompt_embeddings", "save_hf_dir", "vllm_sampler"]
 
 
 SEED_LIMIT = 2**31 - 1
@@ -210,6 +210,15 @@ class VLLMSampler:
             self.asleep = {"weights", "kv_cache"}
 
 
+def vllm_sampler(cfg, policy) -> VLLMSampler:
+    """The sampler of a TrainConfig with rollout.backend vllm, for `policy`
+    (a model.policy.Policy). A prompt is cut to data.max_prompt_tokens and a completion,
+    tool results included, gets rollout.max_new_tokens: their sum bounds a sequence."""
+    return VLLMSampler(policy.model, policy.tokenizer, eos_ids=policy.eos_ids, pad_id=policy.tokenizer.pad_token_id,
+                       options=cfg.rollout.vllm, max_model_len=cfg.data.max_prompt_tokens + cfg.rollout.max_new_tokens,
+                       seed=cfg.run.seed)
+
+
 def _read(completion) -> tuple[list[int], list[float], str]:
     """(token ids, sampling log-probs, stop reason) of one vLLM CompletionOutput."""
     ids = list(completion.token_ids)
@@ -264,18 +273,16 @@ def _build_engine(path: str, model, options, *, max_model_len: int, seed: int, s
 
 
 def engine_model(llm):
-    """The torch module vLLM runs (one worker: this process's, or the first one's)."""
+    """The torch module vLLM runs (one worker: this process's, or the first one's); for tests."""
     return llm.apply_model(lambda m: m)[0]
 
 
 def load_weights(llm, weights: dict[str, torch.Tensor]) -> None:
-    """Copy named weights into the engine's model, through the model's own
-    `load_weights` (it fuses q/k/v and gate/up the way vLLM's layers expect and skips
-    a tied lm_head), cast to the engine's dtype. `LLM.apply_model` reaches the model in
-    each worker; in this in-process engine that is a direct call, no copy of the
-    state dict is sent anywhere."""
-    def load(m):
-        dtype = next(m.parameters()).dtype
-        m.load_weights(weights=((k, v.to(dtype)) for k, v in weights.items()))
-
-    llm.apply_model(load)
+    """Replace the engine's weights in place with `weights` (Hugging Face names and
+    layout), through the worker's `reload_weights` (vLLM >= 0.1x): the model's own
+    `load_weights` maps names and fuses q/k/v and gate/up, and the layer-wise reload
+    redoes what loading does after it (the CPU backend repacks linear weights for
+    oneDNN, so a bare `model.load_weights` after start-up fails there). In this
+    in-process engine the call is direct: the tensors are not serialised."""
+    llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(weights.items()),
+                                                 "is_checkpoint_format": True})

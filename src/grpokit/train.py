@@ -110,7 +110,8 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         if "grouper" in state["extra"] and stateful(comp.grouper):
             comp.grouper.load_state_dict(state["extra"]["grouper"])
     settings = LossSettings(clip_low=algo.clip_low, clip_high=algo.clip_high, ratio=algo.ratio,
-                            loss_agg=algo.loss_agg, beta=algo.beta, kl_estimator=algo.kl_estimator, mu=algo.mu)
+                            loss_agg=algo.loss_agg, beta=algo.beta, kl_estimator=algo.kl_estimator, mu=algo.mu,
+                            max_new_tokens=cfg.rollout.max_new_tokens)
     acc_key = accuracy_key(comp.rewards.names)
 
     def run_eval() -> dict:

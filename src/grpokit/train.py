@@ -70,7 +70,18 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     `on_start(components)`, called once just before the first step, and
     `on_step(step, metrics, batch)`, called at the end of every step (after logging,
     before any checkpoint is written). Either method may be missing.
+
+    A first SIGINT/SIGTERM (in the main thread) lets the current step finish, writes a
+    checkpoint and raises signals.Interrupted (exit code 130/143 at the CLI); a second
+    one raises KeyboardInterrupt at once.
     """
+    from grpokit.signals import StopRequests
+
+    with StopRequests() as stop:
+        return _train(cfg, hooks, stop)
+
+
+def _train(cfg: TrainConfig, hooks, stop) -> Path:
     from grpokit.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model
     from grpokit.config.io import dump_yaml, to_dict
     from grpokit.logging import RunLogger, progress
@@ -78,13 +89,18 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     from grpokit.optim import make_optimizer, make_scheduler, set_threads
     from grpokit.plotting import plot_metrics
 
+    from grpokit.run_dir import prepare_out
+    from grpokit.signals import Interrupted
+
     set_threads(cfg.run.threads)
     torch.manual_seed(cfg.run.seed)
     run_dir = Path(cfg.run.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    note = prepare_out(run_dir, resume=cfg.run.resume, overwrite=cfg.run.overwrite)  # never mixes two runs
+    if note:
+        print(f"grpokit: {note}")
     ckpt = latest_checkpoint(run_dir) if cfg.run.resume else None
-    if cfg.run.resume and ckpt is None:
-        raise FileNotFoundError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
+    if cfg.run.resume:
+        _announce_resume(cfg, run_dir, ckpt)
     lora = cfg.model.lora.r > 0
     comp = build(cfg, model_path=str(ckpt) if ckpt is not None and not lora else None)
     if ckpt is not None and lora:
@@ -133,12 +149,17 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         save_checkpoint(run_dir, step, model=model, tokenizer=tok, optimizer=optimizer, scheduler=scheduler,
                         config=to_dict(cfg), keep=cfg.run.keep_checkpoints, extra=extra)
 
+    last_save = time.monotonic()
+    last_save = time.monotonic()  # run.save_minutes counts from here
     logger = RunLogger(run_dir, resume=ckpt is not None, total_steps=cfg.run.steps)
     bar = progress(cfg.run.steps, "GRPO", enabled=cfg.run.progress, initial=start_step)
     on_start, on_step = getattr(hooks, "on_start", None), getattr(hooks, "on_step", None)
     if on_start is not None:
         on_start(comp)
     release = release_free_memory if cfg.run.release_memory else (lambda: False)
+    if stop.requested:  # while loading: nothing trained, nothing to save
+        logger.close()
+        raise Interrupted(stop.signum, start_step, str(run_dir), saved=start_step > 0)
     for step in range(start_step + 1, cfg.run.steps + 1):
         t0 = time.perf_counter()
         indices = sampler.next(cfg.rollout.prompts_per_step)
@@ -210,8 +231,15 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         bar.update(1)
         if on_step is not None:
             on_step(step, metrics, batch)
-        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
+        due = cfg.run.save_minutes and time.monotonic() - last_save >= 60 * cfg.run.save_minutes
+        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps or due \
+                or stop.requested:
             checkpoint(step)
+            last_save = time.monotonic()
+        if stop.requested and step < cfg.run.steps:
+            bar.close()
+            logger.close()
+            raise Interrupted(stop.signum, step, str(run_dir), saved=True)
     bar.close()
     logger.close()
     save_model(run_dir / "model", model, tok, to_dict(cfg))
@@ -238,6 +266,25 @@ def _samples(batch: RolloutBatch, examples, scores, advantages, k: int) -> list[
                      "reward": float(scores.total[j]), "advantage": float(advantages[j]),
                      **{f"reward/{n}": float(v[j]) for n, v in scores.per_reward.items()}})
     return rows
+
+
+def _announce_resume(cfg: TrainConfig, run_dir: Path, ckpt: Path | None) -> None:
+    """Refuse a resume that would change the run (see run_dir.RESUME_SAFE); print what it
+    changes and where it starts."""
+    from grpokit.config.io import from_dict, read_yaml
+    from grpokit.run_dir import RunDirError, check_resume, describe, is_run, saved_config_path
+
+    if ckpt is None:
+        what = describe(run_dir) if is_run(run_dir) else "no run"
+        raise RunDirError(f"--resume: {run_dir} holds {what}; nothing to resume. Start the run again "
+                          + ("with --overwrite" if is_run(run_dir) else "without --resume"))
+    step = int(ckpt.name.rsplit("-", 1)[-1])
+    path = saved_config_path(run_dir)
+    if path is not None:
+        changes = check_resume(from_dict(TrainConfig, read_yaml(path), where=str(path)), cfg, step)
+        if changes:
+            print(f"grpokit: resume changes {'; '.join(changes)}")
+    print(f"grpokit: resuming from step {step} of {run_dir}")
 
 
 def _load_adapter(model, ckpt: Path) -> None:

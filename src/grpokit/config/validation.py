@@ -144,6 +144,10 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     if not run.out:
         p.append("run.out: empty; give a run directory")
     _min(p, "run.save_every", run.save_every, 0)
+    _min(p, "run.save_minutes", run.save_minutes, 0)
+    if run.resume and run.overwrite:
+        p.append("run.resume and run.overwrite: both true; resume continues the run in run.out, overwrite "
+                 "moves it aside; choose one")
     _min(p, "run.keep_checkpoints", run.keep_checkpoints, 1)
     _min(p, "run.eval_every", run.eval_every, 0)
     _min(p, "run.log_samples", run.log_samples, 0)

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from grpokit.config.schema import EvalConfig, SFTConfig, TrainConfig
 from grpokit.config.io import DATA_SUFFIXES, show, suggest
+from grpokit.model.files import ModelFileError, check_model_files, locate_model, looks_local
 
 
 def validate(cfg: Any) -> list[str]:
@@ -75,9 +76,15 @@ def _check_model(m: Any, prefix: str, p: list[str]) -> None:
     name = m.name_or_path
     if not name:
         p.append(f"{prefix}.name_or_path: empty; give a model directory, a hub id, or tiny")
-    elif name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
-        p.append(f"{prefix}.name_or_path = {name!r}: no such directory")
-    if m.tokenizer and m.tokenizer.startswith(("/", "./", "../", "~")) and not Path(m.tokenizer).expanduser().exists():
+    elif name != "tiny" and not name.startswith("tiny:"):
+        # Local directories are checked as training would load them (files only, no torch).
+        try:
+            path, _ = locate_model(name, key=f"{prefix}.name_or_path")
+            if Path(path).is_dir():
+                check_model_files(path, m.tokenizer)
+        except ModelFileError as e:
+            p.append(str(e))
+    if m.tokenizer and looks_local(m.tokenizer) and not Path(m.tokenizer).expanduser().exists():
         p.append(f"{prefix}.tokenizer = {m.tokenizer!r}: no such directory")
     if not _DEVICE_RE.fullmatch(str(m.device).strip().lower()):
         p.append(f"{prefix}.device = {m.device!r}: expected auto, cpu, cuda or cuda:N")
@@ -254,8 +261,13 @@ def _check_data(spec: Optional[str], key: str, p: list[str], required: bool = Fa
             p.append(f"{key} = {spec!r}: unknown task {name!r}; valid: "
                      f"{', '.join('task:' + n for n in reg.names())}" + suggest(name, reg.names()))
         return
+    if spec.startswith("gsm8k:"):  # gsm8k:PATH, one GSM8K JSONL file
+        path = spec[len("gsm8k:"):]
+        if not path or not Path(path).expanduser().is_file():
+            p.append(f"{key} = {spec!r}: no such file {path!r} (expected gsm8k:PATH to a GSM8K JSONL file)")
+        return
     if Path(spec).expanduser().exists():
         return
-    if _is_hub_like(spec):
+    if _is_hub_like(spec) and not looks_local(spec):
         return
     p.append(f"{key} = {spec!r}: no such file")

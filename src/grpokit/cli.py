@@ -28,6 +28,11 @@ PROG = "grpokit"
 LIST_CATEGORIES = ("rewards", "losses", "advantages", "groupers", "tasks", "tools")
 
 
+# OSErrors about a path the user named (an --out that is a file, a directory without
+# write permission): shown as "path: reason", never as a traceback.
+FILE_ERRORS = (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
 class UsageError(Exception):
     """A command-line mistake; printed as `grpokit: error: ...`, exit code 2."""
 
@@ -336,7 +341,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in names:
         doc = reg.doc(name)
         print(f"{name:<{width}}  {doc}".rstrip())
+        if args.category == "tools":
+            print(f"{'':<{width}}  {_tool_usage(name, reg.get(name))}")
     return 0
+
+
+def _tool_usage(name: str, factory: Any) -> str:
+    """`tag: <name>query</name>; arguments: corpus (required), k=3, ...` for `list tools`."""
+    from grpokit.tools.base import REQUIRED, factory_arguments
+
+    args = factory_arguments(factory)
+    text = ", ".join(f"{a} (required)" if d is REQUIRED else f"{a}={d!r}" for a, d in args) or "none"
+    return f"tag: <{name}>query</{name}>; arguments: {text}"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -438,6 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, Interrupted):  # SIGINT/SIGTERM: the checkpoint is saved, the message says how to resume
             print(f"{PROG}: {exc}", file=sys.stderr)
             return exc.exit_code
+        if isinstance(exc, FILE_ERRORS) and exc.filename and not debug:
+            # a path the user gave that cannot be used: one line, path first
+            print(f"{PROG}: error: {exc.filename}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+            return 2
         if debug or not _is_user_error(exc):
             raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -178,7 +178,35 @@ def _check_tools(specs: list, key: str, p: list[str]) -> None:
         if not isinstance(name, str) or (isinstance(spec, dict) and set(spec) - {"name", "kwargs"}):
             p.append(f"{key}[{i}] = {show(spec)}: expected a tool name or {{name: ..., kwargs: {{...}}}}")
             continue
+        before = len(p)
         _check_registry(p, f"{key}[{i}]", name, "grpokit.tools", "TOOLS", "tools")
+        if len(p) == before:
+            _check_tool_arguments(p, f"{key}[{i}]", name, (spec.get("kwargs") or {}) if isinstance(spec, dict) else {})
+
+
+def _check_tool_arguments(p: list[str], key: str, name: str, kwargs: Any) -> None:
+    """The tool's factory gets every argument it needs and none it does not know (building
+    it, e.g. indexing a corpus, waits for training)."""
+    from grpokit.tools import TOOLS
+    from grpokit.tools.base import REQUIRED, factory_arguments
+
+    if ":" in name and name not in TOOLS:
+        return  # module:factory, checked when imported
+    if not isinstance(kwargs, dict):
+        p.append(f"{key}.kwargs = {show(kwargs)}: expected a mapping of the tool's arguments")
+        return
+    args = factory_arguments(TOOLS.get(name))
+    if not args:
+        return
+    known = [a for a, _ in args]
+    missing = [a for a, d in args if d is REQUIRED and a not in kwargs]
+    unknown = [k for k in kwargs if k not in known]
+    usage = ", ".join(a if d is REQUIRED else f"{a}={d!r}" for a, d in args)
+    if missing:
+        p.append(f"{key} = {name!r}: the {name} tool needs {', '.join(missing)}; write "
+                 f"{{name: {name}, kwargs: {{{missing[0]}: ...}}}} (arguments: {usage})")
+    for k in unknown:
+        p.append(f"{key}.kwargs.{k}: unknown argument of the {name} tool; arguments: {usage}" + suggest(k, known))
 
 
 def _registry(module: str, attr: str) -> Any:

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from grpokit.config.schema import EvalConfig, SFTConfig, TrainConfig
 from grpokit.config.io import DATA_SUFFIXES, show, suggest
-from grpokit.model.files import ModelFileError, check_model_files, locate_model, looks_local
+from grpokit.model.files import check_model_files, locate_model, looks_local
 
 
 def validate(cfg: Any) -> list[str]:
@@ -82,7 +82,7 @@ def _check_model(m: Any, prefix: str, p: list[str]) -> None:
             path, _ = locate_model(name, key=f"{prefix}.name_or_path")
             if Path(path).is_dir():
                 check_model_files(path, m.tokenizer)
-        except ModelFileError as e:
+        except ValueError as e:  # ModelFileError, or run_dir.RunDirError for a run without a model
             p.append(str(e))
     if m.tokenizer and looks_local(m.tokenizer) and not Path(m.tokenizer).expanduser().exists():
         p.append(f"{prefix}.tokenizer = {m.tokenizer!r}: no such directory")

@@ -79,7 +79,14 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
         check_prompt_lengths(policy.model, policy.tokenizer, examples, max_prompt_tokens=cfg.data.max_prompt_tokens,
                              max_new_tokens=cfg.rollout.max_new_tokens, system_prompt=cfg.data.system_prompt,
                              source=f"{key} {(cfg.data.train if key == 'data.train' else eval_spec)!r}")
-    reference = Reference(policy) if algo.beta > 0 else None
+    reference = None
+    if algo.beta > 0:
+        # On resume the policy comes from a checkpoint; the reference is still the run's
+        # starting model (cfg.model), or the KL would pull toward the checkpoint. Under
+        # LoRA the base weights are cfg.model's anyway (the adapter is loaded separately).
+        start = policy if model_path is None or policy.is_lora else load_policy(cfg.model, fit_texts=fit,
+                                                                                seed=cfg.run.seed)
+        reference = Reference(start)
     # both after the reference copy, which never trains
     if cfg.optim.lean_activations and not lean_train.install(policy.model):
         log.info("lean activations not used: %s", lean_train.unsupported_reason(policy.model))

@@ -1,6 +1,7 @@
 """Run `grpokit train ARGS` and SIGKILL this process at a chosen moment (a crash test).
 
     python tests/crash_driver.py KIND N -- train --out RUN ...
+    crash_driver.run(KIND, N, ["train", ...])   # in a forked child (faster: no imports)
 
 KIND names the moment, N counts its occurrences in this process (1 = the first):
   state    inside a checkpoint write: model files written to the hidden temp dir, the
@@ -23,7 +24,11 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    kind, n, rest = argv[0], int(argv[1]), argv[argv.index("--") + 1:]
+    return run(argv[0], int(argv[1]), argv[argv.index("--") + 1:])
+
+
+def run(kind: str, n: int, rest: list[str]) -> int:
+    """Patch the moments in, then `grpokit RESt`; meant for a fresh or forked process."""
     counts = {"n": 0}
 
     def hit(k: str) -> None:

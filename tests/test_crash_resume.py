@@ -3,13 +3,14 @@ mid-step, in the final save), resume it each time, and require the final weights
 metrics.jsonl (wall-clock fields aside) and samples.jsonl to be bit-identical to a run
 that was never interrupted. One short test per feature that carries state across a
 checkpoint: a reference model (beta > 0), a stateful grouper, tools, LoRA. The kills
-happen in child processes (tests/crash_driver.py); the reference run and the last
-resume run in-process. benchmarks/crash_soak.py runs longer schedules.
+happen in forked child processes (tests/crash_driver.py); the reference run and the
+last resume run in-process. benchmarks/crash_soak.py runs longer schedules.
 """
 from __future__ import annotations
 
 import json
-import subprocess
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import torch
 
 from grpokit import cli
 
-DRIVER = Path(__file__).parent / "crash_driver.py"
+sys.path.insert(0, str(Path(__file__).parent))
+import crash_driver  # noqa: E402
 REWARD = '''
 def count_a(completion, **_):
     """Share of the completion's characters that are the letter a."""
@@ -50,9 +52,18 @@ def base_args(tmp: Path, steps: int = 4) -> list[str]:
 
 
 def kill_run(args: list[str], kind: str, n: int, resume: bool) -> None:
-    cmd = [sys.executable, str(DRIVER), kind, str(n), "--", *args, *(["--resume"] if resume else [])]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -9, f"{kind}#{n} did not kill the run (rc {proc.returncode}):\n{proc.stderr[-3000:]}"
+    """Run in a forked child (the imports are done already) that SIGKILLs itself at the moment."""
+    argv = [*args, *(["--resume"] if resume else [])]
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            crash_driver.run(kind, n, argv)
+        finally:
+            os._exit(3)  # reached only if the moment never came
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, \
+        f"{kind}#{n} did not kill the run (wait status {status})"
 
 
 def run_with_kills(args: list[str], out: Path, kills: list[tuple[str, int]]) -> None:

@@ -83,6 +83,7 @@ def test_save_minutes_checkpoints_by_time(tmp_path):
     assert [s for s, _ in complete_checkpoints(tmp_path / "a")] == [1, 2, 3]
     assert cli.main([*args, "--out", str(tmp_path / "b"), "run.save_minutes=0"]) == 0
     assert [s for s, _ in complete_checkpoints(tmp_path / "b")] == [3]
+    assert_same_run(tmp_path / "a", tmp_path / "b")  # saving never changes the run
 
 
 def test_overwrite_moves_the_old_run_aside(tmp_path, capsys):

@@ -51,7 +51,10 @@ def soak(name: str, extra: list[str], kills: int, steps: int, rng: random.Random
     out = work / "run"
     log, done = [], False
     while len(log) < kills and not done:
-        kind, n = rng.choice(MOMENTS), rng.randint(1, 3)
+        # Occurrences that come before the run ends (a resumed run has fewer steps left);
+        # a moment that never comes lets the run finish, which ends this soak early.
+        kind = rng.choice(MOMENTS)
+        n = 1 if kind in ("model", "prune") else rng.randint(1, 2)
         mode = ["--resume"] if complete_checkpoints(out) else (["--overwrite"] if is_run(out) else [])
         rc = run([*args, "--out", str(out), *mode], kind, n)
         log.append({"moment": kind, "occurrence": n, "start": mode[0] if mode else "new", "killed": rc == -9})
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--features", nargs="*", default=[*FEATURES, "all"], help=f"{', '.join(FEATURES)}, all")
     ap.add_argument("--kills", type=int, default=10, help="kill attempts per feature")
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill schedule")
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
     args = ap.parse_args(argv)

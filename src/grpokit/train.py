@@ -88,7 +88,6 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     from grpokit.engine.memory import release_free_memory
     from grpokit.optim import make_optimizer, make_scheduler, set_threads
     from grpokit.plotting import plot_metrics
-
     from grpokit.run_dir import prepare_out
     from grpokit.signals import Interrupted
 
@@ -149,7 +148,6 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         save_checkpoint(run_dir, step, model=model, tokenizer=tok, optimizer=optimizer, scheduler=scheduler,
                         config=to_dict(cfg), keep=cfg.run.keep_checkpoints, extra=extra)
 
-    last_save = time.monotonic()
     last_save = time.monotonic()  # run.save_minutes counts from here
     logger = RunLogger(run_dir, resume=ckpt is not None, total_steps=cfg.run.steps)
     bar = progress(cfg.run.steps, "GRPO", enabled=cfg.run.progress, initial=start_step)

@@ -54,7 +54,7 @@ def soak(name: str, extra: list[str], kills: int, steps: int, rng: random.Random
         # Occurrences that come before the run ends (a resumed run has fewer steps left);
         # a moment that never comes lets the run finish, which ends this soak early.
         kind = rng.choice(MOMENTS)
-        n = 1 if kind in ("model", "prune") else rng.randint(1, 2)
+        n = rng.randint(1, 3) if kind == "step" else 1
         mode = ["--resume"] if complete_checkpoints(out) else (["--overwrite"] if is_run(out) else [])
         rc = run([*args, "--out", str(out), *mode], kind, n)
         log.append({"moment": kind, "occurrence": n, "start": mode[0] if mode else "new", "killed": rc == -9})

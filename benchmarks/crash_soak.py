@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.features:
         res = soak(name, ALL if name == "all" else FEATURES[name], args.kills, args.steps, rng, root)
         results.append(res)
-        print(json.dumps({k: v for k, v in res.items() if k != "attempts"}), flush=True)
+        moments = " ".join(f"{a['moment']}#{a['occurrence']}{'' if a['killed'] else '(ran to the end)'}"
+                           for a in res["attempts"])
+        print(json.dumps({**{k: v for k, v in res.items() if k != "attempts"}, "moments": moments}), flush=True)
     if not args.keep:
         import shutil
 

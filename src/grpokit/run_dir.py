@@ -24,7 +24,6 @@ CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
 CONFIG_FILE = "config.yaml"
 MODEL_DIR = "model"
-_RUN_FILES = (CONFIG_FILE, "metrics.jsonl", "samples.jsonl", CHECKPOINTS, MODEL_DIR)
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 # Keys `--resume` may change: how long the run goes on and how it saves, logs and shows
@@ -58,9 +57,21 @@ def complete_checkpoints(run: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def is_run(path: str | os.PathLike) -> bool:
-    """Whether `path` is a directory holding (part of) a grpokit training run."""
+    """Whether `path` is a directory holding (part of) a grpokit training run: its metrics,
+    checkpoints, a final model grpokit wrote, or a train config.yaml (a run stopped before
+    its first step). A user's folder that merely has a `model/` is not one."""
     p = Path(path)
-    return p.is_dir() and any((p / name).exists() for name in _RUN_FILES)
+    if not p.is_dir():
+        return False
+    if (p / "metrics.jsonl").is_file() or (p / CHECKPOINTS).is_dir() or (p / MODEL_DIR / COMPLETE).is_file():
+        return True
+    import yaml
+
+    try:
+        data = yaml.safe_load((p / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):  # missing or not YAML: not a run's config
+        return False
+    return isinstance(data, dict) and {"rollout", "run"} <= set(data)
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:
@@ -93,6 +104,8 @@ def prepare_out(out: str | os.PathLike, *, resume: bool, overwrite: bool = False
         raise RunDirError(f"run.out = {str(out)!r}: is a file; expected a directory for the run "
                           "(a new or empty one, or a run to --resume)")
     note = None
+    if resume and not p.exists():
+        return None  # nothing to create: the resume check says there is no run
     if p.is_dir() and any(p.iterdir()) and not resume:
         if not is_run(p):
             raise RunDirError(f"run.out = {str(out)!r}: holds files that are not a grpokit run "

@@ -156,3 +156,20 @@ def test_a_lora_checkpoint_is_not_a_model(tmp_path):
     _complete(tmp_path / "run" / "checkpoints" / "step-000003", files=("adapter_config.json",))
     with pytest.raises(RunDirError, match="holds a LoRA adapter only"):
         model_of_run(tmp_path / "run")
+
+
+def test_stop_requests_outside_the_main_thread_install_nothing():
+    import threading
+
+    from grpokit.signals import StopRequests
+
+    before, seen = signal.getsignal(signal.SIGINT), []
+
+    def body():
+        with StopRequests() as stop:  # signal.signal would raise here: only the main thread may
+            seen.append((signal.getsignal(signal.SIGINT), stop.requested))
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert seen == [(before, False)]

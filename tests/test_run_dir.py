@@ -96,6 +96,8 @@ def test_overwrite_moves_the_old_run_aside(tmp_path, capsys):
     assert len(aside) == 1 and (aside[0] / "mine.txt").read_text() == "keep me"
     assert f"moved the old run to {aside[0]}" in capsys.readouterr().out
     assert not (tmp_path / "run" / "mine.txt").exists()
+    # a run started with --overwrite resumes without it (the saved config says overwrite: true)
+    assert cli.main(["train", "--out", str(tmp_path / "run"), "--resume", "--steps", "2"]) == 0
 
 
 # --------------------------------------------------------------------------- unit rules

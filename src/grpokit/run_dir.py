@@ -209,6 +209,8 @@ def resume_config(cls: type, run: str | os.PathLike, given: dict[str, Any]) -> A
     cfg = from_dict(cls, raw, where=str(path))
     cfg.run.resume = True
     cfg.run.out = str(run)
+    # How the run was started (say, with --overwrite) is not a setting it continues with.
+    cfg.run.overwrite = bool(given.get("run.overwrite", False))
     return cfg
 
 

@@ -305,7 +305,7 @@ def test_list(capsys, category, module, attr, expected):
     reg = _module_or_skip(module, attr)
     code, out, err = run(capsys, "list", category)
     assert code == 0, err
-    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    names = [line.split()[0] for line in out.splitlines() if line.strip() and not line[0].isspace()]
     assert names == reg.names() or (not reg.names() and "no " in out)
     for name in expected:
         assert name in names
@@ -313,6 +313,13 @@ def test_list(capsys, category, module, attr, expected):
         first = reg.names()[0]
         if reg.doc(first):
             assert reg.doc(first) in out
+
+
+def test_list_tools_shows_tags_and_arguments(capsys):
+    code, out, _ = run(capsys, "list", "tools")
+    assert code == 0
+    assert "tag: <search>query</search>; arguments: corpus (required), k=3" in out
+    assert "tag: <calculator>query</calculator>" in out
 
 
 def test_list_groupers_has_docs(capsys):

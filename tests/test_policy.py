@@ -46,7 +46,7 @@ def test_tiny_spec_parsing():
 
 
 def test_missing_model_directory_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+    with pytest.raises(ValueError, match="does-not-exist.*no such directory"):
         load_policy(ModelConfig(name_or_path=str(tmp_path / "does-not-exist")))
 
 

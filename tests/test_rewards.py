@@ -154,6 +154,23 @@ def test_format(text, score, think_ok, answer_ok):
     assert (out.score, out.parts["think_ok"], out.parts["answer_ok"]) == (score, think_ok, answer_ok)
 
 
+@pytest.mark.parametrize("text, score", [
+    ("<think>add them</think><answer>5</answer>", 1.0),
+    ("<answer>5</answer>", 0.0),  # think missing: open-r1 / R1 score 0
+    ("<think></think><answer>5</answer>", 0.0),
+    ("just text", 0.0),
+])
+def test_format_answer_only_zero_requires_the_think_block(text, score):
+    assert format_reward(text, answer_only=0.0).score == score
+
+
+def test_format_answer_only_reaches_it_through_recipe_kwargs():
+    from grpokit.rewards import RewardSet
+
+    scores = RewardSet([("format", 1.0, {"answer_only": 0.25})]).score(["p"], ["<answer>5</answer>"], [{}])
+    assert scores.total.tolist() == [0.25]
+
+
 # ----------------------------------------------------------------------------- steps
 
 @pytest.mark.parametrize("text, steps, score, written, correct", [

@@ -183,7 +183,11 @@ def test_hotpotqa_recipe_validates_with_its_files(tmp_path, monkeypatch):
     for name in ("hotpot_train.jsonl", "hotpot_dev.jsonl"):
         (tmp_path / "data" / name).write_text(row)
     (tmp_path / "data" / "corpus.jsonl").write_text(json.dumps({"id": "1", "title": "Xeno", "text": "Xeno lives in Ylap."}) + "\n")
-    (tmp_path / "runs" / "hotpot-sft").mkdir(parents=True)
+    from grpokit.model.policy import create_tiny
+
+    model, tok = create_tiny("tiny:xs", ["Who?"])  # validate checks the model directory's files
+    model.save_pretrained(tmp_path / "runs" / "hotpot-sft")
+    tok.save_pretrained(tmp_path / "runs" / "hotpot-sft")
     monkeypatch.chdir(tmp_path)
     cfg = load_config(TrainConfig, str(recipe))
     assert validate(cfg) == []

@@ -1,4 +1,5 @@
 import copy
+import pytest
 
 import torch
 
@@ -90,3 +91,17 @@ def test_a_batch_without_signal_takes_no_step(tiny_model):
     stats = update_policy(m, opt, batch, torch.zeros(4), s, ref_logp=None, temperature=1.0)
     assert stats["trained_rows"] == 0.0 and stats["loss"] == 0.0
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), m.parameters()))
+
+
+def test_constant_normaliser_is_the_generation_budget(tiny_model):
+    """Dr. GRPO / TRL: L = sum_it -A_i m_it / (N * max_new_tokens) at ratio 1, whatever the
+    batch's longest completion (here 7 tokens), so short batches get no larger gradient."""
+    model, tok = tiny_model
+    batch = _batch(tok)
+    assert batch.loss_mask.sum(1).tolist() == [7.0, 3.0, 3.0, 4.0]  # tokens scored per row
+    m = copy.deepcopy(model)
+    s = LossSettings(loss_agg="constant", max_new_tokens=100, **SETTINGS)
+    stats = update_policy(m, _NoStep(m.parameters(), lr=0.0), batch, torch.tensor([1.0, -0.5, 0.25, -1.0]), s,
+                          ref_logp=None, temperature=1.0, max_grad_norm=0)
+    # -(1*7 - 0.5*3 + 0.25*3 - 1*4) / (4 * 100) = -2.25 / 400
+    assert stats["loss"] == pytest.approx(-0.005625, rel=1e-6)

@@ -56,6 +56,7 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
     from grpokit.algo.advantages import ADVANTAGES
     from grpokit.tasks.data import load_prompts
     from grpokit.grouping import make_grouper
+    from grpokit.model.limits import check_prompt_lengths
     from grpokit.model.policy import Reference, load_policy
     from grpokit.config.presets import resolve_algorithm
     from grpokit.config.validation import group_options
@@ -70,10 +71,24 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
                              n=cfg.data.eval_size or None, seed=cfg.run.seed)
         if cfg.data.eval_size:
             evals = evals[: cfg.data.eval_size]
+    rewards = RewardSet(reward_specs(cfg))
+    rewards.check_examples(train, f"data.train {cfg.data.train!r}")  # an unreadable answer fails now, not as 0s
+    rewards.check_examples(evals, f"data.eval {eval_spec!r}")
     model_cfg = cfg.model if model_path is None else dataclasses.replace(cfg.model, name_or_path=model_path)
     fit = [e.prompt if isinstance(e.prompt, str) else str(e.prompt) for e in train[:5000]]
     policy = load_policy(model_cfg, fit_texts=fit, seed=cfg.run.seed)
-    reference = Reference(policy) if algo.beta > 0 else None
+    for examples, key in ((train, "data.train"), (evals, "data.eval")):
+        check_prompt_lengths(policy.model, policy.tokenizer, examples, max_prompt_tokens=cfg.data.max_prompt_tokens,
+                             max_new_tokens=cfg.rollout.max_new_tokens, system_prompt=cfg.data.system_prompt,
+                             source=f"{key} {(cfg.data.train if key == 'data.train' else eval_spec)!r}")
+    reference = None
+    if algo.beta > 0:
+        # On resume the policy comes from a checkpoint; the reference is still the run's
+        # starting model (cfg.model), or the KL would pull toward the checkpoint. Under
+        # LoRA the base weights are cfg.model's anyway (the adapter is loaded separately).
+        start = policy if model_path is None or policy.is_lora else load_policy(cfg.model, fit_texts=fit,
+                                                                                seed=cfg.run.seed)
+        reference = Reference(start)
     # both after the reference copy, which never trains
     if cfg.optim.lean_activations and engine_enabled():
         from grpokit.engine import lean_train
@@ -83,7 +98,7 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
     if cfg.optim.gradient_checkpointing:
         policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return Components(
-        policy=policy, reference=reference, rewards=RewardSet(reward_specs(cfg)),
+        policy=policy, reference=reference, rewards=rewards,
         grouper=make_grouper(algo.grouping, seed=cfg.run.seed, num_generations=cfg.rollout.num_generations,
                              **group_options(algo.group)),
         advantage_fn=ADVANTAGES.get(algo.advantage), algorithm=algo,

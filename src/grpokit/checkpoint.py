@@ -38,10 +38,9 @@ import numpy as np
 import torch
 import yaml
 
-CHECKPOINTS = "checkpoints"
-COMPLETE = "COMPLETE"
+from grpokit.run_dir import CHECKPOINTS, COMPLETE, CONFIG_FILE  # the run layout has one home: run_dir.py
+
 STATE_FILE = "trainer_state.pt"
-CONFIG_FILE = "config.yaml"
 BASE_MODEL_FILE = "base_model.json"
 STATE_FORMAT = 1
 

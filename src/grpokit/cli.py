@@ -23,9 +23,15 @@ from grpokit.config.io import (KINDS, ConfigError, builtin_recipes, dotted_keys,
                                parse_reward, read_yaml, recipe_kind, resolve_recipe)
 from grpokit.config.diff import format_changes
 from grpokit.config.validation import advisories, validate
+from grpokit.signals import Interrupted
 
 PROG = "grpokit"
 LIST_CATEGORIES = ("rewards", "losses", "presets", "advantages", "groupers", "tasks", "tools")
+
+
+# OSErrors about a path the user named (an --out that is a file, a directory without
+# write permission): shown as "path: reason", never as a traceback.
+FILE_ERRORS = (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 
 class UsageError(Exception):
@@ -125,11 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, metavar="N", help="optimizer steps (sets `run.steps`)")
     p.add_argument("--seed", type=int, metavar="N", help="random seed (sets `run.seed`)")
     p.add_argument("--resume", action="store_true", default=None,
-                   help="continue from the newest checkpoint in the run directory (sets `run.resume`)")
+                   help="continue the run in --out from its newest checkpoint, with its saved settings "
+                        "(sets `run.resume`)")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="start afresh in an --out that holds a run, moving the old run aside (sets `run.overwrite`)")
     _add_overrides(p)
     p.set_defaults(func=cmd_train, config_cls=TrainConfig,
                    flag_keys={"model": "model.name_or_path", "data": "data.train", "reward": "rewards",
-                              "out": "run.out", "steps": "run.steps", "seed": "run.seed", "resume": "run.resume"})
+                              "out": "run.out", "steps": "run.steps", "seed": "run.seed", "resume": "run.resume",
+                              "overwrite": "run.overwrite"})
 
     # eval
     p = sub.add_parser("eval", help="accuracy and rewards of a model on held-out prompts",
@@ -265,8 +275,33 @@ def _import_optional(module: str, what: str) -> Any:
 # --------------------------------------------------------------------------- commands
 
 
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """{dotted key: value} of what this command line sets: the recipe's own keys, flags, overrides."""
+    from grpokit.config.io import apply_overrides
+    from grpokit.run_dir import flatten
+
+    given: dict[str, Any] = {}
+    if args.config:
+        raw = read_yaml(resolve_recipe(args.config))
+        given.update(flatten({k: v for k, v in raw.items() if k != "kind"}, args.config_cls))
+    given.update(_flag_settings(args))
+    given.update(flatten(apply_overrides({}, args.overrides, args.config_cls), args.config_cls))
+    return given
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = _load_checked(args)
+    cfg = _load(args)
+    if cfg.run.resume:
+        # Resume continues the run as it was saved; what the command line gives again is
+        # applied on top, and train() refuses changes that would make it another run.
+        from grpokit.run_dir import complete_checkpoints, resume_config
+
+        if complete_checkpoints(cfg.run.out):
+            cfg = resume_config(args.config_cls, cfg.run.out, _given_settings(args))
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError("the config has problems (`grpokit validate` checks a recipe):\n  - "
+                          + "\n  - ".join(problems))
     train = importlib.import_module("grpokit.train").train
     out = train(cfg)
     print(f"{PROG}: training finished; run directory: {out}")
@@ -354,7 +389,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in names:
         doc = reg.doc(name)
         print(f"{name:<{width}}  {doc}".rstrip())
+        if args.category == "tools":
+            print(f"{'':<{width}}  {_tool_usage(name, reg.get(name))}")
     return 0
+
+
+def _tool_usage(name: str, factory: Any) -> str:
+    """`tag: <name>query</name>; arguments: corpus (required), k=3, ...` for `list tools`."""
+    from grpokit.tools.base import REQUIRED, factory_arguments
+
+    args = factory_arguments(factory)
+    text = ", ".join(f"{a} (required)" if d is REQUIRED else f"{a}={d!r}" for a, d in args) or "none"
+    return f"tag: <{name}>query</{name}>; arguments: {text}"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -458,6 +504,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
+        if isinstance(exc, Interrupted):  # SIGINT/SIGTERM: the checkpoint is saved, the message says how to resume
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return exc.exit_code
+        if isinstance(exc, FILE_ERRORS) and exc.filename and not debug:
+            # a path the user gave that cannot be used: one line, path first
+            print(f"{PROG}: error: {exc.filename}: {exc.strerror or type(exc).__name__}", file=sys.stderr)
+            return 2
         if debug or not _is_user_error(exc):
             raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -71,6 +71,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     from grpokit.build import make_sampler
     from grpokit.tasks.data import load_prompts
     from grpokit.optim import set_threads
+    from grpokit.model.limits import check_prompt_lengths
     from grpokit.model.policy import is_tiny, load_policy
     from grpokit.rewards import RewardSet
 
@@ -80,8 +81,11 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     examples = load_prompts(cfg.data, split="test")
     if cfg.limit:
         examples = examples[: cfg.limit]
-    policy = load_policy(cfg.model)
     rewards = RewardSet([(r.name, r.weight, r.kwargs) for r in cfg.rewards])
+    rewards.check_examples(examples, f"data {cfg.data!r}")  # before the model loads
+    policy = load_policy(cfg.model)
+    check_prompt_lengths(policy.model, policy.tokenizer, examples, max_prompt_tokens=0,
+                         max_new_tokens=cfg.max_new_tokens, source=f"data {cfg.data!r}", new_tokens_key="max_new_tokens")
     result = evaluate_examples(make_sampler(policy.model, policy.tokenizer), policy.tokenizer, examples, rewards, max_new_tokens=cfg.max_new_tokens,
                                batch_size=cfg.batch_size, temperature=cfg.temperature, seed=cfg.seed)
     if cfg.samples_out:

@@ -161,8 +161,11 @@ def sft(cfg: SFTConfig) -> Path:
     for warning in advisories(cfg):
         print(f"warning: {warning}")
 
+    from grpokit.run_dir import check_model_out
+
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    check_model_out(cfg.out)  # a file, a foreign directory or no write access: say so before training
     traces = load_sft(cfg.data, seed=cfg.seed)
     fit = [t.completion for t in traces] + [t.prompt if isinstance(t.prompt, str) else str(t.prompt) for t in traces]
     policy = load_policy(cfg.model, fit_texts=fit, seed=cfg.seed)

@@ -75,7 +75,18 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     `on_start(components)`, called once just before the first step, and
     `on_step(step, metrics, batch)`, called at the end of every step (after logging,
     before any checkpoint is written). Either method may be missing.
+
+    A first SIGINT/SIGTERM (in the main thread) lets the current step finish, writes a
+    checkpoint and raises signals.Interrupted (exit code 130/143 at the CLI); a second
+    one raises KeyboardInterrupt at once.
     """
+    from grpokit.signals import StopRequests
+
+    with StopRequests() as stop:
+        return _train(cfg, hooks, stop)
+
+
+def _train(cfg: TrainConfig, hooks, stop) -> Path:
     from grpokit.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model
     from grpokit.config.io import dump_yaml, to_dict
     from grpokit.logging import RunLogger, progress
@@ -85,14 +96,18 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     from grpokit.plotting import plot_run
     from grpokit.report import RunReporter
     from grpokit.trackers import RunInfo, open_trackers
+    from grpokit.run_dir import prepare_out
+    from grpokit.signals import Interrupted
 
     set_threads(cfg.run.threads)
     torch.manual_seed(cfg.run.seed)
     run_dir = Path(cfg.run.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    note = prepare_out(run_dir, resume=cfg.run.resume, overwrite=cfg.run.overwrite)  # never mixes two runs
+    if note:
+        print(f"grpokit: {note}")
     ckpt = latest_checkpoint(run_dir) if cfg.run.resume else None
-    if cfg.run.resume and ckpt is None:
-        raise FileNotFoundError(f"--resume: no checkpoint under {run_dir / 'checkpoints'}")
+    if cfg.run.resume:
+        _announce_resume(cfg, run_dir, ckpt)
     lora = cfg.model.lora.r > 0
     comp = build(cfg, model_path=str(ckpt) if ckpt is not None and not lora else None)
     if ckpt is not None and lora:
@@ -124,7 +139,8 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
                             loss_agg=algo.loss_agg, beta=algo.beta, kl_estimator=algo.kl_estimator, mu=algo.mu,
                             loss=algo.loss,
                             mismatch_level=effective_level(algo.mismatch.level, cfg.rollout.backend),
-                            mismatch_cap=algo.mismatch.cap, mismatch_mode=algo.mismatch.mode)
+                            mismatch_cap=algo.mismatch.cap, mismatch_mode=algo.mismatch.mode,
+                            max_new_tokens=cfg.rollout.max_new_tokens)
     acc_key = accuracy_key(comp.rewards.names)
 
     def run_eval() -> dict:
@@ -153,6 +169,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
                                config=to_dict(cfg), keep=cfg.run.keep_checkpoints, extra=extra)
         logger.log_event("checkpoint", step=step, path=str(path))
 
+    last_save = time.monotonic()  # run.save_minutes counts from here
     trackers = open_trackers(cfg.run.report_to, RunInfo(run_dir=run_dir, name=run_dir.resolve().name,
                                                         config=to_dict(cfg), resume=ckpt is not None,
                                                         start_step=start_step))
@@ -178,6 +195,9 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     if on_start is not None:
         on_start(comp)
     release = comp.release_memory
+    if stop.requested:  # while loading: nothing trained, nothing to save
+        logger.close()
+        raise Interrupted(stop.signum, start_step, str(run_dir), saved=start_step > 0)
     for step in range(start_step + 1, cfg.run.steps + 1):
         t0 = time.perf_counter()
         indices = sampler.next(cfg.rollout.prompts_per_step)
@@ -244,8 +264,15 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         bar.update(1)
         if on_step is not None:
             on_step(step, metrics, batch)
-        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
+        due = cfg.run.save_minutes and time.monotonic() - last_save >= 60 * cfg.run.save_minutes
+        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps or due \
+                or stop.requested:
             checkpoint(step)
+            last_save = time.monotonic()
+        if stop.requested and step < cfg.run.steps:
+            bar.close()
+            logger.close()
+            raise Interrupted(stop.signum, step, str(run_dir), saved=True)
     bar.close()
     save_model(run_dir / "model", model, tok, to_dict(cfg))
     logger.log_event("end", step=cfg.run.steps, model=str(run_dir / "model"))
@@ -286,6 +313,25 @@ def _samples(batch: RolloutBatch, examples, scores, advantages, k: int, group_id
                      "reward": float(scores.total[j]), "advantage": float(advantages[j]), "group": int(group_ids[j]),
                      **{f"reward/{n}": float(v[j]) for n, v in scores.per_reward.items()}})
     return rows
+
+
+def _announce_resume(cfg: TrainConfig, run_dir: Path, ckpt: Path | None) -> None:
+    """Refuse a resume that would change the run (see run_dir.RESUME_SAFE); print what it
+    changes and where it starts."""
+    from grpokit.config.io import from_dict, read_yaml
+    from grpokit.run_dir import RunDirError, check_resume, describe, is_run, saved_config_path
+
+    if ckpt is None:
+        what = describe(run_dir) if is_run(run_dir) else "no run"
+        raise RunDirError(f"--resume: {run_dir} holds {what}; nothing to resume. Start the run again "
+                          + ("with --overwrite" if is_run(run_dir) else "without --resume"))
+    step = int(ckpt.name.rsplit("-", 1)[-1])
+    path = saved_config_path(run_dir)
+    if path is not None:
+        changes = check_resume(from_dict(TrainConfig, read_yaml(path), where=str(path)), cfg, step)
+        if changes:
+            print(f"grpokit: resume changes {'; '.join(changes)}")
+    print(f"grpokit: resuming from step {step} of {run_dir}")
 
 
 def _load_adapter(model, ckpt: Path) -> None:

@@ -34,6 +34,11 @@ class LossSettings:
     mismatch_level: str = "off"
     mismatch_cap: float = 2.0
     mismatch_mode: str = "truncate"
+    # The constant normaliser of loss_agg="constant" (Dr. GRPO, Liu et al. 2025; TRL's
+    # max_completion_length): the generation budget, rollout.max_new_tokens. It must not
+    # depend on the batch, or a batch of short completions would get a larger gradient.
+    # 0 = the batch's padded completion length (for callers without a budget).
+    max_new_tokens: int = 0
 
 
 def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tensor, settings: LossSettings, *,
@@ -51,7 +56,8 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
     n = batch.size
     mask = batch.loss_mask  # [N, L]
     # Global normalisers so micro-batches sum to the full-batch loss.
-    norms = dict(num_sequences=n, num_tokens=float(mask.sum()), max_len=int(mask.shape[1] - batch.prompt_len))
+    max_len = settings.max_new_tokens or int(mask.shape[1] - batch.prompt_len)
+    norms = dict(num_sequences=n, num_tokens=float(mask.sum()), max_len=max_len)
     # Rows with zero advantage contribute exactly zero gradient unless a KL term pulls
     # on them, so they are skipped (same loss value, less compute).
     if settings.beta == 0:

@@ -224,14 +224,20 @@ class RunConfig:
     out: str = opt("runs/grpo", "run directory (metrics, samples, checkpoints, final model)")
     steps: int = opt(100, "optimizer steps")
     seed: int = opt(0, "random seed")
-    save_every: int = opt(0, "checkpoint every N steps (0 = only at the end)")
+    save_every: int = opt(0, "checkpoint every N steps (0 = by time only, see save_minutes, and at the end)")
+    save_minutes: float = opt(5.0, "also checkpoint when this many minutes passed since the last checkpoint, so a "
+                                   "crash loses at most that much work (0 = off); Ctrl-C and SIGTERM always "
+                                   "checkpoint before stopping")
     keep_checkpoints: int = opt(2, "checkpoints kept on disk")
     eval_every: int = opt(0, "held-out evaluation every N steps (0 = only at the end)")
     eval_before: bool = opt(True, "also evaluate the held-out prompts before step 1 (the 'before' of "
                                   "'held-out accuracy 12.0% -> 19.5%'; a step-0 line in metrics.jsonl)")
     log_samples: int = opt(4, "sample completions written to samples.jsonl per step")
     report_every: int = opt(0, "write report.html (`grpokit report`) every N steps (0 = only at the end)")
-    resume: bool = opt(False, "continue from the newest checkpoint in `out`")
+    resume: bool = opt(False, "continue from the newest checkpoint in `out`, with the run's saved settings "
+                              "(settings given again may change only run length, saving, logging and memory knobs)")
+    overwrite: bool = opt(False, "start afresh in an `out` that holds a run: the old run is moved aside to "
+                                 "OUT.replaced-TIMESTAMP (without it, such an `out` is refused)")
     threads: int = opt(0, "torch CPU threads (0 = leave torch's default)")
     release_memory: bool = opt(False, "give freed heap memory back to the OS after generation, the reference pass "
                                       "and the update when over 128 MiB of the heap is free (glibc malloc_trim): "

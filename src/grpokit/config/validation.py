@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from grpokit.config.schema import EvalConfig, SFTConfig, TrainConfig
 from grpokit.config.io import DATA_SUFFIXES, show, suggest
+from grpokit.model.files import check_model_files, locate_model, looks_local
 
 
 def validate(cfg: Any) -> list[str]:
@@ -91,9 +92,15 @@ def _check_model(m: Any, prefix: str, p: list[str]) -> None:
     name = m.name_or_path
     if not name:
         p.append(f"{prefix}.name_or_path: empty; give a model directory, a hub id, or tiny")
-    elif name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().exists():
-        p.append(f"{prefix}.name_or_path = {name!r}: no such directory")
-    if m.tokenizer and m.tokenizer.startswith(("/", "./", "../", "~")) and not Path(m.tokenizer).expanduser().exists():
+    elif name != "tiny" and not name.startswith("tiny:"):
+        # Local directories are checked as training would load them (files only, no torch).
+        try:
+            path, _ = locate_model(name, key=f"{prefix}.name_or_path")
+            if Path(path).is_dir():
+                check_model_files(path, m.tokenizer)
+        except ValueError as e:  # ModelFileError, or run_dir.RunDirError for a run without a model
+            p.append(str(e))
+    if m.tokenizer and looks_local(m.tokenizer) and not Path(m.tokenizer).expanduser().exists():
         p.append(f"{prefix}.tokenizer = {m.tokenizer!r}: no such directory")
     if not _DEVICE_RE.fullmatch(str(m.device).strip().lower()):
         p.append(f"{prefix}.device = {m.device!r}: expected auto, cpu, cuda or cuda:N")
@@ -161,6 +168,10 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
     if not run.out:
         p.append("run.out: empty; give a run directory")
     _min(p, "run.save_every", run.save_every, 0)
+    _min(p, "run.save_minutes", run.save_minutes, 0)
+    if run.resume and run.overwrite:
+        p.append("run.resume and run.overwrite: both true; resume continues the run in run.out, overwrite "
+                 "moves it aside; choose one")
     _min(p, "run.keep_checkpoints", run.keep_checkpoints, 1)
     _min(p, "run.eval_every", run.eval_every, 0)
     _min(p, "run.log_samples", run.log_samples, 0)
@@ -224,7 +235,35 @@ def _check_tools(specs: list, key: str, p: list[str]) -> None:
         if not isinstance(name, str) or (isinstance(spec, dict) and set(spec) - {"name", "kwargs"}):
             p.append(f"{key}[{i}] = {show(spec)}: expected a tool name or {{name: ..., kwargs: {{...}}}}")
             continue
+        before = len(p)
         _check_registry(p, f"{key}[{i}]", name, "grpokit.tools", "TOOLS", "tools")
+        if len(p) == before:
+            _check_tool_arguments(p, f"{key}[{i}]", name, (spec.get("kwargs") or {}) if isinstance(spec, dict) else {})
+
+
+def _check_tool_arguments(p: list[str], key: str, name: str, kwargs: Any) -> None:
+    """The tool's factory gets every argument it needs and none it does not know (building
+    it, e.g. indexing a corpus, waits for training)."""
+    from grpokit.tools import TOOLS
+    from grpokit.tools.base import REQUIRED, factory_arguments
+
+    if ":" in name and name not in TOOLS:
+        return  # module:factory, checked when imported
+    if not isinstance(kwargs, dict):
+        p.append(f"{key}.kwargs = {show(kwargs)}: expected a mapping of the tool's arguments")
+        return
+    args = factory_arguments(TOOLS.get(name))
+    if not args:
+        return
+    known = [a for a, _ in args]
+    missing = [a for a, d in args if d is REQUIRED and a not in kwargs]
+    unknown = [k for k in kwargs if k not in known]
+    usage = ", ".join(a if d is REQUIRED else f"{a}={d!r}" for a, d in args)
+    if missing:
+        p.append(f"{key} = {name!r}: the {name} tool needs {', '.join(missing)}; write "
+                 f"{{name: {name}, kwargs: {{{missing[0]}: ...}}}} (arguments: {usage})")
+    for k in unknown:
+        p.append(f"{key}.kwargs.{k}: unknown argument of the {name} tool; arguments: {usage}" + suggest(k, known))
 
 
 def _registry(module: str, attr: str) -> Any:
@@ -312,8 +351,13 @@ def _check_data(spec: Optional[str], key: str, p: list[str], required: bool = Fa
             p.append(f"{key} = {spec!r}: unknown task {name!r}; valid: "
                      f"{', '.join('task:' + n for n in reg.names())}" + suggest(name, reg.names()))
         return
+    if spec.startswith("gsm8k:"):  # gsm8k:PATH, one GSM8K JSONL file
+        path = spec[len("gsm8k:"):]
+        if not path or not Path(path).expanduser().is_file():
+            p.append(f"{key} = {spec!r}: no such file {path!r} (expected gsm8k:PATH to a GSM8K JSONL file)")
+        return
     if Path(spec).expanduser().exists():
         return
-    if _is_hub_like(spec):
+    if _is_hub_like(spec) and not looks_local(spec):
         return
     p.append(f"{key} = {spec!r}: no such file")

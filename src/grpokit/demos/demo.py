@@ -108,7 +108,8 @@ def grpo_config(s: DemoSettings, seed: int, model_dir: Path, out: Path) -> Train
         optim=OptimConfig(lr=s.grpo_lr, warmup_steps=min(s.grpo_warmup, s.grpo_steps), schedule=s.grpo_schedule),
         run=RunConfig(out=str(out), steps=s.grpo_steps, seed=seed, threads=s.threads,
                       eval_every=max(1, s.grpo_steps // 4), log_samples=4,
-                      eval_before=False),  # the cold start's held-out accuracy is the "before"
+                      eval_before=False,  # the cold start's held-out accuracy is the "before"
+                      overwrite=True),  # a rerun of the demo redoes both stages (old one moved aside)
     )
 
 

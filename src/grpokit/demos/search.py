@@ -159,7 +159,8 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
         optim=OptimConfig(lr=s.grpo_lr, warmup_steps=min(s.grpo_warmup, s.grpo_steps), schedule=s.grpo_schedule),
         run=RunConfig(out=str(run_dir / "grpo"), steps=s.grpo_steps, seed=seed, threads=s.threads,
                       eval_every=max(1, s.grpo_steps // 3), log_samples=4,
-                      eval_before=False),  # measured before GRPO by the demo itself
+                      eval_before=False,  # measured before GRPO by the demo itself
+                      overwrite=True),  # a rerun of the demo redoes both stages (old one moved aside)
     )
     grpo_dir = train(cfg)
     grpo_rows = read_metrics(grpo_dir / "metrics.jsonl")

@@ -132,6 +132,7 @@ def run_strategy(s: StudySettings, name: str, seed: int, model_dir: Path, out: P
         f"optim.warmup_steps={min(s.warmup, s.steps)}", f"optim.schedule={s.schedule}",
         f"run.out={out}", f"run.steps={steps}", f"run.seed={seed}", f"run.threads={s.threads}",
         f"run.eval_every={eval_every}", "run.eval_before=false", "run.progress=false", "run.log_samples=2", "run.keep_checkpoints=1",
+        "run.overwrite=true",  # a strategy without result.json is rerun whole (a partial run is moved aside)
         *overrides, *s.extra])
     problems = validate(cfg)
     if problems:

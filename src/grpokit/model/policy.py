@@ -134,13 +134,27 @@ def load_policy(cfg: ModelConfig, *, fit_texts: Iterable[str] = (), seed: int = 
     else:
         from transformers import AutoModelForCausalLM
 
-        path = cfg.name_or_path
-        if not Path(path).exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
-            raise FileNotFoundError(f"model directory {path!r} does not exist")
+        from grpokit.model.files import ModelFileError, check_model_files, check_tokenizer_files, locate_model
+
+        path, note = locate_model(cfg.name_or_path)  # a run directory stands for its model
+        if note:
+            print(f"grpokit: {note}")
+        local = Path(path).is_dir()
+        if local:
+            check_model_files(path, cfg.tokenizer)  # one-line errors for what transformers would trip on
+        elif cfg.tokenizer:
+            check_tokenizer_files(cfg.tokenizer)
         kwargs = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
         if cfg.attn_implementation:
             kwargs["attn_implementation"] = cfg.attn_implementation
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except OSError as e:
+            if local:
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelFileError(f"model.name_or_path = {path!r}: not a local directory, and the Hugging Face hub "
+                                 f"could not provide it ({first})") from None
         tokenizer = load_tokenizer(cfg.tokenizer or path, trust_remote_code=cfg.trust_remote_code)
     is_lora = cfg.lora.r > 0
     if is_lora:

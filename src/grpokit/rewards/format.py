@@ -9,8 +9,9 @@ from grpokit.types import RewardOutput
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
 
-@reward("format", doc="1.0 for <think>..</think><answer>..</answer> exactly; 0.5 for a well-formed answer alone")
-def format(completion: str, **_: Any) -> RewardOutput:  # noqa: A001 - the registered name
+@reward("format", doc="1.0 for <think>..</think><answer>..</answer> exactly; 0.5 for a well-formed answer alone "
+                       "(kwargs: answer_only=0 scores it 0, as open-r1 does)")
+def format(completion: str, *, answer_only: float = 0.5, **_: Any) -> RewardOutput:  # noqa: A001 - the registered name
     """Score the reasoning format (DeepSeek-R1 template).
 
     answer_ok: `<answer>` and `</answer>` each appear exactly once, in that order, with a
@@ -19,8 +20,15 @@ def format(completion: str, **_: Any) -> RewardOutput:  # noqa: A001 - the regis
                starts with `<think>` (after whitespace), the reasoning is non-blank (an
                empty think block would make the format free to satisfy without thinking),
                and only whitespace separates `</think>` from `<answer>`.
-    score = 1.0 if think_ok and answer_ok, 0.5 if only answer_ok (the answer is still
-    machine-readable), else 0.0. parts = {"think_ok", "answer_ok"} as 1.0/0.0.
+    score = 1.0 if think_ok and answer_ok, `answer_only` if only answer_ok, else 0.0.
+    parts = {"think_ok", "answer_ok"} as 1.0/0.0.
+
+    answer_only (default 0.5): open-r1's format reward and DeepSeek-R1's give 0 here (the
+    think block is required). We default to partial credit because an answer the accuracy
+    reward can parse is progress for a model that has not learned the think block yet
+    (the demo's small models, a base model without cold start), and the accuracy reward
+    already pays nothing for a parseable wrong answer. Set it to 0 (reward kwargs
+    `{answer_only: 0}`) to require the think block as open-r1 does.
     """
     counts = {tag: completion.count(tag) for tag in _TAGS}
     a_open, a_close = completion.find("<answer>"), completion.find("</answer>")
@@ -32,5 +40,5 @@ def format(completion: str, **_: Any) -> RewardOutput:  # noqa: A001 - the regis
                 and completion[:t_open].strip() == ""
                 and completion[t_open + len("<think>"):t_close].strip() != ""
                 and a_open > t_close and completion[t_close + len("</think>"):a_open].strip() == "")
-    score = 1.0 if (think_ok and answer_ok) else 0.5 if answer_ok else 0.0
+    score = 1.0 if (think_ok and answer_ok) else float(answer_only) if answer_ok else 0.0
     return RewardOutput(score, parts={"think_ok": float(think_ok), "answer_ok": float(answer_ok)})

@@ -96,6 +96,25 @@ class RewardSet:
     def __repr__(self) -> str:
         return "RewardSet(" + ", ".join(f"{e.name}*{e.weight:g}" for e in self._entries) + ")"
 
+    def check_examples(self, examples: Sequence[Any], source: str) -> None:
+        """Check that every example has the columns the rewards read, of a type they can
+        read (rewards declare them: `reward(name, fields=...)`); ValueError names the
+        first bad row of `source`. Done when data is loaded, so that a column no reward
+        can read fails before training instead of scoring 0 all run."""
+        for e in self._entries:
+            for column, (accepts, expected) in getattr(e.fn, "reward_fields", {}).items():
+                for ex in examples:
+                    value = ex.fields.get(column)
+                    if column not in ex.fields or value is None:
+                        raise ValueError(f"{source} row {ex.id + 1}: no {column!r} field (the row has: "
+                                         f"{', '.join(sorted(ex.fields)) or 'none'}); the {e.name} reward needs "
+                                         f"{column!r}: {expected}")
+                    if not accepts(value):
+                        text = repr(value)
+                        text = text if len(text) <= 60 else text[:60] + "..."
+                        raise ValueError(f"{source} row {ex.id + 1}: field {column!r} is a {type(value).__name__} "
+                                         f"{text}; the {e.name} reward expects {expected}")
+
     def score(self, prompts: Sequence[Any], completions: Sequence[str], fields: Sequence[dict],
               completion_ids: Sequence[Sequence[int]] | None = None) -> RewardScores:
         """Score N completions; prompts[i] and fields[i] belong to completions[i]."""

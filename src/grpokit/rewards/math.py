@@ -4,13 +4,14 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from grpokit.rewards.base import reward
+from grpokit.rewards.base import is_scalar_answer, reward
 from grpokit.rewards.parsing import extract_answer, numbers_close, parse_number
 
 _MISSING = object()
 
 
-@reward("accuracy", doc="1.0 when the final answer equals the gold `answer` (numeric or symbolic), else 0.0")
+@reward("accuracy", doc="1.0 when the final answer equals the gold `answer` (numeric or symbolic), else 0.0",
+        fields={"answer": (is_scalar_answer, "a number or text, e.g. 42 or 3/4")})
 def accuracy(completion: str, *, answer: Any = _MISSING, **fields: Any) -> float:
     """1.0 when the completion's final answer equals the gold `answer`, else 0.0.
 

@@ -11,13 +11,20 @@ import string
 from collections import Counter
 from typing import Any, Sequence
 
-from grpokit.rewards.base import reward
+from grpokit.rewards.base import is_scalar_answer, reward
 from grpokit.rewards.parsing import extract_answer
 from grpokit.tools.parsing import RESULT_CLOSE, RESULT_OPEN, find_tool_calls
 from grpokit.types import RewardOutput
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def _gold_answers(value: Any) -> bool:
+    return is_scalar_answer(value) or (isinstance(value, list) and all(is_scalar_answer(v) for v in value))
+
+
+_ANSWER_FIELD = {"answer": (_gold_answers, "text, a number, or a list of them")}
 
 
 def normalize_answer(text: str) -> str:
@@ -41,7 +48,8 @@ def _golds(answer: Any, name: str) -> list[str]:
     return [str(g) for g in golds]
 
 
-@reward("exact_match", doc="1.0 when the normalised answer equals a normalised gold answer (SQuAD EM)")
+@reward("exact_match", doc="1.0 when the normalised answer equals a normalised gold answer (SQuAD EM)",
+        fields=_ANSWER_FIELD)
 def exact_match(completion: str, *, answer: Any = None, **_: Any) -> float:
     """SQuAD exact match: 1.0 when normalize_answer(prediction) equals normalize_answer of
     any gold in `answer` (a string or a list of acceptable strings), else 0.0.
@@ -50,7 +58,8 @@ def exact_match(completion: str, *, answer: Any = None, **_: Any) -> float:
     return float(any(pred == normalize_answer(g) for g in _golds(answer, "exact_match")))
 
 
-@reward("f1", doc="token-level F1 between the normalised answer and the best gold answer (SQuAD F1)")
+@reward("f1", doc="token-level F1 between the normalised answer and the best gold answer (SQuAD F1)",
+        fields=_ANSWER_FIELD)
 def f1(completion: str, *, answer: Any = None, **_: Any) -> float:
     """SQuAD token F1, the max over gold answers: with shared = the multiset overlap of
     normalised tokens, P = shared / |pred|, R = shared / |gold|, F1 = 2PR / (P + R).

@@ -9,8 +9,17 @@ from typing import Any, Iterator
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     """(line number, parsed value) for each non-blank line; malformed JSON raises
     ValueError naming file:line."""
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
+    # Read bytes and decode line by line, so a bad byte is reported with its line
+    # instead of as a UnicodeDecodeError at some offset of some buffer.
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                                 f"{e.start + 1}); expected UTF-8 JSON lines (re-save the file as UTF-8)") from None
+            if line_no == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
             if not line.strip():
                 continue
             try:

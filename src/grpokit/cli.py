@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # bench: arguments belong to grpokit.bench; main() forwards them untouched
     sub.add_parser("bench", help="benchmarks (arguments are passed to grpokit.bench)", add_help=False)
+    sub.add_parser("model", help="get a pretrained model without a hub: `grpokit model get smollm2-135m --out DIR`",
+                   add_help=False)
     sub.add_parser("study", help="studies, e.g. `grpokit study grouping` (arguments are passed to grpokit.study)",
                    add_help=False)
     return parser
@@ -381,6 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] in ("bench", "study"):
             return cmd_forward(argv[0], argv[1:])
+        if argv and argv[0] == "model":
+            return cmd_forward("model.get", argv[1:])
         try:
             args, extras = parser.parse_known_args(argv)
         except SystemExit as e:  # --help, --version, or a usage error argparse already printed

@@ -43,14 +43,16 @@ def accuracy_key(names: Sequence[str]) -> str | None:
 
 def evaluate_examples(model, tokenizer, examples: Sequence[Example], rewards, *, max_new_tokens: int,
                       batch_size: int = 64, temperature: float = 0.0, seed: int = 0, max_prompt_tokens: int = 0,
-                      system_prompt: str | None = None, generate_fn: Callable = generate) -> EvalResult:
+                      system_prompt: str | None = None, chat_template: str = "auto",
+                      generate_fn: Callable = generate) -> EvalResult:
     """Generate one completion per example and score it with every reward.
 
     generate_fn: the sampler (`rollout.generate.generate`, or a multi-turn tool loop
     with the same signature)."""
     start = time.perf_counter()
     prompts = [e.prompt for e in examples]
-    ids = encode_prompts(tokenizer, prompts, max_tokens=max_prompt_tokens, system_prompt=system_prompt)
+    ids = encode_prompts(tokenizer, prompts, max_tokens=max_prompt_tokens, system_prompt=system_prompt,
+                         chat_template=chat_template)
     gen = generate_fn(model, ids, max_new_tokens=max_new_tokens, eos_ids=eos_token_ids(model, tokenizer),
                       pad_id=tokenizer.pad_token_id, temperature=temperature,
                       generator=torch.Generator().manual_seed(seed), batch_size=batch_size)
@@ -61,7 +63,7 @@ def evaluate_examples(model, tokenizer, examples: Sequence[Example], rewards, *,
     lengths = [len(c) for c in gen.completion_ids]
     samples = []
     for i, e in enumerate(examples):
-        row = {"id": e.id, "prompt": render_prompt(tokenizer, e.prompt, system_prompt), "completion": texts[i],
+        row = {"id": e.id, "prompt": render_prompt(tokenizer, e.prompt, system_prompt, chat_template), "completion": texts[i],
                "reward": float(scores.total[i]), "length": lengths[i], "stop": gen.stop_reason[i]}
         row.update({f"reward/{k}": float(v[i]) for k, v in scores.per_reward.items()})
         samples.append(row)
@@ -76,6 +78,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     from grpokit.optim import set_threads
     from grpokit.policy import is_tiny, load_policy
     from grpokit.rewards import RewardSet
+    from grpokit.tasks.formats import resolve_system_prompt
 
     set_threads(cfg.threads)
     if is_tiny(cfg.model.name_or_path):
@@ -86,7 +89,9 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     policy = load_policy(cfg.model)
     rewards = RewardSet([(r.name, r.weight, r.kwargs) for r in cfg.rewards])
     result = evaluate_examples(policy.model, policy.tokenizer, examples, rewards, max_new_tokens=cfg.max_new_tokens,
-                               batch_size=cfg.batch_size, temperature=cfg.temperature, seed=cfg.seed)
+                               batch_size=cfg.batch_size, temperature=cfg.temperature, seed=cfg.seed,
+                               system_prompt=resolve_system_prompt(cfg.system_prompt, cfg.data),
+                               chat_template=cfg.chat_template)
     if cfg.samples_out:
         path = Path(cfg.samples_out)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from grpokit.char_tokenizer import CHAT_TEMPLATE as CHAR_CHAT_TEMPLATE
 from grpokit.config import ModelConfig
 from grpokit.device import resolve_device
 
@@ -192,11 +193,38 @@ class Reference:
             yield self.model
 
 
-def render_prompt(tokenizer, prompt, system_prompt: str | None = None) -> str:
-    """Prompt text as the model sees it: chat messages go through the chat template."""
-    if isinstance(prompt, str):
+CHAT_TEMPLATE_MODES = ("auto", "on", "off")
+
+
+def uses_chat_template(tokenizer, prompt, mode: str = "auto") -> bool:
+    """Whether `prompt` goes through the tokenizer's chat template.
+
+    Chat messages always do (there is no other way to render them). Plain text does
+    under mode "auto" when the tokenizer has a template (an instruct model expects its
+    turn markers; a bare question often gets an empty answer) and under "on"; "off"
+    keeps text as it is, for base models whose tokenizer happens to carry a template.
+    "auto" leaves text alone for grpokit's character tokenizer: its template exists only
+    to render message prompts, and `tiny` models learn from plain text.
+    """
+    if mode not in CHAT_TEMPLATE_MODES:
+        raise ValueError(f"data.chat_template: expected one of {', '.join(CHAT_TEMPLATE_MODES)}, got {mode!r}")
+    if not isinstance(prompt, str):
+        return True
+    has_template = getattr(tokenizer, "chat_template", None) is not None
+    if mode == "on" and not has_template:
+        raise ValueError("data.chat_template=on but the tokenizer has no chat template; "
+                         "use auto or off, or a tokenizer with a chat_template")
+    return mode == "on" or (mode == "auto" and has_template and tokenizer.chat_template != CHAR_CHAT_TEMPLATE)
+
+
+def render_prompt(tokenizer, prompt, system_prompt: str | None = None, chat_template: str = "auto") -> str:
+    """Prompt text as the model sees it: chat messages, and text prompts when the
+    tokenizer has a chat template (see uses_chat_template), go through the template,
+    a text prompt as one user message. The system prompt is added to templated prompts
+    that have none; text rendered without a template is returned unchanged."""
+    if not uses_chat_template(tokenizer, prompt, chat_template):
         return prompt
-    messages = list(prompt)
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     if system_prompt and not (messages and messages[0].get("role") == "system"):
         messages = [{"role": "system", "content": system_prompt}] + messages
     if getattr(tokenizer, "chat_template", None) is None:
@@ -205,12 +233,14 @@ def render_prompt(tokenizer, prompt, system_prompt: str | None = None) -> str:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def encode_prompts(tokenizer, prompts, *, max_tokens: int = 0, system_prompt: str | None = None) -> list[list[int]]:
+def encode_prompts(tokenizer, prompts, *, max_tokens: int = 0, system_prompt: str | None = None,
+                   chat_template: str = "auto") -> list[list[int]]:
     out = []
     for p in prompts:
-        text = render_prompt(tokenizer, p, system_prompt)
+        templated = uses_chat_template(tokenizer, p, chat_template)
+        text = render_prompt(tokenizer, p, system_prompt, chat_template)
         # A chat template already writes any BOS it needs.
-        ids = tokenizer(text, add_special_tokens=isinstance(p, str))["input_ids"]
+        ids = tokenizer(text, add_special_tokens=not templated)["input_ids"]
         if max_tokens and len(ids) > max_tokens:
             ids = ids[-max_tokens:]  # keep the end, where the question usually is
         out.append(list(ids))

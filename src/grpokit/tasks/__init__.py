@@ -35,4 +35,4 @@ def get_task(name: str) -> Task:
 
 def _load_builtins() -> None:
     # Imported lazily so `grpokit --help` stays fast.
-    from grpokit.tasks import arithmetic, gsm8k, search_qa  # noqa: F401
+    from grpokit.tasks import arithmetic, gsm8k, search_qa, short_arithmetic  # noqa: F401

@@ -136,6 +136,10 @@ def load_policy(cfg: ModelConfig, *, fit_texts: Iterable[str] = (), seed: int = 
         from transformers import AutoModelForCausalLM
 
         path = cfg.name_or_path
+        if path.endswith(".gguf"):  # a llama.cpp file: converted once into a cache directory
+            from grpokit.model.get import gguf_model_dir
+
+            path = str(gguf_model_dir(path))
         if not Path(path).exists() and (path.startswith((".", "/", "~")) or path.count("/") > 1):
             raise FileNotFoundError(f"model directory {path!r} does not exist")
         kwargs = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}

@@ -145,6 +145,10 @@ def plain_copy(gguf_model):
     missing, unexpected = fresh.load_state_dict(gguf_model.state_dict(), strict=False)
     # Tied output embeddings share the input embeddings' tensor; tie_weights restores it.
     fresh.tie_weights()
+    # Buffers outside the state dict (rotary inv_freq) were left uninitialised by to_empty.
+    with torch.no_grad():
+        for name, buf in gguf_model.named_buffers():
+            fresh.get_buffer(name).copy_(buf)
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
         raise ModelGetError(f"weights do not fit a fresh {type(gguf_model).__name__}: missing {missing[:3]}, "
@@ -176,6 +180,8 @@ def convert_gguf(gguf_path: Path, out: Path, *, say: Callable[[str], None] = _sa
     import torch
 
     check_out_dir(out)
+    if not gguf_path.is_file():
+        raise ModelGetError(f"{gguf_path}: no such GGUF file")
     t0 = time.perf_counter()
     say(f"reading {gguf_path.name} (dequantizing to float32)")
     gguf_model, tokenizer = load_gguf(gguf_path)

@@ -75,8 +75,9 @@ def test_trl_wrapper_runs_the_baseline_with_w3s_shape(tmp_path, monkeypatch):
     fake = tmp_path / "trl_baseline.py"
     seen = tmp_path / "argv.json"
     fake.write_text("import json, sys, os\n"
-                    f"json.dump({{'argv': sys.argv[1:], 'data': open(os.path.join(sys.argv[sys.argv.index('--assets') + 1], "
-                    f"'data', 'arith_512.jsonl')).readline()}}, open({str(seen)!r}, 'w'))\n")
+                    "assets = sys.argv[sys.argv.index('--assets') + 1]\n"
+                    "data = open(os.path.join(assets, 'data', 'arith_512.jsonl')).readline()\n"
+                    f"json.dump({{'argv': sys.argv[1:], 'data': data}}, open({str(seen)!r}, 'w'))\n")
     monkeypatch.setattr(sys, "argv", ["trl_smollm2.py", "--model", "smollm2", "--assets", str(assets), "--steps", "3",
                                       "--baseline", str(fake), "--json-out", "x.json"])
     runpy.run_path(str(REPO / "benchmarks" / "trl_smollm2.py"), run_name="__main__")

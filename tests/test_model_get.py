@@ -19,7 +19,7 @@ TEMPLATE = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['co
 
 def _byte_level_tokens() -> list[str]:
     # GPT-2 byte-level alphabet: printable bytes stand for themselves, the others are shifted.
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     shifted, n = [], 0
     for b in range(256):
         if b not in keep:

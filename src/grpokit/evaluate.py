@@ -63,7 +63,8 @@ def evaluate_examples(model, tokenizer, examples: Sequence[Example], rewards, *,
     lengths = [len(c) for c in gen.completion_ids]
     samples = []
     for i, e in enumerate(examples):
-        row = {"id": e.id, "prompt": render_prompt(tokenizer, e.prompt, system_prompt, chat_template), "completion": texts[i],
+        row = {"id": e.id, "prompt": render_prompt(tokenizer, e.prompt, system_prompt, chat_template),
+               "completion": texts[i],
                "reward": float(scores.total[i]), "length": lengths[i], "stop": gen.stop_reason[i]}
         row.update({f"reward/{k}": float(v[i]) for k, v in scores.per_reward.items()})
         samples.append(row)

@@ -121,7 +121,8 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         res = evaluate_examples(model, tok, comp.eval_examples, comp.rewards,
                                 max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed,
                                 max_prompt_tokens=cfg.data.max_prompt_tokens,
-                                system_prompt=resolve_system_prompt(cfg.data.system_prompt, cfg.data.eval or cfg.data.train),
+                                system_prompt=resolve_system_prompt(cfg.data.system_prompt,
+                                                                    cfg.data.eval or cfg.data.train),
                                 chat_template=cfg.data.chat_template,
                                 generate_fn=comp.generate_fn)
         out = {f"eval/{k}": v for k, v in res.reward_means.items()}

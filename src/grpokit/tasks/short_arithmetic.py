@@ -7,7 +7,8 @@ from grpokit.tasks import TASKS
 from grpokit.tasks.arithmetic import ArithmeticTask
 
 
-@TASKS.register("arithmetic_short", doc="one addition or subtraction of two numbers up to 99 (a curriculum's first stage)")
+@TASKS.register("arithmetic_short",
+                doc="one addition or subtraction of two numbers up to 99 (a curriculum's first stage)")
 def short_arithmetic() -> ArithmeticTask:
     # Its own test stream (the same seed, other problems than `arithmetic`'s 2-4 step ones),
     # disjoint from its train split as in ArithmeticTask.

@@ -212,6 +212,7 @@ def convert_gguf(gguf_path: Path, out: Path, *, say: Callable[[str], None] = _sa
             f"(max |diff| {diff:.2g} <= {VERIFY_ATOL})")
         if out.is_dir():
             out.rmdir()  # empty, checked above
+        partial.chmod(0o755)  # mkdtemp made it private; a model directory is readable like any other
         partial.rename(out)
     finally:
         if partial.exists():

@@ -26,7 +26,8 @@ from grpokit.types import RewardOutput
     ("the answer is \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),
     ("\\boxed{1} and \\boxed{2}", "2"),
     ("<answer>18", None),  # unclosed: truncated generation
-    ("the answer is 18", None),  # no last-number fallback
+    ("the answer is 18", "18"),  # an explicit "answer is" statement
+    ("I think it is 18", None),  # no last-number fallback by default
     ("\\boxed{unclosed", None),
     ("", None),
 ])
@@ -110,6 +111,7 @@ def test_find_equations(text, expected):
     ("<answer></answer>", "18", 0.0),
     ("<answer>18", "18", 0.0),  # unclosed tag: no answer
     ("I think it is 18", "18", 0.0),  # no answer form: 0 (no last-number fallback)
+    ("The answer is 18.", "18", 1.0),  # stated in words
     ("<answer>\\sqrt{2}</answer>", "\\sqrt{2}", 1.0),  # symbolic, via math_verify
     ("<answer>x^2+1</answer>", "1+x^2", 1.0),
     ("<answer>\\frac{\\pi}{2}</answer>", "\\pi/2", 1.0),
@@ -119,6 +121,44 @@ def test_find_equations(text, expected):
 ])
 def test_accuracy(completion, gold, expected):
     assert accuracy(completion, answer=gold) == expected
+
+
+# The forms an instruct model writes, in precedence order (extract_answer's docstring):
+# <answer> tags > "####" > \\boxed > "answer is" phrase > (last_number=True only) last number.
+@pytest.mark.parametrize("text, strict, lenient", [
+    ("<answer>18</answer> #### 17 \\boxed{16} The answer is 15. 14", "18", "18"),  # tags win
+    ("#### 17\n\\boxed{16} The answer is 15. 14", "17", "17"),  # then the marker
+    ("\\boxed{16} The answer is 15. 14", "16", "16"),  # then boxed
+    ("The answer is 15. Check: 14", "15", "15"),  # then the phrase
+    ("17 + 21 = 38", None, "38"),  # then the last number, only when asked
+    ("Final answer: $1,080", "$1,080", "$1,080"),
+    ("So the answer is -5.", "-5", "-5"),
+    ("The answer is **42**.", "42", "42"),
+    ("The answer is: 7 apples", "7", "7"),
+    ("She has 3.5 cups left.", None, "3.5"),  # a sentence's period is not a decimal point
+    ("40 - 5", None, "5"),  # a dash with spaces is subtraction, not a sign
+    ("x = -5.", None, "-5"),
+    ("the answer is unclear", None, None),  # the phrase needs a number
+    ("<answer>18", None, "18"),  # unclosed tag: no answer, but its number is the last one
+    ("no numbers at all", None, None),
+    ("", None, None),
+])
+def test_answer_forms_precedence(text, strict, lenient):
+    assert extract_answer(text) == strict
+    assert extract_answer(text, last_number=True) == lenient
+
+
+@pytest.mark.parametrize("completion, last_number, expected", [
+    ("17 + 21 = 38", False, 0.0),
+    ("17 + 21 = 38", True, 1.0),
+    ("17 + 21 = 38, so 38 apples.", True, 1.0),
+    ("38 = 17 + 21", True, 0.0),  # the last number is 21: an intermediate value does not count
+    ("#### 37\n17 + 21 = 38", True, 0.0),  # a stated answer beats the last number
+    ("The answer is $38.", False, 1.0),
+    ("The answer is 38.5", False, 0.0),
+])
+def test_accuracy_last_number_option(completion, last_number, expected):
+    assert accuracy(completion, answer="38", last_number=last_number) == expected
 
 
 def test_accuracy_without_answer_field_names_it():

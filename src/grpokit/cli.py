@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # bench: arguments belong to grpokit.bench; main() forwards them untouched
     sub.add_parser("bench", help="benchmarks (arguments are passed to grpokit.bench)", add_help=False)
+    sub.add_parser("model", help="get a pretrained model without a hub: `grpokit model get smollm2-135m --out DIR`",
+                   add_help=False)
     sub.add_parser("study", help="studies, e.g. `grpokit study grouping` (arguments are passed to grpokit.demos.study)",
                    add_help=False)
     return parser
@@ -425,7 +427,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-FORWARDED = {"bench": "grpokit.bench", "study": "grpokit.demos.study"}  # command -> module with main(argv)
+FORWARDED = {"bench": "grpokit.bench", "study": "grpokit.demos.study", "model": "grpokit.model.get"}  # command -> module with main(argv)
 
 
 def cmd_forward(module: str, argv: Sequence[str]) -> int:
@@ -483,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("GRPOKIT_DEBUG", "") not in ("", "0")
     parser = build_parser()
     try:
-        if argv and argv[0] in ("bench", "study"):
+        if argv and argv[0] in FORWARDED:
             return cmd_forward(argv[0], argv[1:])
         try:
             args, extras = parser.parse_known_args(argv)

@@ -42,12 +42,13 @@ def accuracy_key(names: Sequence[str]) -> str | None:
 
 def evaluate_examples(sampler: Sampler, tokenizer, examples: Sequence[Example], rewards, *, max_new_tokens: int,
                       batch_size: int = 64, temperature: float = 0.0, seed: int = 0, max_prompt_tokens: int = 0,
-                      system_prompt: str | None = None) -> EvalResult:
+                      system_prompt: str | None = None, chat_template: str = "auto") -> EvalResult:
     """Sample one completion per example and score it with every reward. sampler: the
     policy's Sampler (build.py; the multi-turn tool loop with tools)."""
     start = time.perf_counter()
     prompts = [e.prompt for e in examples]
-    ids = encode_prompts(tokenizer, prompts, max_tokens=max_prompt_tokens, system_prompt=system_prompt)
+    ids = encode_prompts(tokenizer, prompts, max_tokens=max_prompt_tokens, system_prompt=system_prompt,
+                         chat_template=chat_template)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size)
     gen = sampler.sample(ids, params, generator=torch.Generator().manual_seed(seed))
     texts = [tokenizer.decode(c, skip_special_tokens=True) for c in gen.completion_ids]
@@ -57,7 +58,8 @@ def evaluate_examples(sampler: Sampler, tokenizer, examples: Sequence[Example], 
     lengths = [len(c) for c in gen.completion_ids]
     samples = []
     for i, e in enumerate(examples):
-        row = {"id": e.id, "prompt": render_prompt(tokenizer, e.prompt, system_prompt), "completion": texts[i],
+        row = {"id": e.id, "prompt": render_prompt(tokenizer, e.prompt, system_prompt, chat_template),
+               "completion": texts[i],
                "reward": float(scores.total[i]), "length": lengths[i], "stop": gen.stop_reason[i]}
         row.update({f"reward/{k}": float(v[i]) for k, v in scores.per_reward.items()})
         samples.append(row)
@@ -74,6 +76,7 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     from grpokit.model.limits import check_prompt_lengths
     from grpokit.model.policy import is_tiny, load_policy
     from grpokit.rewards import RewardSet
+    from grpokit.tasks.formats import resolve_system_prompt
 
     set_threads(cfg.threads)
     if is_tiny(cfg.model.name_or_path):
@@ -87,7 +90,9 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     check_prompt_lengths(policy.model, policy.tokenizer, examples, max_prompt_tokens=0,
                          max_new_tokens=cfg.max_new_tokens, source=f"data {cfg.data!r}", new_tokens_key="max_new_tokens")
     result = evaluate_examples(make_sampler(policy.model, policy.tokenizer), policy.tokenizer, examples, rewards, max_new_tokens=cfg.max_new_tokens,
-                               batch_size=cfg.batch_size, temperature=cfg.temperature, seed=cfg.seed)
+                               batch_size=cfg.batch_size, temperature=cfg.temperature, seed=cfg.seed,
+                               system_prompt=resolve_system_prompt(cfg.system_prompt, cfg.data),
+                               chat_template=cfg.chat_template)
     if cfg.samples_out:
         path = Path(cfg.samples_out)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from grpokit.model.policy import encode_prompts
 from grpokit.tasks.prompt_sampler import PromptSampler
 from grpokit.rollout.batch import build_rollout_batch
 from grpokit.rollout.multiturn import tool_metrics
+from grpokit.tasks.formats import resolve_system_prompt
 from grpokit.types import Experience, RolloutBatch, SamplingParams
 from grpokit.update import LossSettings, reference_logprobs, update_policy
 
@@ -48,7 +49,8 @@ def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: t
     g = cfg.rollout.num_generations
     examples = [comp.train_examples[i] for i in indices]
     prompt_ids = encode_prompts(tok, [e.prompt for e in examples], max_tokens=cfg.data.max_prompt_tokens,
-                                system_prompt=cfg.data.system_prompt)
+                                system_prompt=resolve_system_prompt(cfg.data.system_prompt, cfg.data.train),
+                                chat_template=cfg.data.chat_template)
     # A self-tuning grouper may give prompts different numbers of completions.
     plan = getattr(comp.grouper, "plan_generations", None)
     counts = plan([e.id for e in examples], [e.fields for e in examples], step) if plan else [g] * len(examples)
@@ -148,7 +150,10 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
             return {}
         res = evaluate_examples(comp.sampler, tok, comp.eval_examples, comp.rewards,
                                 max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed,
-                                max_prompt_tokens=cfg.data.max_prompt_tokens, system_prompt=cfg.data.system_prompt)
+                                max_prompt_tokens=cfg.data.max_prompt_tokens,
+                                system_prompt=resolve_system_prompt(cfg.data.system_prompt,
+                                                                    cfg.data.eval or cfg.data.train),
+                                chat_template=cfg.data.chat_template)
         out = {f"eval/{k}": v for k, v in res.reward_means.items()}
         if res.accuracy is not None:
             out["eval/accuracy"] = res.accuracy

@@ -28,6 +28,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json_out:
             Path(args.json_out).write_text(json.dumps(res, indent=1))
         return 0
+    if args.workload == "smollm2":  # its chat-rendered prompt file is written on first use
+        from grpokit.bench.smollm2 import prepare_assets
+
+        try:
+            prepare_assets(Path(args.assets))
+        except (FileNotFoundError, ValueError) as e:
+            print(f"grpokit bench: {e}", file=sys.stderr)
+            return 2
     if args.in_process:
         run_grpokit(args)
         return 0

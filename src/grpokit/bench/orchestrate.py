@@ -28,6 +28,11 @@ def _repo_shared_bench() -> Path | None:
     return None
 
 
+def repo_root() -> Path:
+    """The checkout holding src/grpokit (benchmarks/ lives next to src/)."""
+    return Path(__file__).resolve().parents[3]
+
+
 def env_for(alloc: str, threads: int) -> dict[str, str]:
     env = dict(os.environ)
     # This process may run under grpokit's own setting (grpokit.engine.allocator); a child starts
@@ -82,17 +87,19 @@ def _summary(impl: str, alloc: str, r: dict[str, Any]) -> dict[str, Any]:
 def orchestrate(args: argparse.Namespace) -> int:
     workload = WORKLOADS[args.workload]
     assets = Path(args.assets)
-    if not (assets / "models" / workload.name / "config.json").is_file():
+    if not (assets / "models" / workload.model / "config.json").is_file():
         hint = _repo_shared_bench()
         make = f"python {hint / 'make_assets.py'} --out {assets}" if hint else "shared/bench/make_assets.py"
-        print(f"grpokit bench: no model at {assets / 'models' / workload.name}; build the assets first:\n  {make}",
+        print(f"grpokit bench: no model at {assets / 'models' / workload.model}; build the assets first:\n  {make}",
               file=sys.stderr)
         return 2
     allocs = {"both": ["default", "tunables"], "all": list(ALLOCATORS)}.get(args.allocator, [args.allocator])
     impls = ["grpokit"]
     script = None
     if args.vs_trl:
-        script = Path(args.trl_script) if args.trl_script else (_repo_shared_bench() or Path("?")) / "trl_baseline.py"
+        script = Path(args.trl_script) if args.trl_script else (
+            repo_root() / workload.trl_script if workload.trl_script
+            else (_repo_shared_bench() or Path("?")) / "trl_baseline.py")
         if not script.is_file():
             print(f"grpokit bench: --vs-trl needs trl_baseline.py (--trl-script); not found at {script}",
                   file=sys.stderr)
@@ -107,7 +114,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     print(f"[bench] workload {workload.name}: {args.steps} steps, stats over steps {args.warmup + 1}..{args.steps}; "
           f"runs: {args.repeats} x {impls} x allocator {allocs}; logs in {log_dir}", flush=True)
     print(f"[bench] machine: {cpu_name()}, {os.cpu_count()} CPUs, {args.threads} threads; TRL reference "
-          f"(BASELINE.md): {TRL_REFERENCE[workload.name]}", flush=True)
+          f"(BASELINE.md): {TRL_REFERENCE.get(workload.name, 'none recorded')}", flush=True)
 
     ceiling_path = args.ceiling_json
     if not ceiling_path and not args.no_ceiling:

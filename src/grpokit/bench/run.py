@@ -77,6 +77,13 @@ class Workload:
     dtype: str = "float32"
     micro_batch_size: int = 0
     device: str = "cpu"
+    model_dir: str = ""  # folder under assets/models (default: the name)
+    overrides: tuple = ()  # config keys the workload sets on top of the shared ones
+    trl_script: str = ""  # TRL side, relative to the repo root (default: shared/bench/trl_baseline.py)
+
+    @property
+    def model(self) -> str:
+        return self.model_dir or self.name
 
 
 # W1 and W2 of BASELINE.md (CPU), and a GPU workload whose assets `grpokit.bench.gpu` builds:
@@ -88,6 +95,10 @@ WORKLOADS = {
     "qwen2-0.5b": Workload("qwen2-0.5b", 256, 64, prompts_per_step=16, data_file="prompts.jsonl",
                            reward="grpokit.bench.gpu:hash_reward", dtype="bfloat16", micro_batch_size=32,
                            device="cuda"),
+    # W3: a real pretrained model (grpokit.bench.smollm2), chat-rendered prompts
+    "smollm2": Workload("smollm2", 128, 0, prompts_per_step=8, num_generations=4, data_file="smollm2_chat_512.jsonl",
+                        model_dir="smollm2-135m", overrides=("data.chat_template=off",),
+                        trl_script="benchmarks/trl_smollm2.py"),
 }
 
 _INT_RE = re.compile(r"-?\d+")
@@ -113,7 +124,7 @@ def workload_config(workload: Workload, assets: Path, *, steps: int, seed: int, 
     from grpokit.config import ConfigError, load_config, validate
 
     data = {
-        "model.name_or_path": str(assets / "models" / workload.name),
+        "model.name_or_path": str(assets / "models" / workload.model),
         "model.dtype": workload.dtype,
         "model.device": workload.device,
         "data.train": str(assets / "data" / workload.data_file),
@@ -144,7 +155,7 @@ def workload_config(workload: Workload, assets: Path, *, steps: int, seed: int, 
         "run.out": out,
         "run.progress": False,
     }
-    cfg = load_config(TrainConfig, None, list(overrides), data=data)
+    cfg = load_config(TrainConfig, None, [*workload.overrides, *overrides], data=data)
     problems = validate(cfg)
     if problems:
         raise ConfigError("benchmark config has problems:\n  - " + "\n  - ".join(problems))
@@ -270,7 +281,7 @@ class _Recorder:
                 raise RuntimeError(f"grpokit's tokenizer ({type(tok).__name__}) differs from the saved one on "
                                    f"{text!r}: {len(a)} vs {len(b)} tokens; the workloads would not be the same")
         n = len(tok(examples[0].prompt)["input_ids"])
-        if n != self.workload.prompt_tokens:
+        if self.workload.prompt_tokens and n != self.workload.prompt_tokens:
             print(f"[bench] WARNING: prompt is {n} tokens; BASELINE.md says {self.workload.prompt_tokens}",
                   flush=True)
         return {"class": type(tok).__name__, "vocab": len(tok), "prompt_tokens": n,
@@ -302,7 +313,7 @@ def run_grpokit(args: argparse.Namespace) -> dict[str, Any]:
     out = tempfile.mkdtemp(prefix=f"grpokit_bench_{workload.name}_")
     cfg = workload_config(workload, assets, steps=args.steps, seed=args.seed, threads=args.threads, out=out,
                           overrides=args.overrides)
-    rec = _Recorder(args.steps, assets / "models" / workload.name, workload)
+    rec = _Recorder(args.steps, assets / "models" / workload.model, workload)
     t0 = time.perf_counter()
     try:
         train(cfg, hooks=rec)
@@ -408,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", choices=sorted(WORKLOADS), default="tiny",
                    help="tiny (W1: 1M params, char vocab, 32 tokens), small (W2: 56M params, 32k vocab, 64 tokens), "
+                        "smollm2 (W3: SmolLM2-135M-Instruct, 8x4 completions of 128 tokens; grpokit.bench.smollm2), "
                         "or qwen2-0.5b (GPU: random Qwen2.5-0.5B shape, bf16, 16x8 completions of 256 tokens; "
                         "see grpokit.bench.gpu)")
     p.add_argument("--assets", default=DEFAULT_ASSETS, help="output folder of shared/bench/make_assets.py")

@@ -52,7 +52,11 @@ class DataConfig:
     prompt_field: str = opt("prompt", "column holding the prompt (text or chat messages)")
     max_prompt_tokens: int = opt(512, "prompts longer than this are left-truncated")
     shuffle: bool = opt(True, "shuffle prompts each epoch")
-    system_prompt: Optional[str] = opt(None, "system message prepended when prompts are chat messages")
+    system_prompt: Optional[str] = opt(None, "system message of templated prompts; unset = the built-in task's "
+                                             "answer format (grpokit.tasks.formats), '' = none")
+    chat_template: str = opt("auto", "text prompts go through the tokenizer's chat template as a user message: auto "
+                                     "(when the tokenizer has one), on, off (base models)",
+                             choices=("auto", "on", "off"))
 
 
 @dataclass
@@ -295,5 +299,10 @@ class EvalConfig:
     temperature: float = opt(0.0, "0 = greedy decoding")
     rewards: list = opt(help="reward functions reported per sample", factory=lambda: [RewardSpec()])
     samples_out: Optional[str] = opt(None, "write every sample to this JSONL file")
+    system_prompt: Optional[str] = opt(None, "system message of templated prompts; unset = the built-in task's "
+                                             "answer format (grpokit.tasks.formats), '' = none")
+    chat_template: str = opt("auto", "text prompts go through the tokenizer's chat template as a user message: auto "
+                                     "(when the tokenizer has one), on, off (base models)",
+                             choices=("auto", "on", "off"))
     seed: int = opt(0, "random seed (only used when temperature > 0)")
     threads: int = opt(0, "torch CPU threads (0 = leave torch's default)")

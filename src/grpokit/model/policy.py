@@ -17,7 +17,9 @@ from typing import Iterable, Iterator
 import torch
 
 from grpokit.config.schema import ModelConfig
+from grpokit.model.char_tokenizer import CHAT_TEMPLATE as CHAR_CHAT_TEMPLATE
 from grpokit.model.device import resolve_device
+from grpokit.model.tokenizer_files import GENERIC_TOKENIZER_CLASSES, load_tokenizer  # noqa: F401 (re-exported)
 
 log = logging.getLogger("grpokit")
 
@@ -32,7 +34,6 @@ TINY_DEFAULT = "s"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Tokenizer classes that are only a generic wrapper around tokenizer.json; for these,
 # AutoTokenizer may substitute the model family's own class and change tokenization.
-GENERIC_TOKENIZER_CLASSES = {"PreTrainedTokenizerFast", "TokenizersBackend"}
 
 
 @dataclass
@@ -82,49 +83,6 @@ def create_tiny(name: str, texts: Iterable[str], *, seed: int = 0, max_positions
     return model, tokenizer
 
 
-def load_tokenizer(path: str, *, trust_remote_code: bool = False):
-    """Load the tokenizer that was saved, never a look-alike.
-
-    transformers 5 maps a generic saved tokenizer to the model family's class (for
-    model_type qwen2 it builds Qwen2Tokenizer, which drops spaces of a char tokenizer).
-    We load generic ones as PreTrainedTokenizerFast and check the result against the raw
-    tokenizer.json; a mismatch is an error rather than a silent swap.
-    """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    p = Path(path)
-    cls_name = None
-    if (p / "tokenizer_config.json").is_file():
-        cls_name = json.loads((p / "tokenizer_config.json").read_text()).get("tokenizer_class")
-    if (p / "tokenizer.json").is_file() and (cls_name is None or cls_name in GENERIC_TOKENIZER_CLASSES):
-        tok = PreTrainedTokenizerFast.from_pretrained(path)
-    else:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    _check_tokenizer_matches_file(tok, p)
-    if tok.pad_token_id is None:
-        # Padding is masked everywhere; reusing EOS as pad is safe for that.
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def _check_tokenizer_matches_file(tok, path: Path) -> None:
-    file = path / "tokenizer.json"
-    if not file.is_file():
-        return
-    from tokenizers import Tokenizer
-
-    raw = Tokenizer.from_file(str(file))
-    probe = "Compute 37+48-12. The answer is  73!\n<think>a b</think>"
-    got = tok(probe, add_special_tokens=False)["input_ids"]
-    want = raw.encode(probe, add_special_tokens=False).ids
-    if got != want:
-        raise ValueError(
-            f"tokenizer loaded from {path} ({type(tok).__name__}) does not match its tokenizer.json: "
-            f"{len(got)} vs {len(want)} tokens on a probe string. Refusing to train with a swapped tokenizer; "
-            "pass model.tokenizer=DIR or fix tokenizer_config.json's tokenizer_class."
-        )
-
-
 def load_policy(cfg: ModelConfig, *, fit_texts: Iterable[str] = (), seed: int = 0) -> Policy:
     """Model + tokenizer from a ModelConfig; applies LoRA when cfg.lora.r > 0."""
     dtype = DTYPES[cfg.dtype]
@@ -134,9 +92,14 @@ def load_policy(cfg: ModelConfig, *, fit_texts: Iterable[str] = (), seed: int = 
     else:
         from transformers import AutoModelForCausalLM
 
+        path = cfg.name_or_path
+        if path.endswith(".gguf"):  # a llama.cpp file: converted once into a cache directory
+            from grpokit.model.get import gguf_model_dir
+
+            path = str(gguf_model_dir(path))
         from grpokit.model.files import ModelFileError, check_model_files, check_tokenizer_files, locate_model
 
-        path, note = locate_model(cfg.name_or_path)  # a run directory stands for its model
+        path, note = locate_model(path)  # a run directory stands for its model
         if note:
             print(f"grpokit: {note}")
         local = Path(path).is_dir()
@@ -206,11 +169,38 @@ class Reference:
             yield self.model
 
 
-def render_prompt(tokenizer, prompt, system_prompt: str | None = None) -> str:
-    """Prompt text as the model sees it: chat messages go through the chat template."""
-    if isinstance(prompt, str):
+CHAT_TEMPLATE_MODES = ("auto", "on", "off")
+
+
+def uses_chat_template(tokenizer, prompt, mode: str = "auto") -> bool:
+    """Whether `prompt` goes through the tokenizer's chat template.
+
+    Chat messages always do (there is no other way to render them). Plain text does
+    under mode "auto" when the tokenizer has a template (an instruct model expects its
+    turn markers; a bare question often gets an empty answer) and under "on"; "off"
+    keeps text as it is, for base models whose tokenizer happens to carry a template.
+    "auto" leaves text alone for grpokit's character tokenizer: its template exists only
+    to render message prompts, and `tiny` models learn from plain text.
+    """
+    if mode not in CHAT_TEMPLATE_MODES:
+        raise ValueError(f"data.chat_template: expected one of {', '.join(CHAT_TEMPLATE_MODES)}, got {mode!r}")
+    if not isinstance(prompt, str):
+        return True
+    has_template = getattr(tokenizer, "chat_template", None) is not None
+    if mode == "on" and not has_template:
+        raise ValueError("data.chat_template=on but the tokenizer has no chat template; "
+                         "use auto or off, or a tokenizer with a chat_template")
+    return mode == "on" or (mode == "auto" and has_template and tokenizer.chat_template != CHAR_CHAT_TEMPLATE)
+
+
+def render_prompt(tokenizer, prompt, system_prompt: str | None = None, chat_template: str = "auto") -> str:
+    """Prompt text as the model sees it: chat messages, and text prompts when the
+    tokenizer has a chat template (see uses_chat_template), go through the template,
+    a text prompt as one user message. The system prompt is added to templated prompts
+    that have none; text rendered without a template is returned unchanged."""
+    if not uses_chat_template(tokenizer, prompt, chat_template):
         return prompt
-    messages = list(prompt)
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     if system_prompt and not (messages and messages[0].get("role") == "system"):
         messages = [{"role": "system", "content": system_prompt}] + messages
     if getattr(tokenizer, "chat_template", None) is None:
@@ -219,12 +209,14 @@ def render_prompt(tokenizer, prompt, system_prompt: str | None = None) -> str:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def encode_prompts(tokenizer, prompts, *, max_tokens: int = 0, system_prompt: str | None = None) -> list[list[int]]:
+def encode_prompts(tokenizer, prompts, *, max_tokens: int = 0, system_prompt: str | None = None,
+                   chat_template: str = "auto") -> list[list[int]]:
     out = []
     for p in prompts:
-        text = render_prompt(tokenizer, p, system_prompt)
+        templated = uses_chat_template(tokenizer, p, chat_template)
+        text = render_prompt(tokenizer, p, system_prompt, chat_template)
         # A chat template already writes any BOS it needs.
-        ids = tokenizer(text, add_special_tokens=isinstance(p, str))["input_ids"]
+        ids = tokenizer(text, add_special_tokens=not templated)["input_ids"]
         if max_tokens and len(ids) > max_tokens:
             ids = ids[-max_tokens:]  # keep the end, where the question usually is
         out.append(list(ids))

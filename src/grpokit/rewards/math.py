@@ -12,13 +12,16 @@ _MISSING = object()
 
 @reward("accuracy", doc="1.0 when the final answer equals the gold `answer` (numeric or symbolic), else 0.0",
         fields={"answer": (is_scalar_answer, "a number or text, e.g. 42 or 3/4")})
-def accuracy(completion: str, *, answer: Any = _MISSING, **fields: Any) -> float:
+def accuracy(completion: str, *, answer: Any = _MISSING, last_number: bool = False, **fields: Any) -> float:
     """1.0 when the completion's final answer equals the gold `answer`, else 0.0.
 
     predicted = extract_answer(completion): the last <answer>...</answer>, else the GSM8K
-    `#### x` line, else the last \\boxed{...}. With none of them the score is 0.0: we do
-    not fall back to "the last number in the text", which would credit an intermediate
-    result that happens to equal the answer and would teach the policy to skip the format.
+    `#### x` line, else the last \\boxed{...}, else the number after the last "answer is" /
+    "answer:" phrase. With none of them the score is 0.0: by default we do not fall back
+    to "the last number in the text", which would credit an intermediate result that
+    happens to equal the answer and would teach the policy to skip stating one.
+    last_number=True (a reward kwarg) adds that fallback, for a weak model that rarely
+    states an answer in any form (recipes/gsm8k_smollm2.yaml).
 
     gold = `answer` (int, float or str; a raw GSM8K rationale ending in `#### x` is
     reduced to x). When both sides read as numbers (parse_number: "1,234", "$18",
@@ -30,7 +33,7 @@ def accuracy(completion: str, *, answer: Any = _MISSING, **fields: Any) -> float
         present = ", ".join(sorted(fields)) or "none"
         raise ValueError(f"accuracy: the example has no 'answer' field (its fields: {present}); "
                          "the gold answer must be a column named 'answer'")
-    predicted = extract_answer(completion)
+    predicted = extract_answer(completion, last_number=last_number)
     if predicted is None or not predicted:
         return 0.0
     gold = answer

@@ -14,17 +14,29 @@ from typing import NamedTuple
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _GSM8K_FINAL = re.compile(r"####[ \t]*([^\n]*)")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# "-5", "$1,080.50"; a sign only when it touches the number ("40 - 5" ends in 5, not -5),
+# and a sentence's closing period is not a decimal point.
+_SIGNED_NUMBER = r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+# "answer is 18", "answer: 18", "answer is: $18", "answer would be 18" -- case-insensitive
+_ANSWER_PHRASE = re.compile(r"answer\s*(?:is|=|:|would be|will be)\s*:?\s*\**\s*(" + _SIGNED_NUMBER + ")",
+                            re.IGNORECASE)
+_ANY_NUMBER = re.compile(r"(?<![\w.])" + _SIGNED_NUMBER)
 
 
-def extract_answer(text: str) -> str | None:
+def extract_answer(text: str, *, last_number: bool = False) -> str | None:
     """The final answer a completion states, stripped, or None.
 
     Looked for in this order (the first form present wins, the last occurrence of it):
       1. the content of the last complete `<answer>...</answer>` pair;
       2. the rest of the line after the last GSM8K marker `#### x`;
-      3. the content of the last `\\boxed{...}` (braces balanced).
-    An unclosed `<answer>` (a truncated generation) is not an answer. No form -> None;
-    in particular the last number of free text is *not* taken (see rewards/math.py).
+      3. the content of the last `\\boxed{...}` (braces balanced);
+      4. the number after the last "answer is" / "answer:" phrase ("The answer is 18.",
+         "Final answer: $1,080"): an explicit statement, as instruct models write it;
+      5. only with last_number=True: the last number in the text ("17 + 21 = 38" -> "38").
+    An unclosed `<answer>` (a truncated generation) is not an answer. No form -> None.
+    Form 5 is off by default: it credits an intermediate result that happens to equal the
+    answer and lets a policy skip stating one (see rewards/math.py); a recipe turns it on
+    for a weak model whose stated answers are too rare to learn from.
     """
     tags = _ANSWER_TAG.findall(text)
     if tags:
@@ -32,7 +44,17 @@ def extract_answer(text: str) -> str | None:
     finals = _GSM8K_FINAL.findall(text)
     if finals:
         return finals[-1].strip()
-    return last_boxed(text)
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed
+    phrases = _ANSWER_PHRASE.findall(text)
+    if phrases:
+        return phrases[-1]
+    if last_number:
+        numbers = _ANY_NUMBER.findall(text)
+        if numbers:
+            return numbers[-1]
+    return None
 
 
 def last_boxed(text: str) -> str | None:

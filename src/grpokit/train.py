@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from grpokit import dist
 from grpokit.build import Components, build
 from grpokit.config.schema import TrainConfig
 from grpokit.model.device import model_device, synchronize
@@ -30,14 +31,17 @@ from grpokit.model.policy import encode_prompts
 from grpokit.tasks.prompt_sampler import PromptSampler
 from grpokit.rollout.batch import build_rollout_batch
 from grpokit.rollout.multiturn import tool_metrics
-from grpokit.types import Experience, RolloutBatch, SamplingParams
+from grpokit.rollout.seeding import RowStreams, resolve as resolve_seeding
+from grpokit.types import Experience, GenerationOutput, RolloutBatch, SamplingParams
 from grpokit.update import LossSettings, reference_logprobs, update_policy
 
 
-def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: torch.Generator,
-            step: int) -> RolloutBatch:
+def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: torch.Generator | None,
+            step: int, world: dist.World = dist.SINGLE) -> RolloutBatch:
     """Phase 1: G completions for each prompt (or as many as a self-tuning grouper plans);
-    rows are prompt-major (i*G .. i*G+G-1)."""
+    rows are prompt-major (i*G .. i*G+G-1). generator None = keyed sampling randomness
+    (rollout.seeding). Under torchrun this rank samples its share of the prompts and the
+    batch of the whole step comes back (metadata["own_rows"]: the rows it sampled)."""
     tok = comp.policy.tokenizer
     g = cfg.rollout.num_generations
     examples = [comp.train_examples[i] for i in indices]
@@ -52,13 +56,22 @@ def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: t
                             top_p=cfg.rollout.top_p, stop_strings=tuple(cfg.rollout.stop),
                             batch_size=cfg.rollout.batch_size,
                             return_embeddings=getattr(comp.grouper, "needs_embeddings", True))
-    gen = comp.sampler.sample(rows, params, generator=generator)
+    # --- dist: this rank's prompts, keyed streams, the gather (grpokit.dist) ---
+    own = dist.share(len(examples), world)
+    first = sum(counts[:own.start])
+    own_rows = range(first, first + sum(counts[own.start:own.stop]))
+    rng = generator if generator is not None else RowStreams.for_rows(
+        cfg.run.seed, step, [(p, k) for p in own for k in range(counts[p])])
+    gen = (comp.sampler.sample(rows[own_rows.start:own_rows.stop], params, generator=rng) if len(own_rows)
+           else GenerationOutput([], [], [], [], None, 0))
+    gen = dist.gather_generation(world, gen)
+    # --- end dist ---
     texts = [tok.decode(c, skip_special_tokens=True) for c in gen.completion_ids]
     return build_rollout_batch(rows, gen.completion_ids, gen.logprobs, pad_id=tok.pad_token_id,
                                example_index=[i for i, k in enumerate(counts) for _ in range(k)],
                                finished=gen.finished, completions=texts, context_embedding=gen.embeddings,
                                completion_masks=getattr(gen, "completion_masks", None),  # 0 = tool output
-                               metadata={"step": step, "forward_calls": gen.forward_calls,
+                               metadata={"step": step, "forward_calls": gen.forward_calls, "own_rows": own_rows,
                                          **getattr(gen, "metadata", {})})
 
 
@@ -78,6 +91,8 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     from grpokit.report import RunReporter
 
     set_threads(cfg.run.threads)
+    world = dist.init()  # dist: one process unless launched by torchrun
+    seeding = resolve_seeding(cfg.rollout.seeding, world.size)
     torch.manual_seed(cfg.run.seed)
     run_dir = Path(cfg.run.out)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,20 +106,27 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     algo = comp.algorithm
     model, tok = comp.policy.model, comp.policy.tokenizer
     device = model_device(model)
-    dump_yaml(cfg, run_dir / "config.yaml")
+    dist.broadcast_parameters(world, model)  # dist
+    if world.main:
+        dump_yaml(cfg, run_dir / "config.yaml")
 
     optimizer = make_optimizer(model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas,
                                fused=cfg.optim.fused)
     scheduler = make_scheduler(optimizer, warmup=cfg.optim.warmup_steps, total=cfg.run.steps,
                                schedule=cfg.optim.schedule)
     sampler = PromptSampler(len(comp.train_examples), seed=cfg.run.seed, shuffle=cfg.data.shuffle)
-    generator = torch.Generator().manual_seed(cfg.run.seed)
+    generator = torch.Generator().manual_seed(cfg.run.seed) if seeding == "global" else None  # None: keyed
     start_step = 0
     if ckpt is not None:
         state = load_trainer_state(ckpt, optimizer=optimizer, scheduler=scheduler)
         start_step = int(state["step"])
+        saved_world = int(state["extra"].get("world_size", 1))
+        if saved_world != world.size:  # dist: the step's split and the row streams depend on it
+            raise ValueError(f"--resume: {ckpt} was written by {saved_world} process(es), this run has "
+                             f"{world.size}; resume with --nproc {saved_world}")
         sampler.load_state_dict(state["extra"]["sampler"])
-        generator.set_state(state["extra"]["generator"])
+        if generator is not None and state["extra"].get("generator") is not None:
+            generator.set_state(state["extra"]["generator"])
         if "grouper" in state["extra"] and stateful(comp.grouper):
             comp.grouper.load_state_dict(state["extra"]["grouper"])
         comp.sampler.sync_weights(model)  # a sampler with its own copy of the weights (vLLM) reloads them
@@ -125,16 +147,21 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         return out
 
     def checkpoint(step: int) -> None:
-        extra = {"sampler": sampler.state_dict(), "generator": generator.get_state()}
+        # Every rank holds the same sampler, grouper and weights (they see the same global
+        # step), so rank 0's copy is every rank's state.
+        extra = {"sampler": sampler.state_dict(), "world_size": world.size,
+                 "generator": generator.get_state() if generator is not None else None}
         if stateful(comp.grouper):  # running success rates, a replay window, tuned weights
             extra["grouper"] = comp.grouper.state_dict()
-        save_checkpoint(run_dir, step, model=model, tokenizer=tok, optimizer=optimizer, scheduler=scheduler,
-                        config=to_dict(cfg), keep=cfg.run.keep_checkpoints, extra=extra)
+        if world.main:
+            save_checkpoint(run_dir, step, model=model, tokenizer=tok, optimizer=optimizer, scheduler=scheduler,
+                            config=to_dict(cfg), keep=cfg.run.keep_checkpoints, extra=extra)
+        dist.barrier(world)  # no rank runs ahead of a checkpoint being written
 
-    logger = RunLogger(run_dir, resume=ckpt is not None, total_steps=cfg.run.steps)
+    logger = RunLogger(run_dir, resume=ckpt is not None, total_steps=cfg.run.steps) if world.main else dist.Quiet()
     reporter = RunReporter(run_dir, every=cfg.run.report_every, field=algo.group.field, grouper=algo.grouping,
-                           resume=ckpt is not None)  # groups.jsonl, report.html
-    bar = progress(cfg.run.steps, "GRPO", enabled=cfg.run.progress, initial=start_step)
+                           resume=ckpt is not None) if world.main else dist.Quiet()  # groups.jsonl, report.html
+    bar = progress(cfg.run.steps, "GRPO", enabled=cfg.run.progress and world.main, initial=start_step)
     on_start, on_step = getattr(hooks, "on_start", None), getattr(hooks, "on_step", None)
     if on_start is not None:
         on_start(comp)
@@ -142,12 +169,12 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     for step in range(start_step + 1, cfg.run.steps + 1):
         t0 = time.perf_counter()
         indices = sampler.next(cfg.rollout.prompts_per_step)
-        batch = collect(comp, cfg, indices, generator, step)  # Phase 1
+        batch = collect(comp, cfg, indices, generator, step, world)  # Phase 1
         release()
         t_gen = time.perf_counter()
         examples = [comp.train_examples[indices[i]] for i in batch.example_index.tolist()]
-        scores = comp.rewards.score([e.prompt for e in examples], batch.completions, [e.fields for e in examples],
-                                    completion_ids=batch.completion_ids)
+        scores = dist.score_own(world, comp.rewards.score, batch.metadata["own_rows"], [e.prompt for e in examples],
+                                batch.completions, [e.fields for e in examples], batch.completion_ids)
         exp = Experience(prompt_ids=torch.tensor([e.id for e in examples]), rewards=scores.total, step=step,
                          fields=[e.fields for e in examples], embeddings=batch.context_embedding,
                          lengths=batch.completion_lengths(), prompts=[e.prompt for e in examples],
@@ -172,7 +199,7 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         t_ref = time.perf_counter()
         stats = update_policy(model, optimizer, train_batch, advantages, settings, ref_logp=ref_logp,  # Phase 4
                               temperature=cfg.rollout.temperature, micro_batch_size=cfg.optim.micro_batch_size,
-                              max_grad_norm=cfg.optim.max_grad_norm, passes=comp.passes)
+                              max_grad_norm=cfg.optim.max_grad_norm, passes=comp.passes, world=world)
         comp.sampler.sync_weights(model)  # no-op for samplers that read the live model
         scheduler.step()
         release()
@@ -194,9 +221,9 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
                         "lr": scheduler.get_last_lr()[0], "tokens_per_s": n_tokens / (t_end - t0),
                         "step_time": t_end - t0, "time/generate": t_gen - t0, "time/reward_group_adv": t_adv - t_gen,
                         "time/reference": t_ref - t_adv, "time/update": t_end - t_ref})
-        if cfg.run.eval_every and step % cfg.run.eval_every == 0 and step != cfg.run.steps:
+        if world.main and cfg.run.eval_every and step % cfg.run.eval_every == 0 and step != cfg.run.steps:
             metrics.update(run_eval())
-        if step == cfg.run.steps:
+        if world.main and step == cfg.run.steps:
             metrics.update(run_eval())
         logger.log_step(step, metrics)
         logger.log_samples(step, _samples(batch, examples, scores, advantages, cfg.run.log_samples, group_ids))
@@ -209,9 +236,12 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
             checkpoint(step)
     bar.close()
     logger.close()
-    save_model(run_dir / "model", model, tok, to_dict(cfg))
-    plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png", keys=("reward", "accuracy", "eval/accuracy", "len"))
+    if world.main:
+        save_model(run_dir / "model", model, tok, to_dict(cfg))
+        plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png",
+                     keys=("reward", "accuracy", "eval/accuracy", "len"))
     reporter.write()
+    dist.barrier(world)
     return run_dir
 
 

@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all test-dist bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -21,6 +21,10 @@ CORE_TESTS := tests/test_seams.py tests/test_e2e_train.py tests/test_grouping_tr
 test: $(STAMP)
 	$(PY) -m pytest -q
 	GRPOKIT_NATIVE=0 $(PY) -m pytest -q $(CORE_TESTS)
+
+# Runs under torchrun with 2 gloo processes (tests marked `dist`, a few minutes on 2 cores).
+test-dist: $(STAMP)
+	$(PY) -m pytest -q -m dist
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''

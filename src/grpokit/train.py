@@ -93,6 +93,8 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
     set_threads(cfg.run.threads)
     world = dist.init()  # dist: one process unless launched by torchrun
     seeding = resolve_seeding(cfg.rollout.seeding, world.size)
+    if world.distributed and cfg.rollout.tools:
+        raise ValueError("rollout.tools: the multi-turn tool loop runs in one process only (docs/distributed.md)")
     torch.manual_seed(cfg.run.seed)
     run_dir = Path(cfg.run.out)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -192,8 +194,9 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
         ref_logp = None
         if comp.reference is not None:
             with comp.reference.active() as ref_model:
-                ref_logp = reference_logprobs(ref_model, train_batch, temperature=cfg.rollout.temperature,
-                                              micro_batch_size=cfg.optim.micro_batch_size, passes=comp.passes)
+                ref_logp = dist.own_rows_logprobs(world, train_batch, lambda b: reference_logprobs(  # dist
+                    ref_model, b, temperature=cfg.rollout.temperature,
+                    micro_batch_size=cfg.optim.micro_batch_size, passes=comp.passes))
             release()
         synchronize(device)
         t_ref = time.perf_counter()

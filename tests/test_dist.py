@@ -197,3 +197,25 @@ def test_two_process_resume_equals_the_uninterrupted_run(tmp_path):
     again = _jsonl(out / "metrics.jsonl")
     keys = ("reward", "loss", "grad_norm", "trained_rows")
     assert [[r[k] for k in keys] for r in again[2:]] == [[r[k] for k in keys] for r in full[2:]]
+
+
+@pytest.mark.dist
+def test_reductions_over_two_gloo_processes(tmp_path):
+    """sum_gradients, reduce_metrics, total and gather_scores with literal values on 2 ranks."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    worker = Path(__file__).parent / "dist_worker.py"
+    procs = [subprocess.Popen([sys.executable, str(worker), str(r), str(tmp_path), str(port)], env=env)
+             for r in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    for r in range(2):
+        seen = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert (seen["rank"], seen["size"]) == (r, 2)
+        assert seen["grads"] == [[3.0, 6.0], [5.0, 7.0], None]  # sums; c stays without a gradient
+        assert seen["metrics"]["kl"] == pytest.approx((0.2 * 10 + 0.4 * 30) / 40)  # 0.35, not 0.3
+        assert seen["total"] == 4.0
+        assert seen["scores"] == {"total": [0.0, 1.0, 1.0], "parts": {"fmt/ok": [0.0, 1.0, 1.0]}, "na": {"acc": 1}}

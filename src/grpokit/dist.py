@@ -24,7 +24,7 @@ import torch
 
 # A collective that waits longer than this (a rank died or hangs) raises instead of
 # blocking forever; torchrun then stops the other ranks.
-DEFAULT_TIMEOUT_S = 600
+DEFAULT_TIMEOUT_S = 1800
 
 
 @dataclass(frozen=True)

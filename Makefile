@@ -5,7 +5,7 @@ STAMP := .venv/.installed
 VPY := .venv-vllm/bin/python
 VSTAMP := .venv-vllm/.installed
 
-.PHONY: demo test test-all test-vllm bench clean
+.PHONY: demo test test-all test-dist test-vllm bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -34,6 +34,10 @@ CORE_TESTS := tests/test_seams.py tests/test_e2e_train.py tests/test_grouping_tr
 test: $(STAMP)
 	$(PY) -m pytest -q
 	GRPOKIT_NATIVE=0 $(PY) -m pytest -q $(CORE_TESTS)
+
+# Runs under torchrun with 2 gloo processes (tests marked `dist`, a few minutes on 2 cores).
+test-dist: $(STAMP)
+	$(PY) -m pytest -q -m dist
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''

@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(sets `run.resume`)")
     p.add_argument("--overwrite", action="store_true", default=None,
                    help="start afresh in an --out that holds a run, moving the old run aside (sets `run.overwrite`)")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="data-parallel processes on this machine: runs `torchrun --nproc-per-node N -m grpokit "
+                        "train ...` (several machines: call torchrun yourself, docs/distributed.md)")
     _add_overrides(p)
     p.set_defaults(func=cmd_train, config_cls=TrainConfig,
                    flag_keys={"model": "model.name_or_path", "data": "data.train", "reward": "rewards",
@@ -304,9 +307,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if problems:
         raise ConfigError("the config has problems (`grpokit validate` checks a recipe):\n  - "
                           + "\n  - ".join(problems))
+    dist = importlib.import_module("grpokit.dist")
+    if args.nproc is not None and args.nproc > 1:  # check the recipe here, then hand over to torchrun
+        os.execv(sys.executable, dist.torchrun_command(args.nproc, args.raw_argv))
     train = importlib.import_module("grpokit.train").train
     out = train(cfg)
-    print(f"{PROG}: training finished; run directory: {out}")
+    if dist.init().main:
+        print(f"{PROG}: training finished; run directory: {out}")
     return 0
 
 
@@ -501,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(
                     f"{token!r} is not a key=value override; write settings as key=value "
                     f"(e.g. run.steps=50), and flags with dashes (see `grpokit {args.command} --help`)")
+        args.raw_argv = argv
         return args.func(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -515,7 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if debug or not _is_user_error(exc):
             raise
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        rank = f" (rank {os.environ['RANK']})" if os.environ.get("WORLD_SIZE", "1") not in ("", "1") else ""
+        print(f"{PROG}: error{rank}: {exc}", file=sys.stderr)
         return 2
 
 

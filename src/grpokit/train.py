@@ -21,11 +21,13 @@ end; the console says what changed (grpokit.console).
 """
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
 import torch
 
+from grpokit import dist
 from grpokit.algo.mismatch import effective_level
 from grpokit.build import Components, build
 from grpokit.config.schema import TrainConfig
@@ -36,15 +38,18 @@ from grpokit.model.policy import encode_prompts
 from grpokit.tasks.prompt_sampler import PromptSampler
 from grpokit.rollout.batch import build_rollout_batch
 from grpokit.rollout.multiturn import tool_metrics
+from grpokit.rollout.seeding import RowStreams, resolve as resolve_seeding
 from grpokit.tasks.formats import resolve_system_prompt
-from grpokit.types import Experience, RolloutBatch, SamplingParams
+from grpokit.types import Experience, GenerationOutput, RolloutBatch, SamplingParams
 from grpokit.update import LossSettings, reference_logprobs, update_policy
 
 
-def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: torch.Generator,
-            step: int) -> RolloutBatch:
+def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: torch.Generator | None,
+            step: int, world: dist.World = dist.SINGLE) -> RolloutBatch:
     """Phase 1: G completions for each prompt (or as many as a self-tuning grouper plans);
-    rows are prompt-major (i*G .. i*G+G-1)."""
+    rows are prompt-major (i*G .. i*G+G-1). generator None = keyed sampling randomness
+    (rollout.seeding). Under torchrun this rank samples its share of the prompts and the
+    batch of the whole step comes back (metadata["own_rows"]: the rows it sampled)."""
     tok = comp.policy.tokenizer
     g = cfg.rollout.num_generations
     examples = [comp.train_examples[i] for i in indices]
@@ -60,13 +65,22 @@ def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: t
                             top_p=cfg.rollout.top_p, stop_strings=tuple(cfg.rollout.stop),
                             batch_size=cfg.rollout.batch_size,
                             return_embeddings=getattr(comp.grouper, "needs_embeddings", True))
-    gen = comp.sampler.sample(rows, params, generator=generator)
+    # --- dist: this rank's prompts, keyed streams, the gather (grpokit.dist) ---
+    own = dist.share(len(examples), world)
+    first = sum(counts[:own.start])
+    own_rows = range(first, first + sum(counts[own.start:own.stop]))
+    rng = generator if generator is not None else RowStreams.for_rows(
+        cfg.run.seed, step, [(p, k) for p in own for k in range(counts[p])])
+    gen = (comp.sampler.sample(rows[own_rows.start:own_rows.stop], params, generator=rng) if len(own_rows)
+           else GenerationOutput([], [], [], [], None, 0))
+    gen = dist.gather_generation(world, gen)
+    # --- end dist ---
     texts = [tok.decode(c, skip_special_tokens=True) for c in gen.completion_ids]
     return build_rollout_batch(rows, gen.completion_ids, gen.logprobs, pad_id=tok.pad_token_id,
                                example_index=[i for i, k in enumerate(counts) for _ in range(k)],
                                finished=gen.finished, completions=texts, context_embedding=gen.embeddings,
                                completion_masks=getattr(gen, "completion_masks", None),  # 0 = tool output
-                               metadata={"step": step, "forward_calls": gen.forward_calls,
+                               metadata={"step": step, "forward_calls": gen.forward_calls, "own_rows": own_rows,
                                          **getattr(gen, "metadata", {})})
 
 
@@ -102,11 +116,17 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     from grpokit.signals import Interrupted
 
     set_threads(cfg.run.threads)
+    world = dist.init()  # dist: one process unless launched by torchrun
+    seeding = resolve_seeding(cfg.rollout.seeding, world.size)
+    if world.distributed and cfg.rollout.tools:
+        raise ValueError("rollout.tools: the multi-turn tool loop runs in one process only (docs/distributed.md)")
     torch.manual_seed(cfg.run.seed)
     run_dir = Path(cfg.run.out)
-    note = prepare_out(run_dir, resume=cfg.run.resume, overwrite=cfg.run.overwrite)  # never mixes two runs
-    if note:
-        print(f"grpokit: {note}")
+    if world.main:  # rank 0 owns the run directory; the others wait until it is ready
+        note = prepare_out(run_dir, resume=cfg.run.resume, overwrite=cfg.run.overwrite)  # never mixes two runs
+        if note:
+            print(f"grpokit: {note}")
+    dist.barrier(world)
     ckpt = latest_checkpoint(run_dir) if cfg.run.resume else None
     if cfg.run.resume:
         _announce_resume(cfg, run_dir, ckpt)
@@ -117,7 +137,9 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     algo = comp.algorithm
     model, tok = comp.policy.model, comp.policy.tokenizer
     device = model_device(model)
-    dump_yaml(cfg, run_dir / "config.yaml")
+    dist.broadcast_parameters(world, model)  # dist
+    if world.main:
+        dump_yaml(cfg, run_dir / "config.yaml")
 
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lr = cfg.optim.lr if cfg.optim.lr is not None else default_lr(n_trainable)
@@ -127,13 +149,18 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     scheduler = make_scheduler(optimizer, warmup=cfg.optim.warmup_steps, total=cfg.run.steps,
                                schedule=cfg.optim.schedule)
     sampler = PromptSampler(len(comp.train_examples), seed=cfg.run.seed, shuffle=cfg.data.shuffle)
-    generator = torch.Generator().manual_seed(cfg.run.seed)
+    generator = torch.Generator().manual_seed(cfg.run.seed) if seeding == "global" else None  # None: keyed
     start_step = 0
     if ckpt is not None:
         state = load_trainer_state(ckpt, optimizer=optimizer, scheduler=scheduler)
         start_step = int(state["step"])
+        saved_world = int(state["extra"].get("world_size", 1))
+        if saved_world != world.size:  # dist: the step's split and the row streams depend on it
+            raise ValueError(f"--resume: {ckpt} was written by {saved_world} process(es), this run has "
+                             f"{world.size}; resume with --nproc {saved_world}")
         sampler.load_state_dict(state["extra"]["sampler"])
-        generator.set_state(state["extra"]["generator"])
+        if generator is not None and state["extra"].get("generator") is not None:
+            generator.set_state(state["extra"]["generator"])
         if "grouper" in state["extra"] and stateful(comp.grouper):
             comp.grouper.load_state_dict(state["extra"]["grouper"])
         comp.sampler.sync_weights(model)  # a sampler with its own copy of the weights (vLLM) reloads them
@@ -167,35 +194,44 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         return out
 
     def checkpoint(step: int) -> None:
-        extra = {"sampler": sampler.state_dict(), "generator": generator.get_state()}
+        # Every rank holds the same sampler, grouper and weights (they see the same global
+        # step), so rank 0's copy is every rank's state.
+        extra = {"sampler": sampler.state_dict(), "world_size": world.size,
+                 "generator": generator.get_state() if generator is not None else None}
         if stateful(comp.grouper):  # running success rates, a replay window, tuned weights
             extra["grouper"] = comp.grouper.state_dict()
-        path = save_checkpoint(run_dir, step, model=model, tokenizer=tok, optimizer=optimizer, scheduler=scheduler,
-                               config=to_dict(cfg), keep=cfg.run.keep_checkpoints, extra=extra)
-        logger.log_event("checkpoint", step=step, path=str(path))
+        if world.main:
+            path = save_checkpoint(run_dir, step, model=model, tokenizer=tok, optimizer=optimizer,
+                                   scheduler=scheduler, config=to_dict(cfg), keep=cfg.run.keep_checkpoints,
+                                   extra=extra)
+            logger.log_event("checkpoint", step=step, path=str(path))
+        dist.barrier(world)  # no rank runs ahead of a checkpoint being written
 
     last_save = time.monotonic()  # run.save_minutes counts from here
-    trackers = open_trackers(cfg.run.report_to, RunInfo(run_dir=run_dir, name=run_dir.resolve().name,
-                                                        config=to_dict(cfg), resume=ckpt is not None,
-                                                        start_step=start_step))
-    logger = RunLogger(run_dir, resume=ckpt is not None, total_steps=cfg.run.steps, trackers=trackers)
-    reporter = RunReporter(run_dir, every=cfg.run.report_every, field=algo.group.field, grouper=algo.grouping,
-                           resume=ckpt is not None)  # groups.jsonl, report.html
-    console = RunConsole(cfg.run.steps)
-    console.start(start_rows(comp, cfg, lr=lr, lr_note=lr_note, run_dir=run_dir, device=device,
-                             trackers=list(cfg.run.report_to)),
-                  title=f"GRPO: {cfg.run.steps} steps" + (f", resuming after step {start_step}" if ckpt else ""))
-    for warning in advisories(cfg):
-        console.say(f"warning: {warning}")
+    if world.main:  # rank 0 logs, reports and talks; the other ranks' stand-ins do nothing
+        trackers = open_trackers(cfg.run.report_to, RunInfo(run_dir=run_dir, name=run_dir.resolve().name,
+                                                            config=to_dict(cfg), resume=ckpt is not None,
+                                                            start_step=start_step))
+        logger = RunLogger(run_dir, resume=ckpt is not None, total_steps=cfg.run.steps, trackers=trackers)
+        reporter = RunReporter(run_dir, every=cfg.run.report_every, field=algo.group.field,
+                               grouper=algo.grouping, resume=ckpt is not None)  # groups.jsonl, report.html
+        console = RunConsole(cfg.run.steps)
+        console.start(start_rows(comp, cfg, lr=lr, lr_note=lr_note, run_dir=run_dir, device=device,
+                                 trackers=list(cfg.run.report_to)),
+                      title=f"GRPO: {cfg.run.steps} steps" + (f", resuming after step {start_step}" if ckpt else ""))
+        for warning in advisories(cfg):
+            console.say(f"warning: {warning}")
+    else:
+        logger = reporter = console = dist.Quiet()
     if ckpt is not None:
         logger.log_event("resume", step=start_step, checkpoint=str(ckpt))
         console.evaluated(0, _first_eval(run_dir))  # the "before" of the run being resumed
     else:
         logger.log_event("start", steps=cfg.run.steps, model=cfg.model.name_or_path, lr=lr)
-        before = evaluate_at(0) if cfg.run.eval_before else {}
+        before = evaluate_at(0) if cfg.run.eval_before and world.main else {}
         if before:
             logger.log_step(0, before, console=False)
-    bar = progress(cfg.run.steps, "GRPO", enabled=cfg.run.progress, initial=start_step)
+    bar = progress(cfg.run.steps, "GRPO", enabled=cfg.run.progress and world.main, initial=start_step)
     on_start, on_step = getattr(hooks, "on_start", None), getattr(hooks, "on_step", None)
     if on_start is not None:
         on_start(comp)
@@ -206,12 +242,12 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     for step in range(start_step + 1, cfg.run.steps + 1):
         t0 = time.perf_counter()
         indices = sampler.next(cfg.rollout.prompts_per_step)
-        batch = collect(comp, cfg, indices, generator, step)  # Phase 1
+        batch = collect(comp, cfg, indices, generator, step, world)  # Phase 1
         release()
         t_gen = time.perf_counter()
         examples = [comp.train_examples[indices[i]] for i in batch.example_index.tolist()]
-        scores = comp.rewards.score([e.prompt for e in examples], batch.completions, [e.fields for e in examples],
-                                    completion_ids=batch.completion_ids)
+        scores = dist.score_own(world, comp.rewards.score, batch.metadata["own_rows"], [e.prompt for e in examples],
+                                batch.completions, [e.fields for e in examples], batch.completion_ids)
         exp = Experience(prompt_ids=torch.tensor([e.id for e in examples]), rewards=scores.total, step=step,
                          fields=[e.fields for e in examples], embeddings=batch.context_embedding,
                          lengths=batch.completion_lengths(), prompts=[e.prompt for e in examples],
@@ -229,14 +265,15 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         ref_logp = None
         if comp.reference is not None:
             with comp.reference.active() as ref_model:
-                ref_logp = reference_logprobs(ref_model, train_batch, temperature=cfg.rollout.temperature,
-                                              micro_batch_size=cfg.optim.micro_batch_size, passes=comp.passes)
+                ref_logp = dist.own_rows_logprobs(world, train_batch, lambda b: reference_logprobs(  # dist
+                    ref_model, b, temperature=cfg.rollout.temperature,
+                    micro_batch_size=cfg.optim.micro_batch_size, passes=comp.passes))
             release()
         synchronize(device)
         t_ref = time.perf_counter()
         stats = update_policy(model, optimizer, train_batch, advantages, settings, ref_logp=ref_logp,  # Phase 4
                               temperature=cfg.rollout.temperature, micro_batch_size=cfg.optim.micro_batch_size,
-                              max_grad_norm=cfg.optim.max_grad_norm, passes=comp.passes)
+                              max_grad_norm=cfg.optim.max_grad_norm, passes=comp.passes, world=world)
         comp.sampler.sync_weights(model)  # no-op for samplers that read the live model
         if stats.get("trained_rows", 1) > 0:  # the optimizer stepped (see the module docstring)
             scheduler.step()
@@ -259,7 +296,7 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
                         "lr": scheduler.get_last_lr()[0], "tokens_per_s": n_tokens / (t_end - t0),
                         "step_time": t_end - t0, "time/generate": t_gen - t0, "time/reward_group_adv": t_adv - t_gen,
                         "time/reference": t_ref - t_adv, "time/update": t_end - t_ref})
-        if (cfg.run.eval_every and step % cfg.run.eval_every == 0) or step == cfg.run.steps:
+        if world.main and ((cfg.run.eval_every and step % cfg.run.eval_every == 0) or step == cfg.run.steps):
             metrics.update(evaluate_at(step))
         logger.log_step(step, metrics)
         console.step(step, metrics)
@@ -269,22 +306,28 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         bar.update(1)
         if on_step is not None:
             on_step(step, metrics, batch)
-        due = cfg.run.save_minutes and time.monotonic() - last_save >= 60 * cfg.run.save_minutes
+        due = bool(cfg.run.save_minutes and time.monotonic() - last_save >= 60 * cfg.run.save_minutes)
+        stopping = stop.requested
+        if world.distributed:  # every rank must agree, or one would wait at the checkpoint's barrier
+            due, stopping = dist.total(world, float(due)) > 0, dist.total(world, float(stopping)) > 0
         if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps or due \
-                or stop.requested:
+                or stopping:
             checkpoint(step)
             last_save = time.monotonic()
-        if stop.requested and step < cfg.run.steps:
+        if stopping and step < cfg.run.steps:
             bar.close()
             logger.close()
-            raise Interrupted(stop.signum, step, str(run_dir), saved=True)
+            raise Interrupted(stop.signum or signal.SIGTERM, step, str(run_dir), saved=True)
     bar.close()
-    save_model(run_dir / "model", model, tok, to_dict(cfg))
-    logger.log_event("end", step=cfg.run.steps, model=str(run_dir / "model"))
+    if world.main:
+        save_model(run_dir / "model", model, tok, to_dict(cfg))
+        logger.log_event("end", step=cfg.run.steps, model=str(run_dir / "model"))
     logger.close()
-    plot = plot_run(run_dir, keys=("reward", "accuracy", "eval/accuracy", "zero_std_groups", "len"))
-    reporter.write()
-    console.end([("model", str(run_dir / "model")), ("plot", str(plot)), ("report", str(run_dir / "report.html"))])
+    if world.main:
+        plot = plot_run(run_dir, keys=("reward", "accuracy", "eval/accuracy", "zero_std_groups", "len"))
+        reporter.write()
+        console.end([("model", str(run_dir / "model")), ("plot", str(plot)), ("report", str(run_dir / "report.html"))])
+    dist.barrier(world)
     return run_dir
 
 

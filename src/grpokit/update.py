@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from grpokit import dist
 from grpokit.algo.losses import policy_loss
 from grpokit.algo.mismatch import mismatch_metrics, mismatch_weights
 from grpokit.model.device import batch_to, model_device, synchronize
@@ -43,12 +44,17 @@ class LossSettings:
 
 def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tensor, settings: LossSettings, *,
                   ref_logp: torch.Tensor | None, temperature: float, micro_batch_size: int = 0,
-                  max_grad_norm: float = 1.0, passes: TrainingPass | None = None) -> dict[str, float]:
+                  max_grad_norm: float = 1.0, passes: TrainingPass | None = None,
+                  world: dist.World = dist.SINGLE) -> dict[str, float]:
     """Run settings.mu optimizer steps on the batch; return averaged metrics.
 
     The batch, advantages and reference log-probs may live on the CPU: they are moved
     to the model's device here, once per call. passes: the TrainingPass that computes
-    the policy's log-probs (build.py's choice; plain torch when None)."""
+    the policy's log-probs (build.py's choice; plain torch when None).
+
+    world (torchrun): every rank holds the whole batch and trains its contiguous share
+    of the rows; the loss keeps the whole batch's normalisers, gradients are summed over
+    ranks before clipping, and the metrics are token-weighted over all ranks."""
     passes = passes if passes is not None else TorchPass()
     device = model_device(model)
     batch, advantages = batch_to(batch, device), advantages.to(device)
@@ -64,6 +70,10 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
         rows = (advantages != 0).nonzero(as_tuple=True)[0]  # [n_active]
     else:
         rows = torch.arange(n, device=device)
+    if world.distributed:  # dist: this rank's rows; the normalisers above stay global
+        own = dist.share(n, world)
+        rows = rows[(rows >= own.start) & (rows < own.stop)]
+    any_rows = (dist.total(world, rows.numel()) if world.distributed else rows.numel()) > 0
     temp = temperature if temperature > 0 else 1.0
     old_logp = torch.zeros_like(batch.logprobs)  # [N, L], filled in pass 1
     # batch.logprobs are the sampler's; pi_old / sampler, filled in pass 1 (ones when off)
@@ -76,9 +86,12 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
     # micro-batch; `grpokit bench` reports them.
     t_fwd = t_bwd = t_opt = 0.0
 
-    def add(key: str, value: float) -> None:
-        sums[key] = sums.get(key, 0.0) + value
-        counts[key] = counts.get(key, 0) + 1
+    def add(key: str, value: float, weight: float = 1.0) -> None:
+        # Under torchrun a micro-batch's mean counts by its tokens, so the reduction over
+        # ranks is the whole batch's token mean (one process keeps its mean per micro-batch).
+        w = weight if world.distributed else 1.0
+        sums[key] = sums.get(key, 0.0) + value * w
+        counts[key] = counts.get(key, 0) + w
 
     model.train()
     for p in range(settings.mu):
@@ -93,14 +106,15 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
             width = logp.shape[1]
             if p == 0:
                 old_logp[mb, :width] = logp.detach()
-                add("entropy", float((ent * m).sum() / m.sum().clamp_min(1)))
+                add("entropy", float((ent * m).sum() / m.sum().clamp_min(1)), float(m.sum()))
                 if is_weight is not None:
                     sampled = batch.logprobs[mb, :width]
                     is_weight[mb, :width] = mismatch_weights(logp.detach(), sampled, m, level=settings.mismatch_level,
                                                              cap=settings.mismatch_cap, mode=settings.mismatch_mode)
                     for k, v in mismatch_metrics(logp.detach(), sampled, m).items():
-                        add(f"mismatch/{k}", float(v))
-                    add("mismatch/weight_mean", float((is_weight[mb, :width] * m).sum() / m.sum().clamp_min(1)))
+                        add(f"mismatch/{k}", float(v), float(m.sum()))
+                    add("mismatch/weight_mean", float((is_weight[mb, :width] * m).sum() / m.sum().clamp_min(1)),
+                        float(m.sum()))
             old = old_logp[mb, :width]
             ref = ref_logp[mb, :width] if ref_logp is not None else None
             adv = advantages[mb]
@@ -120,10 +134,11 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
             t_fwd, t_bwd = t_fwd + (t1 - t0), t_bwd + (time.perf_counter() - t1)
             total_loss += float(loss.detach())
             for k, v in stats.items():
-                add(k, float(v))
+                add(k, float(v), float(m.sum()))
         add("loss", total_loss)
-        if rows.numel() == 0:
+        if not any_rows:
             continue  # nothing to learn from this batch; keep the optimizer state untouched
+        dist.sum_gradients(world, [q for q in model.parameters() if q.requires_grad])  # dist: one process: nothing
         synchronize(device)
         t0 = time.perf_counter()
         if max_grad_norm > 0:
@@ -135,8 +150,19 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
         synchronize(device)
         t_bwd, t_opt = t_bwd + (t1 - t0), t_opt + (time.perf_counter() - t1)
     model.eval()
-    out = {k: sums[k] / counts[k] for k in sums}
-    out["trained_rows"] = float(rows.numel())
+    if world.distributed:
+        # the loss is a sum over ranks (each rank's part already has the global normaliser);
+        # grad_norm is the same on every rank (clipped after the sum)
+        loss_sum, loss_n = sums.pop("loss"), counts.pop("loss")
+        norm = (sums.pop("grad_norm"), counts.pop("grad_norm")) if "grad_norm" in sums else None
+        out = dist.reduce_metrics(world, sums, counts)
+        out["loss"] = dist.total(world, loss_sum) / loss_n
+        if norm is not None:
+            out["grad_norm"] = norm[0] / norm[1]
+        out["trained_rows"] = dist.total(world, rows.numel())
+    else:
+        out = {k: sums[k] / counts[k] for k in sums}
+        out["trained_rows"] = float(rows.numel())
     out.update({"time/policy_forward": t_fwd, "time/backward": t_bwd, "time/optimizer": t_opt})
     return out
 

@@ -95,6 +95,10 @@ class RolloutConfig:
                        choices=("auto", "transformers", "lean", "vllm"))
     vllm: VLLMConfig = opt(help="the vLLM engine of backend: vllm", factory=VLLMConfig)
     batch_size: int = opt(0, "rows generated at once (0 = all of the step's rows)")
+    seeding: str = opt("auto", "sampling randomness: keyed (one stream per (seed, step, prompt, completion): the "
+                               "same completions at any process count), global (one generator for the run, in "
+                               "row order; one process only), auto (global in one process, keyed under torchrun)",
+                       choices=("auto", "global", "keyed"))
     lean_decode: bool = opt(True, "deprecated, use rollout.backend: false = backend auto samples with "
                                   "transformers' forward")
     cuda_graphs: bool = opt(True, "on a CUDA GPU, replay the lean decode step from a CUDA graph (one launch per "

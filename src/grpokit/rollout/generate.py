@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from grpokit.rollout.sampler import sample_next
+from grpokit.rollout.seeding import keyed
 from grpokit.rollout.stepper import StepperFactory, TransformersStepper, left_pad, start
 from grpokit.types import GenerationOutput, SamplingParams
 
@@ -65,11 +66,14 @@ class StepSampler:
         n = len(prompt_ids)
         budgets = list(budgets) if budgets is not None else [params.max_new_tokens] * n
         bs = params.batch_size if params.batch_size > 0 else max(1, n)
+        if keyed(generator) and len(generator) != n:
+            raise ValueError(f"keyed sampling: {len(generator)} row streams for {n} rows")
         ctx = self.loop_context(self.model) if self.loop_context is not None else contextlib.nullcontext()
         with ctx:
             parts = [decode_chunk(self.model, prompt_ids[s:s + bs], budgets[s:s + bs], eos_ids=self.eos_ids,
                                   pad_id=self.pad_id, temperature=params.temperature, top_p=params.top_p,
-                                  generator=generator, stop_strings=params.stop_strings, tokenizer=self.tokenizer,
+                                  generator=generator.take(range(s, min(n, s + bs))) if keyed(generator)
+                                  else generator, stop_strings=params.stop_strings, tokenizer=self.tokenizer,
                                   return_embeddings=params.return_embeddings, make_stepper=self.make_stepper,
                                   on_stop=None if on_stop is None else
                                   (lambda i, r, t, _s=s: on_stop(_s + i, r, t)))
@@ -143,7 +147,8 @@ def decode_chunk(model, contexts: Sequence[Sequence[int]], budgets: Sequence[int
     end_char: dict[int, str] = {}  # token id -> last character of its text (stop-string pre-check)
 
     for _ in range(max(budgets)):
-        tok, lp = sample_next(logits, temperature=temperature, top_p=top_p, generator=generator)  # [B], [B]
+        rng = generator.take(active.tolist()) if keyed(generator) else generator  # keyed: the live rows' streams
+        tok, lp = sample_next(logits, temperature=temperature, top_p=top_p, generator=rng)  # [B], [B]
         tok_l, lp_l = tok.tolist(), lp.tolist()
         done_l = (torch.isin(tok, eos) if len(eos) else torch.zeros_like(tok, dtype=torch.bool)).tolist()  # [B]
         for j, row in enumerate(active.tolist()):

@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import torch
 
 from grpokit.tools import DEFAULT_MAX_QUERY_CHARS, ToolError
+from grpokit.rollout.seeding import keyed
 from grpokit.tools.parsing import RESULT_CLOSE, RESULT_OPEN, closing_call, sanitize_result
 from grpokit.types import GenerationOutput, Sampler, SamplingParams, Tool
 
@@ -132,11 +133,13 @@ class MultiTurnSampler:
                 left = [limits[i] - len(rows[i].ids) for i in active]
                 round_params = dataclasses.replace(params, stop_strings=stops,
                                                    return_embeddings=params.return_embeddings and turn == 0)
+                # keyed streams follow their rows from round to round
+                rng = generator.take(active) if keyed(generator) else generator
                 if streams:
-                    res = self.sampler.sample(contexts, round_params, generator=generator, budgets=left,
+                    res = self.sampler.sample(contexts, round_params, generator=rng, budgets=left,
                                               on_stop=on_stop)
                 else:
-                    res = self.sampler.sample(contexts, round_params, generator=generator, budgets=left)
+                    res = self.sampler.sample(contexts, round_params, generator=rng, budgets=left)
                     for j in range(len(active)):
                         on_stop(j, res.stop_reason[j], res.completion_ids[j])
                 forward_calls += res.forward_calls

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from grpokit.rollout.seeding import keyed
+
 
 def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_p: float = 1.0,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +59,10 @@ def _sample_full(scaled: torch.Tensor, generator: torch.Generator | None) -> tup
 def _uniform(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One uniform per row, drawn from `generator` on its own device (the CPU generator
     of the training loop, so a run's random stream is the same on any device) and then
-    moved to the logits' device."""
+    moved to the logits' device. Keyed streams (rollout.seeding) draw one from each
+    row's own stream."""
+    if keyed(generator):
+        return generator.uniform().to(probs.device)
     if generator is None:
         return torch.rand(probs.shape[0], 1, device=probs.device)
     return torch.rand(probs.shape[0], 1, generator=generator, device=generator.device).to(probs.device)

@@ -200,7 +200,10 @@ def sample_completions(policy, held_out, traces, *, k: int, seed: int, max_new_t
     from grpokit.rollout.generate import generate
 
     if held_out:
-        res = evaluate_examples(policy.model, policy.tokenizer, held_out[:k], RewardSet([("accuracy", 1.0, {})]),
+        from grpokit.build import make_sampler
+
+        res = evaluate_examples(make_sampler(policy.model, policy.tokenizer), policy.tokenizer, held_out[:k],
+                                RewardSet([("accuracy", 1.0, {})]),
                                 max_new_tokens=max_new_tokens, seed=seed)
         return [{key: row[key] for key in ("prompt", "completion", "reward/accuracy") if key in row}
                 for row in res.samples]

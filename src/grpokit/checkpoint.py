@@ -38,13 +38,12 @@ import numpy as np
 import torch
 import yaml
 
-from grpokit.run_dir import CHECKPOINTS, COMPLETE, CONFIG_FILE  # the run layout has one home: run_dir.py
+from grpokit.run_dir import CHECKPOINTS, COMPLETE, CONFIG_FILE, complete_checkpoints  # the run layout has one home: run_dir.py
 
 STATE_FILE = "trainer_state.pt"
 BASE_MODEL_FILE = "base_model.json"
 STATE_FORMAT = 1
 
-_STEP_DIR = re.compile(r"^step-(\d+)$")
 # Hidden work directories: .tmp- (being written), .old- (being replaced), .del- (being pruned).
 _WORK_DIR = re.compile(r"^\.(tmp|old|del)-(.+)-(\d+)$")
 
@@ -86,8 +85,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model: Any, tokeni
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The complete checkpoint with the highest step, or None. Temp and unmarked dirs are ignored."""
-    ckpts = _complete_checkpoints(Path(run_dir) / CHECKPOINTS)
-    return ckpts[-1] if ckpts else None
+    ckpts = complete_checkpoints(run_dir)
+    return ckpts[-1][1] if ckpts else None
 
 
 def load_trainer_state(ckpt_dir: str | os.PathLike, *, optimizer: torch.optim.Optimizer | None = None,
@@ -203,23 +202,11 @@ def _check_replaceable(out: Path) -> None:
             "Choose a new or empty directory (e.g. a `model` subdirectory of the run).")
 
 
-def _complete_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoint dirs under `root`, sorted by step (ascending)."""
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        m = _STEP_DIR.match(p.name)
-        if m and p.is_dir() and (p / COMPLETE).is_file():
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
-
-
 def _prune(root: Path, keep: int, newest: Path) -> None:
     # The checkpoint just written always survives, even if a stale higher step exists.
     if keep <= 0:
         return
-    others = [p for p in _complete_checkpoints(root) if p != newest]
+    others = [p for _, p in complete_checkpoints(root.parent) if p != newest]  # root: RUN/checkpoints
     for p in others[:max(0, len(others) - (keep - 1))]:
         _remove_dir(p)
 

@@ -77,3 +77,18 @@ def sample_columns(rows: list[dict]) -> list[str]:
     for r in rows:
         cols += [k for k in r if k not in cols]
     return cols
+
+
+class GrowingTable:
+    """A samples table that keeps every step's rows: trackers whose UI shows the latest table
+    logged (W&B, trackio) log the whole table each time. Its columns are those of the first
+    rows (`sample_columns`); later keys outside them are dropped."""
+
+    def __init__(self) -> None:
+        self.columns: list[str] | None = None
+        self.rows: list[list] = []
+
+    def add(self, step: int, rows: list[dict]) -> None:
+        if self.columns is None:
+            self.columns = sample_columns(rows)
+        self.rows += [[r.get(c, step) if c == "step" else r.get(c) for c in self.columns] for r in rows]

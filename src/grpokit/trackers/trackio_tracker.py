@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from grpokit.trackers.base import TRACKERS, RunInfo, TrackerEntry, sample_columns
+from grpokit.trackers.base import TRACKERS, GrowingTable, RunInfo, TrackerEntry
 
 
 class TrackioTracker:
@@ -22,8 +22,7 @@ class TrackioTracker:
         self.run = trackio.init(project=self.project, name=info.name, config=info.config,
                                 resume="allow" if info.resume else "never", embed=False,
                                 auto_log_gpu=False, auto_log_cpu=False)
-        self.columns: list[str] | None = None
-        self.samples: list[list] = []
+        self.table = GrowingTable()
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.run.log(dict(metrics), step=step)
@@ -32,11 +31,9 @@ class TrackioTracker:
         if not rows:
             return
         # As with W&B, the latest table logged is the one shown: it carries every step so far.
-        if self.columns is None:
-            self.columns = sample_columns(rows)
-        self.samples += [[r.get(c, step) if c == "step" else r.get(c) for c in self.columns] for r in rows]
-        self.run.log({"samples": self.trackio.Table(columns=self.columns, data=[list(r) for r in self.samples])},
-                     step=step)
+        self.table.add(step, rows)
+        self.run.log({"samples": self.trackio.Table(columns=self.table.columns,
+                                                    data=[list(r) for r in self.table.rows])}, step=step)
 
     def close(self) -> None:
         self.run.finish()

@@ -13,7 +13,7 @@ import uuid
 import sys
 from urllib.parse import urlparse
 
-from grpokit.trackers.base import TRACKERS, RunInfo, TrackerEntry, sample_columns
+from grpokit.trackers.base import TRACKERS, GrowingTable, RunInfo, TrackerEntry
 
 INIT_TIMEOUT = 30.0  # seconds; wandb's own default (90) is long to wait for a network that is not there
 RUN_ID_FILE = "wandb-run-id"  # in RUN_DIR: a resumed run appends to the same W&B run
@@ -51,8 +51,7 @@ class WandbTracker:
             self.run = wandb.init(mode=mode, settings=wandb.Settings(silent=True), **kw)
         self.mode = mode
         id_file.write_text(run_id + "\n")
-        self.samples: list[list] = []
-        self.columns: list[str] | None = None
+        self.table = GrowingTable()
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         self.run.log(dict(metrics), step=step)
@@ -62,10 +61,8 @@ class WandbTracker:
             return
         # A W&B table logged again replaces the one shown: log the run's rows so far, so
         # the table in the UI holds every step's samples (the columns of the first rows).
-        if self.columns is None:
-            self.columns = sample_columns(rows)
-        self.samples += [[r.get(c, step) if c == "step" else r.get(c) for c in self.columns] for r in rows]
-        self.run.log({"samples": self.wandb.Table(columns=self.columns, data=self.samples)}, step=step)
+        self.table.add(step, rows)
+        self.run.log({"samples": self.wandb.Table(columns=self.table.columns, data=self.table.rows)}, step=step)
 
     def close(self) -> None:
         self.run.finish()

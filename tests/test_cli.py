@@ -385,7 +385,8 @@ def test_validate_unreadable_recipe_exits_2(capsys, tmp_path):
     assert code == 2 and "YAML syntax error" in err and str(path) in err
 
 
-def test_validate_builtin_recipe_by_name(capsys):
+def test_validate_builtin_recipe_by_name(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the recipe's runs/sft-... path is relative to the working directory
     code, out, err = run(capsys, "validate", "arithmetic")
     assert code == 0, err + out
     assert out.startswith("arithmetic (") and "OK" in out and "task:arithmetic" in out

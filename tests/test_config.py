@@ -281,7 +281,10 @@ def test_validate_sft_and_eval(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(builtin_recipes()))
-def test_builtin_recipes_load_and_validate(name):
+def test_builtin_recipes_load_and_validate(name, tmp_path, monkeypatch):
+    # A recipe's model path (runs/sft-...) is relative to where the user runs it; a checkout
+    # with a runs/ folder (after `make demo`) would make it a missing local directory.
+    monkeypatch.chdir(tmp_path)
     cfg = load_config(TrainConfig, name)
     assert validate(cfg) == []
 

@@ -8,6 +8,7 @@ import torch
 
 from grpokit.rewards import REWARDS, RewardError, RewardSet, reward
 from grpokit.rewards.format import format as format_reward
+from grpokit.rewards.format import stated_answer
 from grpokit.rewards.length import exact_match, f1, length, normalize_answer
 from grpokit.rewards.math import accuracy
 from grpokit.rewards.parsing import (evaluate_text, extract_answer, find_equations, parse_number,
@@ -209,6 +210,22 @@ def test_format_answer_only_reaches_it_through_recipe_kwargs():
 
     scores = RewardSet([("format", 1.0, {"answer_only": 0.25})]).score(["p"], ["<answer>5</answer>"], [{}])
     assert scores.total.tolist() == [0.25]
+
+
+@pytest.mark.parametrize("text, score", [
+    ("12 + 7 = 19. The answer is 19.", 1.0),
+    ("The answer is 5", 1.0),  # a wrong value still states an answer: accuracy judges it
+    ("so 3 + 4 = 7\n#### 7", 1.0),
+    ("\\boxed{42}", 1.0),
+    ("<think>x</think><answer>8</answer>", 1.0),
+    ("17 + 21 = 38", 0.0),  # a last number is not a statement
+    ("#### ", 0.0),  # a marker without an answer
+    ("<answer>5", 0.0),  # unclosed tag
+    ("", 0.0),
+])
+def test_stated_answer(text, score):
+    assert stated_answer(text) == score
+    assert RewardSet([("stated_answer", 0.5, {})]).score(["p"], [text], [{}]).total.tolist() == [0.5 * score]
 
 
 # ----------------------------------------------------------------------------- steps

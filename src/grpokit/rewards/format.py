@@ -1,9 +1,11 @@
-"""Format reward: does the completion follow `<think>...</think><answer>...</answer>`?"""
+"""Format rewards: does the completion follow `<think>...</think><answer>...</answer>`
+(`format`), and does it state a final answer in a form `accuracy` reads (`stated_answer`)?"""
 from __future__ import annotations
 
 from typing import Any
 
 from grpokit.rewards.base import reward
+from grpokit.rewards.parsing import extract_answer
 from grpokit.types import RewardOutput
 
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
@@ -42,3 +44,19 @@ def format(completion: str, *, answer_only: float = 0.5, **_: Any) -> RewardOutp
                 and a_open > t_close and completion[t_close + len("</think>"):a_open].strip() == "")
     score = 1.0 if (think_ok and answer_ok) else float(answer_only) if answer_ok else 0.0
     return RewardOutput(score, parts={"think_ok": float(think_ok), "answer_ok": float(answer_ok)})
+
+
+@reward("stated_answer", doc="1.0 when the completion states a final answer in a form `accuracy` reads "
+                              "(<answer>, '#### x', \\boxed, 'the answer is x'), right or wrong; else 0.0")
+def stated_answer(completion: str, **_: Any) -> float:
+    """1.0 when extract_answer (the strict forms, no last-number fallback) finds a
+    non-blank answer, else 0.0.
+
+    The value is not checked: that is `accuracy`'s job. Why it exists: an instruct model
+    that explains at length and rarely states its result (SmolLM2-135M on arithmetic:
+    25 of 200 greedy answers) gives the strict accuracy reward almost nothing to learn
+    from; a small weight on stating an answer teaches the form the accuracy reward
+    reads, the same role `format` plays for the think/answer tags.
+    """
+    found = extract_answer(completion)
+    return 1.0 if found is not None and found.strip() else 0.0

@@ -6,13 +6,14 @@
 
 The demo's GRPO stage (arithmetic task, tiny:s model, 32 prompts x 8 completions of up
 to 64 tokens per step; the cold start is skipped: a leak does not care what the weights
-are), plus a small reward that is a hash of the text so that every group has a spread and
-every step trains, run for --steps steps in this process, through `train(cfg, hooks=...)`. At step 50
-and every --every steps it records, from /proc/self: resident memory (VmRSS), open file
-descriptors, threads, and child processes. It fails (exit 1) when resident memory grew
-more than --max-growth (10%) over its step-50 value, or when descriptors, threads or
-child processes exceed their step-50 counts by more than --slack (2: a thread pool started
-lazily, once) or grow at all in the second half of the samples. Results go to
+are), plus a small reward that is a hash of the text so that every group has a spread
+and every step trains, run for --steps steps in this process, through
+`train(cfg, hooks=...)`. At step 50 and every --every steps it records, from
+/proc/self: resident memory (VmRSS), open file descriptors, threads, and child
+processes. It fails (exit 1) when resident memory grew more than --max-growth (10%) over
+its step-50 value, or when descriptors, threads or child processes exceed their step-50
+counts by more than --slack (2: a thread pool started lazily, once) or grow at all in
+the second half of the samples. Results go to
 OUT/soak.json and a table on stdout. Not a timed test; run it on an idle machine.
 """
 from __future__ import annotations

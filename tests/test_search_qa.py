@@ -213,22 +213,3 @@ def test_sft_encoding_masks_tool_results_out_of_the_loss():
     plain = encode_traces(tok, [SFTExample(prompt="Q?", completion="<answer>Plonta</answer>")], max_len=512)[0]
     assert plain.mask is None
 
-
-def test_arithmetic_smollm2_recipe_validates(tmp_path, monkeypatch):
-    """recipes/arithmetic_smollm2.yaml (README, "Train a real model") with a stand-in for the
-    model directory `grpokit model get` writes: every key, reward and option it sets is valid."""
-    from pathlib import Path
-
-    from grpokit.config import load_config, validate
-    from grpokit.config.schema import TrainConfig
-    from grpokit.model.policy import create_tiny
-
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "arithmetic_smollm2.yaml"
-    model, tok = create_tiny("tiny:xs", ["Compute 1+2."])
-    model.save_pretrained(tmp_path / "models" / "smollm2-135m")
-    tok.save_pretrained(tmp_path / "models" / "smollm2-135m")
-    monkeypatch.chdir(tmp_path)
-    cfg = load_config(TrainConfig, str(recipe))
-    assert validate(cfg) == []
-    assert [r.name for r in cfg.rewards] == ["accuracy", "accuracy", "stated_answer"]
-    assert cfg.rollout.temperature == 0.7 and cfg.run.steps == 90

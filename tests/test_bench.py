@@ -1,11 +1,16 @@
 """`grpokit bench`: the workload matches the TRL baseline, and a run produces the report.
 No timing is asserted."""
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 from grpokit.bench import cli as bench_cli
 from grpokit.bench import run as bench
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_assets import write_assets  # noqa: E402
 
 
 def test_reward_is_the_baseline_reward():
@@ -17,16 +22,7 @@ def test_reward_is_the_baseline_reward():
 
 
 def _assets(tmp_path, name="tiny"):
-    from grpokit.model.policy import create_tiny
-
-    model, tok = create_tiny("tiny:xs", ["Compute 12+34. Answer: 46"], seed=0)
-    d = tmp_path / "models" / name
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    (tmp_path / "data").mkdir()
-    rows = [{"prompt": f"Compute {a}+{b}. Answer:", "answer": str(a + b)} for a in range(10, 20) for b in (11, 12)]
-    (tmp_path / "data" / "arith_512.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return tmp_path
+    return write_assets(tmp_path, name)
 
 
 @pytest.mark.parametrize("name,tokens", [("tiny", 32), ("small", 64)])

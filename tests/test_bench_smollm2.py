@@ -14,20 +14,12 @@ from grpokit.bench.smollm2 import DATA_FILE, MODEL_DIR, prepare_assets
 CHATML = ("{% for m in messages %}{{ '<|user|>' if m['role'] == 'user' else '<|system|>' }}{{ m['content'] + '\n' }}"
           "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}")
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_assets import write_assets  # noqa: E402
 
 
 def _assets(tmp_path):
-    from grpokit.model.policy import create_tiny
-
-    model, tok = create_tiny("tiny:xs", ["Compute 12+34. Answer: 46"], seed=0)
-    tok.chat_template = CHATML  # stands in for SmolLM2's ChatML template
-    d = tmp_path / "models" / MODEL_DIR
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    (tmp_path / "data").mkdir()
-    rows = [{"prompt": f"Compute {a}+{b}. Answer:", "answer": str(a + b)} for a in range(10, 20) for b in (11, 12)]
-    (tmp_path / "data" / "arith_512.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return tmp_path
+    return write_assets(tmp_path, MODEL_DIR, chat_template=CHATML)  # CHATML stands in for SmolLM2's template
 
 
 def test_w3_config_is_the_baseline_settings_with_w3s_shape(tmp_path):

@@ -122,9 +122,7 @@ def prepare_out(out: str | os.PathLike, *, resume: bool, overwrite: bool = False
         note = f"--overwrite: moved the old run to {aside}"
     try:
         p.mkdir(parents=True, exist_ok=True)
-        probe = p / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        _probe_write(p)
     except OSError as e:
         raise RunDirError(f"run.out = {str(out)!r}: cannot write there ({e.strerror or e}); "
                           "choose a directory you can write to") from None
@@ -142,12 +140,18 @@ def check_model_out(out: str | os.PathLike, key: str = "out") -> None:
                           f"({_some(p.iterdir())}); choose a new or empty directory")
     parent = p if p.is_dir() else _existing_ancestor(p)
     try:
-        probe = parent / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        _probe_write(parent)
     except OSError as e:
         raise RunDirError(f"{key} = {str(out)!r}: cannot write in {parent} ({e.strerror or e}); "
                           "choose a directory you can write to") from None
+
+
+def _probe_write(directory: Path) -> None:
+    """OSError unless a file can be created (and removed) in `directory`: permissions and
+    read-only mounts show here, before a run has done any work."""
+    probe = directory / f".write-test-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
 
 
 def _existing_ancestor(p: Path) -> Path:

@@ -257,7 +257,14 @@ def test_demo_calls_run_demo(capsys, monkeypatch):
     calls = stub(monkeypatch, "grpokit.demos.demo", "run_demo")
     code, _, err = run(capsys, "demo", "--quick", "--seed", "3", "--out", "runs/d")
     assert code == 0, err
-    assert calls[0][1] == {"seed": 3, "out": "runs/d", "quick": True}
+    assert calls[0][1] == {"seed": 3, "out": "runs/d", "quick": True, "threads": None, "control": None}
+
+
+def test_demo_threads_and_no_control_reach_run_demo(capsys, monkeypatch):
+    calls = stub(monkeypatch, "grpokit.demos.search", "run_demo")
+    code, _, err = run(capsys, "demo", "search", "--threads", "1", "--no-control")
+    assert code == 0, err
+    assert calls[0][1] == {"seed": 0, "out": "runs/demo-search", "quick": False, "threads": 1, "control": False}
 
 
 def test_demo_search_missing_is_a_clear_error(capsys, monkeypatch):

@@ -10,16 +10,23 @@ def test_quick_demo_runs_both_stages_and_writes_its_outputs(tmp_path, capsys):
     assert cli.main(["demo", "--quick", "--out", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out
     assert "accuracy after cold start:" in out and "accuracy after GRPO:" in out
+    assert "control, more SFT for the same training time:" in out and "GRPO minus control:" in out
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert summary["grpo_steps"] == 3
+    # the control continued the cold start's run until both GRPO budgets were spent
+    assert summary["control_train_seconds"] >= summary["grpo_train_seconds"]
+    assert summary["control_tokens"] >= summary["grpo_sampled_tokens"] > 0
+    assert 1 <= summary["control_steps_tokens"] and 1 <= summary["control_steps_time"]
+    assert (tmp_path / "d" / "control" / "metrics.jsonl").is_file()
     assert (tmp_path / "d" / "demo.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "d" / "cold_start" / "config.json").is_file()
 
 
 @pytest.mark.slow
-def test_full_demo_raises_heldout_accuracy_by_ten_points(tmp_path):
+def test_full_demo_beats_cold_start_by_ten_points_and_control_by_five(tmp_path):
     from grpokit.demos.demo import run_demo
 
     s = run_demo(seed=0, out=str(tmp_path / "demo"))
     assert s["accuracy_grpo"] - s["accuracy_cold_start"] >= 0.10, s
+    assert s["accuracy_grpo"] - max(s["accuracy_control_time"], s["accuracy_control_tokens"]) >= 0.05, s
     assert s["seconds_total"] < 15 * 60, s

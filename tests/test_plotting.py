@@ -45,6 +45,26 @@ def test_plot_stages(tmp_path):
     assert out.read_bytes()[:8] == PNG_MAGIC
 
 
+def test_stages_beside_arms(tmp_path):
+    from matplotlib.colors import to_hex
+
+    from grpokit.plotting import plot_stages_and_arms, stages_and_arms_figure
+
+    sft = [{"step": s, "loss": 2 / s} for s in range(1, 31)]
+    arms = [("GRPO", [(0.0, 0.2), (1.5, 0.3), (3.0, 0.4)]), ("control", [(0.0, 0.2), (3.1, 0.25)])]
+    fig = stages_and_arms_figure([("SFT", sft), ("GRPO", rows(20))], arms, ("loss", "reward"), "minutes", "acc",
+                                 "same start", first_color=1)
+    right = fig.subfigs[1].axes[0]
+    assert [len(ax.lines) > 0 for ax in fig.subfigs[0].axes] == [True, True]  # one panel per key present
+    lines = right.get_lines()
+    assert [line.get_label() for line in lines] == ["GRPO", "control"]
+    assert list(lines[0].get_xdata()) == [0.0, 1.5, 3.0] and list(lines[1].get_ydata()) == [0.2, 0.25]
+    assert [to_hex(line.get_color()) for line in lines] == ["#ff7f0e", "#2ca02c"]  # C1, C2
+    assert (right.get_xlabel(), right.get_ylabel(), right.get_title()) == ("minutes", "acc", "same start")
+    out = plot_stages_and_arms([("SFT", sft)], arms, tmp_path / "both.png", keys=("loss",), arms_x="m", arms_y="a")
+    assert out.read_bytes()[:8] == PNG_MAGIC
+
+
 def test_ema_debiased():
     # t=2: acc = 0.5*(0.5*0) + 0.5*10 = 5, debiased by 1 - 0.5**2 = 0.75 -> 6.667
     assert ema([0.0, 10.0], 0.5) == [0.0, 5.0 / 0.75]

@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/demo or runs/demo-search)")
     p.add_argument("--quick", action="store_true", help="a shorter run, for a smoke test")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: 2, the machine the demos "
+                   "were measured on)")
+    p.add_argument("--no-control", action="store_true",
+                   help="skip the control arm (more SFT for GRPO's budget): about a third less time")
     p.set_defaults(func=cmd_demo)
 
     # sft
@@ -356,7 +360,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         module = _import_optional("grpokit.demos.demo", "the demo")
         out = args.out or "runs/demo"
-    result = module.run_demo(seed=args.seed, out=out, quick=args.quick)
+    result = module.run_demo(seed=args.seed, out=out, quick=args.quick, threads=args.threads,
+                             control=False if args.no_control else None)
     if hasattr(result, "format_report"):
         print(result.format_report())
     return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0

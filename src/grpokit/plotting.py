@@ -57,9 +57,53 @@ def stages_figure(stages: Sequence[tuple[str, list[dict] | str | os.PathLike]],
     """The matplotlib Figure that `plot_stages` saves."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
-    # (name, offset, rows) per non-empty stage; offsets make the x axis continue.
+    n = max(1, len(_present(stages, keys, x)))
+    fig = Figure(figsize=(9, 0.6 + 2.4 * n), layout="constrained")
+    FigureCanvasAgg(fig)
+    _draw_stages(fig, stages, keys, title, x)
+    return fig
+
+
+def plot_stages_and_arms(stages: Sequence[tuple[str, list[dict] | str | os.PathLike]],
+                         arms: Sequence[tuple[str, Sequence[tuple[float, float]]]], out_png: str | os.PathLike,
+                         keys: Sequence[str], arms_x: str, arms_y: str, arms_title: str | None = None,
+                         first_color: int = 0) -> Path:
+    """The stages (left, as plot_stages draws them) beside a comparison of arms (right):
+    one line of (x, y) points per arm, e.g. GRPO against a control from the same start.
+    Arm i is drawn in colour C{first_color + i}, so an arm can keep its stage's colour."""
+    return _save(stages_and_arms_figure(stages, arms, keys, arms_x, arms_y, arms_title, first_color), out_png)
+
+
+def stages_and_arms_figure(stages: Sequence[tuple[str, list[dict] | str | os.PathLike]],
+                           arms: Sequence[tuple[str, Sequence[tuple[float, float]]]], keys: Sequence[str],
+                           arms_x: str, arms_y: str, arms_title: str | None = None, first_color: int = 0) -> Any:
+    """The matplotlib Figure that `plot_stages_and_arms` saves."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = max(1, len(_present(stages, keys, "step")))
+    fig = Figure(figsize=(14, max(4.0, 0.6 + 2.4 * n)), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subfigures(1, 2, width_ratios=[1.6, 1.0])
+    _draw_stages(left, stages, keys, None, "step")
+    ax = right.subplots(1, 1)
+    for i, (name, points) in enumerate(arms):
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", markersize=4, linewidth=1.5, color=f"C{first_color + i}", label=name)
+    ax.set_xlabel(arms_x)
+    ax.set_ylabel(arms_y)
+    ax.grid(alpha=0.3)
+    if any(points for _, points in arms):
+        ax.legend(loc="best", fontsize=9)
+    if arms_title:
+        ax.set_title(arms_title, fontsize=10)
+    return fig
+
+
+def _placed(stages, x: str) -> list[tuple[str, float, list[dict]]]:
+    """(name, offset, rows) per non-empty stage; offsets make the x axis continue."""
     placed, offset = [], 0.0
     for name, rows in stages:
         rows = _rows(rows)
@@ -68,12 +112,21 @@ def stages_figure(stages: Sequence[tuple[str, list[dict] | str | os.PathLike]],
             continue
         placed.append((name, offset, rows))
         offset += max(xs)
+    return placed
 
-    present = [k for k in keys if any(_series(rows, k, x)[0] for _, _, rows in placed)]
-    n = max(1, len(present))
-    fig = Figure(figsize=(9, 0.6 + 2.4 * n), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
+
+def _present(stages, keys: Sequence[str], x: str) -> list[str]:
+    placed = _placed(stages, x)
+    return [k for k in keys if any(_series(rows, k, x)[0] for _, _, rows in placed)]
+
+
+def _draw_stages(fig: Any, stages, keys: Sequence[str], title: str | None, x: str) -> None:
+    """Draw the stages into `fig` (a Figure or SubFigure): one subplot per key present."""
+    from matplotlib.ticker import MaxNLocator
+
+    placed = _placed(stages, x)
+    present = _present(stages, keys, x)
+    axes = fig.subplots(max(1, len(present)), 1, sharex=True, squeeze=False)[:, 0]
     if title:
         fig.suptitle(title)
     if not present:
@@ -103,7 +156,6 @@ def stages_figure(stages: Sequence[tuple[str, list[dict] | str | os.PathLike]],
             axes[0].text(off, 1.02, f" {name}", transform=axes[0].get_xaxis_transform(),
                          color=f"C{i}" if multi else "0.2", ha="left", va="bottom", fontsize=9)
     axes[-1].set_xlabel(x)
-    return fig
 
 
 def ema(values: Sequence[float], weight: float) -> list[float]:

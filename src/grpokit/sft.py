@@ -88,6 +88,89 @@ def collate(batch: Sequence[EncodedTrace], pad_id: int):
     return ids, attn, loss_mask
 
 
+class SFTRun:
+    """A supervised run that can be continued: optimizer, schedule, data order and step
+    count live here, so the demo's control arm trains on exactly where its cold start
+    stopped (same optimizer state, same stream of traces) rather than from a fresh start.
+
+    Each row carries `tokens` (completion tokens trained on so far, the supervised
+    counterpart of GRPO's sampled tokens) and `train_seconds` (time in optimizer steps,
+    evaluations excluded), the two budgets a control arm is matched on.
+    """
+
+    def __init__(self, model, tokenizer, traces: Sequence[SFTExample], *, total_steps: int, batch_size: int,
+                 lr: float, warmup_steps: int = 0, schedule: str = "cosine", weight_decay: float = 0.0,
+                 max_grad_norm: float = 1.0, max_seq_len: int = 512, seed: int = 0):
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.max_grad_norm = batch_size, max_grad_norm
+        self.data = encode_traces(tokenizer, traces, max_seq_len)
+        self.rng = random.Random(seed)
+        self.order: list[int] = []
+        self.opt = make_optimizer(model, lr=lr, weight_decay=weight_decay)
+        self.sched = make_scheduler(self.opt, warmup=warmup_steps, total=total_steps, schedule=schedule)
+        self.step_count = 0
+        self.tokens = 0
+        self.train_seconds = 0.0
+        self.device = model_device(model)
+
+    def step(self) -> dict:
+        """One optimizer step on the next batch of traces; returns its history row."""
+        t0 = time.perf_counter()
+        self.model.train()
+        if len(self.order) < self.batch_size:
+            fresh = list(range(len(self.data)))
+            self.rng.shuffle(fresh)
+            self.order += fresh
+        idx, self.order = self.order[: self.batch_size], self.order[self.batch_size:]
+        ids, attn, mask = (t.to(self.device) for t in collate([self.data[i] for i in idx], self.tokenizer.pad_token_id))
+        logp, _ = sequence_logprobs(self.model, ids, attn, mask)  # [B, L]
+        n_tokens = mask.sum()
+        loss = -(logp * mask).sum() / n_tokens
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        self.opt.step()
+        self.sched.step()
+        self.step_count += 1
+        self.tokens += int(n_tokens.item())
+        self.train_seconds += time.perf_counter() - t0
+        # time: wall clock (Unix seconds); rows are often written to metrics.jsonl after
+        # training, so each carries its own.
+        return {"step": self.step_count, "loss": loss.detach().item(), "lr": self.sched.get_last_lr()[0],
+                "time": time.time(), "tokens": self.tokens, "train_seconds": self.train_seconds}
+
+    def run(self, steps: int, *, eval_fn: Callable[[], float] | None = None, eval_every: int = 0,
+            stop: Callable[[list[dict]], bool] | None = None, until: Callable[[dict], bool] | None = None,
+            progress: bool = True, desc: str = "SFT") -> list[dict]:
+        """Up to `steps` more optimizer steps. eval_fn runs every eval_every steps (and at the
+        last one) and its value goes in the row as `accuracy`; `stop(history)` after an
+        evaluation and `until(row)` after every step end the run early."""
+        from grpokit.logging import progress as progress_bar
+
+        history: list[dict] = []
+        bar = progress_bar(steps, desc, enabled=progress)
+        shown: dict[str, str] = {}
+        start = time.perf_counter()
+        for i in range(1, steps + 1):
+            row = self.step()
+            row["elapsed"] = time.perf_counter() - start
+            done = until is not None and until(row)
+            if eval_fn is not None and eval_every > 0 and (row["step"] % eval_every == 0 or i == steps or done):
+                row["accuracy"] = eval_fn()
+            history.append(row)
+            if "accuracy" in row and stop is not None and stop(history):
+                done = True
+            shown.update({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "accuracy")})
+            bar.set_postfix(shown)
+            bar.update(1)
+            if done:
+                break
+        bar.close()
+        self.model.eval()
+        return history
+
+
 def sft_loop(model, tokenizer, traces: Sequence[SFTExample], *, steps: int, batch_size: int, lr: float,
              warmup_steps: int = 0, schedule: str = "cosine", weight_decay: float = 0.0, max_grad_norm: float = 1.0,
              max_seq_len: int = 512, seed: int = 0, progress: bool = True,
@@ -98,52 +181,11 @@ def sft_loop(model, tokenizer, traces: Sequence[SFTExample], *, steps: int, batc
     With eval_fn and eval_every, accuracy is measured every eval_every steps; with
     stop_at, training stops at the first evaluation that reaches it.
     """
-    from grpokit.logging import progress as progress_bar
-
-    data = encode_traces(tokenizer, traces, max_seq_len)
-    rng = random.Random(seed)
-    order: list[int] = []
-    model.train()
-    opt = make_optimizer(model, lr=lr, weight_decay=weight_decay)
-    sched = make_scheduler(opt, warmup=warmup_steps, total=steps, schedule=schedule)
-    history: list[dict] = []
-    bar = progress_bar(steps, desc, enabled=progress)
-    shown: dict[str, str] = {}
-    start = time.perf_counter()
-    device = model_device(model)
-    for step in range(1, steps + 1):
-        if len(order) < batch_size:
-            fresh = list(range(len(data)))
-            rng.shuffle(fresh)
-            order += fresh
-        idx, order = order[:batch_size], order[batch_size:]
-        ids, attn, mask = (t.to(device) for t in collate([data[i] for i in idx], tokenizer.pad_token_id))
-        logp, _ = sequence_logprobs(model, ids, attn, mask)  # [B, L]
-        loss = -(logp * mask).sum() / mask.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        opt.step()
-        sched.step()
-        # time: wall clock (Unix seconds), elapsed: since the loop started; rows are often
-        # written to metrics.jsonl after training, so each carries its own.
-        row = {"step": step, "loss": loss.detach().item(), "lr": sched.get_last_lr()[0], "time": time.time(),
-               "elapsed": time.perf_counter() - start}
-        stop = False
-        if eval_fn is not None and eval_every > 0 and (step % eval_every == 0 or step == steps):
-            row["accuracy"] = eval_fn()
-            model.train()
-            stop = stop_at is not None and row["accuracy"] >= stop_at
-        history.append(row)
-        shown.update({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "accuracy")})
-        bar.set_postfix(shown)
-        bar.update(1)
-        if stop:
-            break
-    bar.close()
-    model.eval()
-    return history
+    run = SFTRun(model, tokenizer, traces, total_steps=steps, batch_size=batch_size, lr=lr,
+                 warmup_steps=warmup_steps, schedule=schedule, weight_decay=weight_decay,
+                 max_grad_norm=max_grad_norm, max_seq_len=max_seq_len, seed=seed)
+    stop = None if stop_at is None else (lambda history: history[-1]["accuracy"] >= stop_at)
+    return run.run(steps, eval_fn=eval_fn, eval_every=eval_every, stop=stop, progress=progress, desc=desc)
 
 
 def sft(cfg: SFTConfig) -> Path:

@@ -16,6 +16,7 @@ questions, greedily, with the same tool.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import torch
 
 from grpokit.config.schema import AlgorithmConfig, DataConfig, ModelConfig, OptimConfig, RolloutConfig, RunConfig, TrainConfig
 
-EVAL_SIZE = 200
+EVAL_SIZE = 456  # every held-out question: a standard error of about 2.3 points at 40%
 
 
 @dataclass
@@ -38,8 +39,9 @@ class DemoSettings:
     sft_lr: float = 2e-3
     sft_max_steps: int = 800
     sft_eval_every: int = 25
-    sft_probe_size: int = 100  # held-out questions for the stop rule, disjoint from the eval_size reported ones
-    sft_stop_at: float = 0.25  # stop the cold start once held-out exact match reaches this
+    sft_probe_size: int = 200  # unseen training questions for the stop rule
+    sft_stop_at: float | None = 0.25  # stop the cold start once the probe's exact match reaches this ...
+    sft_stop_window: int = 2  # ... as the mean of this many consecutive evaluations
     grpo_steps: int = 300  # 150 gained +11.0 (seed 0, 2 threads); 300 gained +17.5 from the same cold start
     grpo_prompts: int = 16
     grpo_generations: int = 8
@@ -54,13 +56,16 @@ class DemoSettings:
     max_tool_tokens: int = 80
     max_turns: int = 3
     eval_size: int = EVAL_SIZE
+    control: bool = True  # also train the cold start on with SFT for GRPO's budget (demos/control.py)
+    control_points: int = 2  # evaluations along the control's curve, besides its two budget points
     threads: int = 2
 
     @classmethod
     def quick(cls) -> "DemoSettings":
         """A smoke-test size: a minute, not many; the numbers mean nothing."""
         return cls(model="tiny:xs", sft_traces=200, sft_max_steps=20, sft_eval_every=10, sft_probe_size=16,
-                   sft_stop_at=1.1, grpo_steps=3, grpo_prompts=4, grpo_generations=4, eval_size=32)
+                   sft_stop_at=1.1, grpo_steps=3, grpo_prompts=4, grpo_generations=4, eval_size=32,
+                   control_points=1)
 
 
 def search_tool_specs() -> list[dict]:
@@ -95,21 +100,26 @@ def evaluate_search(tokenizer, sampler, examples, rewards, *, max_new_tokens: in
     return res
 
 
-def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, settings: DemoSettings | None = None) -> dict:
+def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, settings: DemoSettings | None = None,
+             *, threads: int | None = None, control: bool | None = None) -> dict:
+    """Both stages (and the control arm unless `control` is False); threads and control,
+    when given, override the settings."""
     from grpokit.checkpoint import save_model
     from grpokit.logging import RunLogger, read_metrics
-    from grpokit.plotting import plot_stages
     from grpokit.model.policy import create_tiny, load_policy
     from grpokit.rewards import RewardSet
     from grpokit.build import make_sampler
     from grpokit.rollout.multiturn import MultiTurnSampler
-    from grpokit.sft import sft_loop
+    from grpokit.sft import SFTRun
+    from grpokit.demos.demo import cpu_model, probe_stop
+    from grpokit.demos.control import grpo_budget, plot_demo, run_control
     from grpokit.tasks import get_task
     from grpokit.tasks import with_task_corpora
     from grpokit.tools import build_tools
     from grpokit.train import train
 
     s = settings or (DemoSettings.quick() if quick else DemoSettings())
+    s = dataclasses.replace(s, **{k: v for k, v in (("threads", threads), ("control", control)) if v is not None})
     t_start = time.perf_counter()
     torch.set_num_threads(s.threads)
     run_dir = Path(out or f"runs/demo-search-seed{seed}")
@@ -118,8 +128,12 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
 
     task = get_task("search_qa")
     traces = task.traces(s.sft_traces, seed=seed)
-    test = task.prompts("test", s.eval_size + s.sft_probe_size)
-    heldout, probe = test[: s.eval_size], test[s.eval_size:]
+    # Reported: every held-out question. The stop rule's probe: training questions the cold
+    # start never sees as traces (their entities are training entities, so the probe reads
+    # a little higher than the held-out set; it only has to rise when the model does).
+    heldout = task.prompts("test", s.eval_size)
+    seen = {t.prompt for t in traces}
+    probe = [e for e in task.prompts("train", seed=seed + 7) if e.prompt not in seen][: s.sft_probe_size]
     rewards = RewardSet([(n, w, {}) for n, w in task.default_rewards])
     tools = build_tools(with_task_corpora(search_tool_specs()))
 
@@ -133,11 +147,11 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     def measure(examples=heldout) -> dict:
         return evaluate_search(tok, engine, examples, rewards, max_new_tokens=s.max_new_tokens, seed=seed)
 
-    # sft_loop masks the inserted <result>...</result> spans out of the loss by default
-    history = sft_loop(model, tok, traces, steps=s.sft_max_steps, batch_size=s.sft_batch, lr=s.sft_lr,
-                       warmup_steps=min(20, s.sft_max_steps // 10), schedule="constant", seed=seed,
-                       eval_fn=lambda: measure(probe)["exact_match"], eval_every=s.sft_eval_every,
-                       stop_at=s.sft_stop_at, desc="stage 1: cold start (SFT)")
+    # SFTRun masks the inserted <result>...</result> spans out of the loss by default
+    sft = SFTRun(model, tok, traces, total_steps=s.sft_max_steps, batch_size=s.sft_batch, lr=s.sft_lr,
+                 warmup_steps=min(20, s.sft_max_steps // 10), schedule="constant", seed=seed)
+    history = sft.run(s.sft_max_steps, eval_fn=lambda: measure(probe)["exact_match"], eval_every=s.sft_eval_every,
+                      stop=probe_stop(s), desc="stage 1: cold start (SFT)")
     cold_dir = run_dir / "cold_start"
     save_model(cold_dir, model, tok, {"stage": "cold_start", "seed": seed})
     with RunLogger(run_dir / "sft_log", console=False) as lg:
@@ -164,28 +178,42 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     )
     grpo_dir = train(cfg)
     grpo_rows = read_metrics(grpo_dir / "metrics.jsonl")
-    model = load_policy(ModelConfig(name_or_path=str(grpo_dir / "model"))).model.eval()
-    engine = MultiTurnSampler(make_sampler(model, tok), tools, tok, max_turns=s.max_turns,
-                              max_tool_tokens=s.max_tool_tokens)
-    final = measure()
+    grpo_model = load_policy(ModelConfig(name_or_path=str(grpo_dir / "model"))).model.eval()
+    grpo_engine = MultiTurnSampler(make_sampler(grpo_model, tok), tools, tok, max_turns=s.max_turns,
+                                   max_tool_tokens=s.max_tool_tokens)
+    final = evaluate_search(tok, grpo_engine, heldout, rewards, max_new_tokens=s.max_new_tokens, seed=seed)
+    budget = grpo_budget(grpo_rows, s.grpo_prompts * s.grpo_generations)
+
+    # The control: the cold start's own SFT run (the live `model`, which `engine` samples
+    # from) continued for GRPO's budget instead
+    control = None
+    if s.control:
+        print(f"control: more SFT from the cold start for GRPO's budget ({budget.seconds:.0f} s of training, "
+              f"{budget.tokens} completion tokens)", flush=True)
+        control = run_control(sft, budget, lambda: measure()["exact_match"], points=s.control_points)
+        with RunLogger(run_dir / "control", console=False) as lg:
+            for row in control.history:
+                lg.log_step(row["step"], row)
     wall = time.perf_counter() - t_start
 
-    sft_rows = [{"step": r["step"], "SFT loss": r["loss"],
-                 **({"held-out exact match": r["accuracy"]} if "accuracy" in r else {})} for r in history]
-    rl_rows = [{"step": r["step"], "GRPO reward": r["reward"],
-                **({"share searched": r["tools/share_with_call"]} if "tools/share_with_call" in r else {}),
-                **({"held-out exact match": r["eval/accuracy"]} if "eval/accuracy" in r else {})}
-               for r in grpo_rows]
-    plot = plot_stages([("cold start (SFT)", sft_rows), ("GRPO", rl_rows)], run_dir / "demo.png",
-                       keys=("held-out exact match", "SFT loss", "GRPO reward", "share searched"))
+    plot = plot_demo(run_dir / "demo.png", history, grpo_rows, cold["exact_match"], control, metric="held-out exact match",
+                     grpo_extra={"share searched": "tools/share_with_call"})
     summary = {
         "seed": seed, "eval_size": len(heldout), "exact_match_cold_start": cold["exact_match"], "exact_match_grpo": final["exact_match"],
         "searched_cold_start": cold["searched"], "searched_grpo": final["searched"],
         "cold_start": {k: v for k, v in cold.items() if k != "samples"},
         "grpo": {k: v for k, v in final.items() if k != "samples"},
-        "sft_steps": len(history), "grpo_steps": len(grpo_rows),
-        "seconds_cold_start": t_cold, "seconds_total": wall, "run_dir": str(run_dir), "plot": str(plot),
+        "sft_steps": len(history), "sft_traces": len(traces), "grpo_steps": len(grpo_rows),
+        "grpo_train_seconds": budget.seconds, "grpo_sampled_tokens": budget.tokens,
+        "seconds_cold_start": t_cold, "seconds_total": wall, "cpu": cpu_model(), "threads": s.threads,
+        "run_dir": str(run_dir), "plot": str(plot),
     }
+    if control is not None:
+        summary.update({
+            "exact_match_control_time": control.accuracy_time, "exact_match_control_tokens": control.accuracy_tokens,
+            "control_steps_time": control.steps_time, "control_steps_tokens": control.steps_tokens,
+            "control_train_seconds": control.seconds, "control_tokens": control.tokens,
+            "control_curve": control.curve, "control_capped": control.capped})
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (run_dir / "samples_heldout.json").write_text(json.dumps({"cold_start": cold["samples"],
                                                               "grpo": final["samples"]}, indent=2))
@@ -198,6 +226,8 @@ def _pct(x: float | None) -> str:
 
 
 def _print_table(s: dict) -> None:
+    from grpokit.demos.control import control_lines
+
     c, g = s["cold_start"], s["grpo"]
     lines = [
         "",
@@ -207,14 +237,17 @@ def _print_table(s: dict) -> None:
         f"exact match after cold start: {100 * s['exact_match_cold_start']:.1f}%",
         f"exact match after GRPO: {100 * s['exact_match_grpo']:.1f}%",
         f"change: {100 * (s['exact_match_grpo'] - s['exact_match_cold_start']):+.1f} points",
+        *control_lines(s, "exact match", "exact_match"),
         f"share of questions searched: {_pct(c['searched'])} -> {_pct(g['searched'])}",
         f"exact match, single-hop: {_pct(c.get('exact_match_1hop'))} -> {_pct(g.get('exact_match_1hop'))}; "
         f"two-hop: {_pct(c.get('exact_match_2hop'))} -> {_pct(g.get('exact_match_2hop'))}",
         f"exact match with a search: {_pct(c['exact_match_searched'])} -> {_pct(g['exact_match_searched'])}; "
         f"without: {_pct(c['exact_match_not_searched'])} -> {_pct(g['exact_match_not_searched'])}",
         f"tool calls per question: {c['calls']:.2f} -> {g['calls']:.2f}",
-        f"steps: {s['sft_steps']} cold start, {s['grpo_steps']} GRPO",
-        f"wall time: {s['seconds_total'] / 60:.1f} min (cold start {s['seconds_cold_start'] / 60:.1f} min)",
+        f"steps: {s['sft_steps']} cold start ({s['sft_traces']} traces), {s['grpo_steps']} GRPO "
+        f"({s['grpo_train_seconds'] / 60:.1f} min of training, {s['grpo_sampled_tokens']} sampled tokens)",
+        f"wall time: {s['seconds_total'] / 60:.1f} min (cold start {s['seconds_cold_start'] / 60:.1f} min); "
+        f"CPU: {s['cpu']}, {s['threads']} thread{'s' if s['threads'] != 1 else ''}",
         f"run directory: {s['run_dir']}",
         f"plot: {s['plot']}",
         "=" * 64,

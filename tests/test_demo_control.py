@@ -45,6 +45,10 @@ def test_control_evaluates_at_each_budget_and_along_the_curve():
     assert res.curve[0]["seconds"] == pytest.approx(0.6) and res.curve[0]["tokens"] == 200
     assert res.seconds == pytest.approx(1.2) and res.tokens == 400 and len(res.history) == 4
     assert not res.capped
+    assert res.summary("accuracy") == {
+        "accuracy_control_time": 0.11, "accuracy_control_tokens": 0.10, "control_steps_time": 4,
+        "control_steps_tokens": 3, "control_train_seconds": res.seconds, "control_tokens": 400,
+        "control_curve": res.curve, "control_capped": False}
 
 
 def test_control_measures_once_when_both_budgets_end_on_one_step():

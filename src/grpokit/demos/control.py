@@ -44,6 +44,14 @@ class ControlResult:
     history: list[dict] = field(default_factory=list)  # one row per SFT step (loss, lr, tokens, train_seconds)
     capped: bool = False  # max_steps ended it before both budgets were spent
 
+    def summary(self, metric: str) -> dict:
+        """The fields a demo's summary.json carries, `metric` naming the score
+        (`accuracy_control_time`, ...; what `control_lines` reads)."""
+        return {f"{metric}_control_time": self.accuracy_time, f"{metric}_control_tokens": self.accuracy_tokens,
+                "control_steps_time": self.steps_time, "control_steps_tokens": self.steps_tokens,
+                "control_train_seconds": self.seconds, "control_tokens": self.tokens,
+                "control_curve": self.curve, "control_capped": self.capped}
+
 
 def run_control(sft: SFTRun, budget: Budget, evaluate: Callable[[], float], *, points: int = 4,
                 max_steps: int = 100_000, progress: bool = True, desc: str = "control (more SFT)") -> ControlResult:

@@ -201,11 +201,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
         "run_dir": str(run_dir), "plot": str(plot),
     }
     if control is not None:
-        summary.update({
-            "accuracy_control_time": control.accuracy_time, "accuracy_control_tokens": control.accuracy_tokens,
-            "control_steps_time": control.steps_time, "control_steps_tokens": control.steps_tokens,
-            "control_train_seconds": control.seconds, "control_tokens": control.tokens,
-            "control_curve": control.curve, "control_capped": control.capped})
+        summary.update(control.summary("accuracy"))
     _print_table(summary)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

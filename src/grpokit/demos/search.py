@@ -209,11 +209,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
         "run_dir": str(run_dir), "plot": str(plot),
     }
     if control is not None:
-        summary.update({
-            "exact_match_control_time": control.accuracy_time, "exact_match_control_tokens": control.accuracy_tokens,
-            "control_steps_time": control.steps_time, "control_steps_tokens": control.steps_tokens,
-            "control_train_seconds": control.seconds, "control_tokens": control.tokens,
-            "control_curve": control.curve, "control_capped": control.capped})
+        summary.update(control.summary("exact_match"))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     (run_dir / "samples_heldout.json").write_text(json.dumps({"cold_start": cold["samples"],
                                                               "grpo": final["samples"]}, indent=2))

@@ -85,9 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # demo
-    p = sub.add_parser("demo", help="seeded end-to-end demo on the arithmetic task (cold start + GRPO)",
+    p = sub.add_parser("demo", help="seeded end-to-end demo on the arithmetic task (cold start, GRPO, control)",
                        description="Run the built-in demo: a small model learns multi-step arithmetic "
-                                   "(supervised cold start, then GRPO), and reports held-out accuracy.",
+                                   "(supervised cold start, then GRPO), beside a control that trains on with SFT "
+                                   "for GRPO's budget, and reports held-out accuracy.",
                        formatter_class=_formatter,
                        epilog="examples:\n  grpokit demo --quick\n  grpokit demo search --seed 1")
     p.add_argument("variant", nargs="?", choices=("search",),

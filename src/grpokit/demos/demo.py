@@ -3,8 +3,9 @@
 Stage 1 (cold start): a fresh tiny model is fine-tuned on arithmetic reasoning traces
 with annotated steps, and stopped on purpose once it is partly right. Stage 2: GRPO
 with rule-based rewards (answer, format, step correctness) from that checkpoint,
-through the same `grpokit train` code path a real model uses. Both stages are
-measured on the same held-out problems with greedy decoding.
+through the same `grpokit train` code path a real model uses. Control: the cold
+start's own SFT run continued for GRPO's budget instead (demos/control.py). All three
+are measured on the same held-out problems with greedy decoding.
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ with the inserted results masked out of the loss (the model never learns to writ
 them), and stopped on purpose once it is partly right. Stage 2: GRPO with exact match
 and format rewards through the regular `grpokit train` code path, with multi-turn
 rollouts: generation pauses at `</search>`, the tool runs, its result goes in with
-loss mask 0, generation resumes. Both stages are measured on the same held-out
+loss mask 0, generation resumes. A control arm (demos/control.py) continues the cold
+start's SFT for GRPO's budget instead. All three are measured on the same held-out
 questions, greedily, with the same tool.
 """
 from __future__ import annotations

@@ -58,10 +58,10 @@ def stages_figure(stages: Sequence[tuple[str, list[dict] | str | os.PathLike]],
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    n = max(1, len(_present(stages, keys, x)))
-    fig = Figure(figsize=(9, 0.6 + 2.4 * n), layout="constrained")
+    placed = _placed(stages, x)  # stage files are read once
+    fig = Figure(figsize=(9, 0.6 + 2.4 * max(1, len(_present(placed, keys, x)))), layout="constrained")
     FigureCanvasAgg(fig)
-    _draw_stages(fig, stages, keys, title, x)
+    _draw_stages(fig, placed, keys, title, x)
     return fig
 
 
@@ -82,11 +82,12 @@ def stages_and_arms_figure(stages: Sequence[tuple[str, list[dict] | str | os.Pat
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    n = max(1, len(_present(stages, keys, "step")))
+    placed = _placed(stages, "step")
+    n = max(1, len(_present(placed, keys, "step")))
     fig = Figure(figsize=(14, max(4.0, 0.6 + 2.4 * n)), layout="constrained")
     FigureCanvasAgg(fig)
     left, right = fig.subfigures(1, 2, width_ratios=[1.6, 1.0])
-    _draw_stages(left, stages, keys, None, "step")
+    _draw_stages(left, placed, keys, None, "step")
     ax = right.subplots(1, 1)
     for i, (name, points) in enumerate(arms):
         if points:
@@ -115,17 +116,17 @@ def _placed(stages, x: str) -> list[tuple[str, float, list[dict]]]:
     return placed
 
 
-def _present(stages, keys: Sequence[str], x: str) -> list[str]:
-    placed = _placed(stages, x)
+def _present(placed, keys: Sequence[str], x: str) -> list[str]:
+    """The keys with data in some placed stage, in the order given."""
     return [k for k in keys if any(_series(rows, k, x)[0] for _, _, rows in placed)]
 
 
-def _draw_stages(fig: Any, stages, keys: Sequence[str], title: str | None, x: str) -> None:
-    """Draw the stages into `fig` (a Figure or SubFigure): one subplot per key present."""
+def _draw_stages(fig: Any, placed, keys: Sequence[str], title: str | None, x: str) -> None:
+    """Draw the placed stages (`_placed`) into `fig` (a Figure or SubFigure): one subplot
+    per key present."""
     from matplotlib.ticker import MaxNLocator
 
-    placed = _placed(stages, x)
-    present = _present(stages, keys, x)
+    present = _present(placed, keys, x)
     axes = fig.subplots(max(1, len(present)), 1, sharex=True, squeeze=False)[:, 0]
     if title:
         fig.suptitle(title)

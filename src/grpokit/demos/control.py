@@ -102,6 +102,21 @@ def run_control(sft: SFTRun, budget: Budget, evaluate: Callable[[], float], *, p
                          capped=capped)
 
 
+def control_arm(sft: SFTRun, budget: Budget, evaluate: Callable[[], float], *, points: int,
+                log_dir: Path) -> ControlResult:
+    """A demo's control stage: says what it is about to spend, runs `run_control`, and
+    writes its SFT rows to log_dir/metrics.jsonl."""
+    from grpokit.logging import RunLogger
+
+    print(f"control: more SFT from the cold start for GRPO's budget ({budget.seconds:.0f} s of training, "
+          f"{budget.tokens} completion tokens)", flush=True)
+    control = run_control(sft, budget, evaluate, points=points)
+    with RunLogger(log_dir, console=False) as lg:
+        for row in control.history:
+            lg.log_step(row["step"], row)
+    return control
+
+
 def plot_demo(out: Path, sft_history: list[dict], grpo_rows: list[dict], start: float, control: ControlResult | None,
               *, metric: str = "held-out accuracy", grpo_extra: dict[str, str] | None = None) -> Path:
     """A demo's picture. Left: both stages on one step axis (the cold-start panel shows the

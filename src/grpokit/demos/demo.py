@@ -151,7 +151,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     when given, override the settings."""
     import json
 
-    from grpokit.demos.control import grpo_budget, plot_demo, run_control
+    from grpokit.demos.control import control_arm, grpo_budget, plot_demo
     from grpokit.logging import RunLogger, read_metrics
     from grpokit.train import train
 
@@ -181,12 +181,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     # The control: the cold start's own SFT run continued for GRPO's budget instead
     control = None
     if s.control:
-        print(f"control: more SFT from the cold start for GRPO's budget ({budget.seconds:.0f} s of training, "
-              f"{budget.tokens} completion tokens)", flush=True)
-        control = run_control(cold.sft, budget, cold.evaluate, points=s.control_points)
-        with RunLogger(run_dir / "control", console=False) as lg:
-            for row in control.history:
-                lg.log_step(row["step"], row)
+        control = control_arm(cold.sft, budget, cold.evaluate, points=s.control_points, log_dir=run_dir / "control")
     wall = time.perf_counter() - t_start
 
     plot = plot_demo(run_dir / "demo.png", history, grpo_rows, acc_cold, control)

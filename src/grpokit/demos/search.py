@@ -113,7 +113,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     from grpokit.rollout.multiturn import MultiTurnSampler
     from grpokit.sft import SFTRun
     from grpokit.demos.demo import cpu_model, probe_stop
-    from grpokit.demos.control import grpo_budget, plot_demo, run_control
+    from grpokit.demos.control import control_arm, grpo_budget, plot_demo
     from grpokit.tasks import get_task
     from grpokit.tasks import with_task_corpora
     from grpokit.tools import build_tools
@@ -189,12 +189,8 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     # from) continued for GRPO's budget instead
     control = None
     if s.control:
-        print(f"control: more SFT from the cold start for GRPO's budget ({budget.seconds:.0f} s of training, "
-              f"{budget.tokens} completion tokens)", flush=True)
-        control = run_control(sft, budget, lambda: measure()["exact_match"], points=s.control_points)
-        with RunLogger(run_dir / "control", console=False) as lg:
-            for row in control.history:
-                lg.log_step(row["step"], row)
+        control = control_arm(sft, budget, lambda: measure()["exact_match"], points=s.control_points,
+                              log_dir=run_dir / "control")
     wall = time.perf_counter() - t_start
 
     plot = plot_demo(run_dir / "demo.png", history, grpo_rows, cold["exact_match"], control, metric="held-out exact match",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check of docs/performance.md, in one call of under ten minutes on one GPU:
 #   1. tests/test_device.py (the same functions on CUDA as on the CPU; a short training run + resume),
+#      and FSDP2 with world size 1 (NCCL) against the plain run (tests/test_sharding.py),
 #   2. `grpokit bench --workload qwen2-0.5b` (grpokit's lean decode step from a CUDA graph, the
 #      same step op by op, and transformers' forward for sampling),
 #   3. TRL's GRPOTrainer on the same workload (benchmarks/trl_gpu.py), when TRL is importable.
@@ -22,6 +23,8 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKEN
 echo "== 1. CUDA tests"
 timeout 300 $PY -m pytest -q -p no:cacheprovider tests/test_device.py > "$OUT_DIR/tests.log" 2>&1
 echo "tests exit $?"; tail -4 "$OUT_DIR/tests.log"
+timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_sharding.py -k one_process > "$OUT_DIR/fsdp.log" 2>&1
+echo "fsdp exit $?"; tail -4 "$OUT_DIR/fsdp.log"
 
 echo "== 2. grpokit bench"
 timeout 480 $PY -m grpokit.bench --workload qwen2-0.5b --assets "$ASSETS" --steps "$STEPS" --warmup 2 --threads 4 \

@@ -90,7 +90,7 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
                                                                                 seed=cfg.run.seed)
         reference = Reference(start)
     # both after the reference copy, which never trains
-    if cfg.optim.lean_activations and engine_enabled():
+    if cfg.optim.lean_activations and engine_enabled() and not sharded(cfg):
         from grpokit.engine import lean_train
 
         if not lean_train.install(policy.model):
@@ -105,6 +105,14 @@ def build(cfg: TrainConfig, *, model_path: str | None = None) -> Components:
         train_examples=train, eval_examples=evals, sampler=build_sampler(cfg, policy),
         passes=build_passes(cfg, policy.model), release_memory=build_release(cfg),
     )
+
+
+def sharded(cfg: TrainConfig) -> bool:
+    """run.parallel resolves to FSDP: the CPU engine's passes and lean decode, which read
+    whole weight tensors, step aside (train.py says so once)."""
+    from grpokit.sharding import resolve_mode
+
+    return resolve_mode(cfg.run.parallel) == "fsdp"
 
 
 def engine_enabled() -> bool:
@@ -133,7 +141,7 @@ def build_sampler(cfg: TrainConfig, policy) -> Sampler:
     """The rollout Sampler `rollout.backend` names, wrapped in the multi-turn tool loop
     when `rollout.tools` names tools."""
     r = cfg.rollout
-    backend = "transformers" if (r.backend == "auto" and not r.lean_decode) else r.backend
+    backend = "transformers" if ((r.backend == "auto" and not r.lean_decode) or sharded(cfg)) else r.backend
     if backend == "vllm":  # a colocated vLLM engine; `grpokit validate` checked that vllm is installed
         from grpokit.rollout.vllm import vllm_sampler
 
@@ -160,7 +168,7 @@ def build_passes(cfg: TrainConfig, model) -> TrainingPass:
 
     share = cfg.optim.share_prompt if cfg.optim.share_prompt is not None else model_device(model).type == "cpu"
     plain = TorchPass(share_prompt=share)
-    if not (cfg.optim.native_passes and engine_enabled() and model_device(model).type == "cpu"):
+    if sharded(cfg) or not (cfg.optim.native_passes and engine_enabled() and model_device(model).type == "cpu"):
         return plain
     from grpokit.engine.native_pass import NativePass, native_pass_reason
 

@@ -53,12 +53,15 @@ _WORK_DIR = re.compile(r"^\.(tmp|old|del)-(.+)-(\d+)$")
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model: Any, tokenizer: Any,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
-                    config: dict | None = None, extra: dict | None = None, keep: int = 2) -> Path:
+                    config: dict | None = None, extra: dict | None = None, keep: int = 2,
+                    model_state: dict | None = None, optimizer_state: dict | None = None) -> Path:
     """Write `run_dir/checkpoints/step-{step:06d}/` atomically, then prune old checkpoints.
 
     `extra` is pickled as is (e.g. a torch.Generator state, a data-sampler position).
     `keep` counts the new checkpoint; `keep <= 0` keeps all. Saving a step that already
-    exists replaces it. Returns the checkpoint directory.
+    exists replaces it. Returns the checkpoint directory. model_state / optimizer_state:
+    whole tensors gathered from a sharded model (grpokit.sharding), written instead of
+    the model's and the optimizer's own state dicts.
     """
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
@@ -66,11 +69,12 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model: Any, tokeni
     final = root / f"step-{int(step):06d}"
 
     def write(tmp: Path) -> None:
-        _save_model_files(tmp, model, tokenizer)
+        _save_model_files(tmp, model, tokenizer, model_state)
+        optim = optimizer_state if optimizer_state is not None or optimizer is None else optimizer.state_dict()
         state = {
             "format": STATE_FORMAT,
             "step": int(step),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "optimizer": optim,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng": _rng_state(),
             "extra": dict(extra or {}),
@@ -90,8 +94,11 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 
 def load_trainer_state(ckpt_dir: str | os.PathLike, *, optimizer: torch.optim.Optimizer | None = None,
-                       scheduler: Any = None, restore_rng: bool = True) -> dict:
+                       scheduler: Any = None, restore_rng: bool = True,
+                       load_optimizer: Callable[[dict], None] | None = None) -> dict:
     """Restore optimizer, scheduler and RNG states from a checkpoint; return the saved dict.
+    load_optimizer(state): how the optimizer takes its saved state (a sharded model's
+    optimizer: grpokit.sharding); optimizer.load_state_dict by default.
 
     Returns {"format", "step", "extra"}. Model weights are not touched: load them with
     from_pretrained(ckpt_dir).
@@ -106,7 +113,7 @@ def load_trainer_state(ckpt_dir: str | os.PathLike, *, optimizer: torch.optim.Op
     if optimizer is not None:
         if state.get("optimizer") is None:
             raise ValueError(f"{path} holds no optimizer state (saved without an optimizer)")
-        optimizer.load_state_dict(state["optimizer"])
+        (load_optimizer or optimizer.load_state_dict)(state["optimizer"])
     if scheduler is not None:
         if state.get("scheduler") is None:
             raise ValueError(f"{path} holds no scheduler state (saved without a scheduler)")
@@ -117,7 +124,7 @@ def load_trainer_state(ckpt_dir: str | os.PathLike, *, optimizer: torch.optim.Op
 
 
 def save_model(out_dir: str | os.PathLike, model: Any, tokenizer: Any, config: dict | None = None,
-               *, merge_inplace: bool = False) -> Path:
+               *, merge_inplace: bool = False, state_dict: dict | None = None) -> Path:
     """Atomically write a final model directory that from_pretrained(out_dir) loads plainly.
 
     An existing `out_dir` is replaced only once the new one is complete, and only if it was
@@ -128,7 +135,8 @@ def save_model(out_dir: str | os.PathLike, model: Any, tokenizer: Any, config: d
     needs no peft. Merging happens on a deep copy, which costs one extra copy of the model
     weights (not of the optimizer state) on the model's device; pass merge_inplace=True when
     the model is not used afterwards (end of training) to merge in place and skip the copy —
-    the passed model is then unusable.
+    the passed model is then unusable. state_dict: the weights to write in place of the
+    model's own (whole tensors gathered from a sharded model).
     """
     out = Path(out_dir)
     _check_replaceable(out)  # before the merge, which may take long and need memory
@@ -139,7 +147,7 @@ def save_model(out_dir: str | os.PathLike, model: Any, tokenizer: Any, config: d
         model = (model if merge_inplace else copy.deepcopy(model)).merge_and_unload()
 
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)  # transformers 5 always writes safetensors
+        model.save_pretrained(tmp, state_dict=state_dict)  # transformers 5 always writes safetensors
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         _write_config(tmp, config)
@@ -308,7 +316,7 @@ def _peft_note(model: Any) -> dict:
     }
 
 
-def _save_model_files(directory: Path, model: Any, tokenizer: Any) -> None:
+def _save_model_files(directory: Path, model: Any, tokenizer: Any, state_dict: dict | None = None) -> None:
     model = _unwrap(model)
     if _is_peft(model):
         # Only the adapter is saved; base_model.json says what it sits on.
@@ -316,7 +324,7 @@ def _save_model_files(directory: Path, model: Any, tokenizer: Any) -> None:
         note = {**_peft_note(model), "merged": False}
         (directory / BASE_MODEL_FILE).write_text(json.dumps(note, indent=2) + "\n")
     else:
-        model.save_pretrained(directory)  # transformers 5 always writes safetensors
+        model.save_pretrained(directory, state_dict=state_dict)  # transformers 5 always writes safetensors
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
 

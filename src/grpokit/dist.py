@@ -74,26 +74,30 @@ def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m", "grpokit", *rest]
 
 
-def init() -> World:
+def init(*, group_of_one: bool = False) -> World:
     """This process's World, joining the process group the first time (idempotent).
     NCCL when CUDA is available, gloo otherwise; GRPOKIT_DIST_TIMEOUT (seconds) bounds
-    every collective."""
+    every collective. group_of_one: set up a process group even for a single process
+    outside torchrun (FSDP needs one to shard over)."""
     global _current
-    if _current is not None:
+    if _current is not None and not (group_of_one and not _current.backend):
         return _current
     size = env_world_size()
-    if size <= 1:
+    if size <= 1 and not group_of_one:
         _current = SINGLE
         return _current
     import torch.distributed as td
 
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     timeout = timedelta(seconds=float(os.environ.get("GRPOKIT_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
     if not td.is_initialized():
-        td.init_process_group(backend=backend, timeout=timeout)
+        if "MASTER_ADDR" in os.environ:
+            td.init_process_group(backend=backend, timeout=timeout)
+        else:  # one process, no launcher: an in-memory rendezvous
+            td.init_process_group(backend=backend, timeout=timeout, store=td.HashStore(), rank=0, world_size=1)
         atexit.register(teardown)
     objects = td.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
     _current = World(rank=rank, size=size, local_rank=local_rank, backend=backend, objects=objects)
@@ -195,6 +199,11 @@ def total(world: World, value: float) -> float:
     return float(sum(gather(world, float(value))))
 
 
+def maximum(world: World, value: float) -> float:
+    """Largest value over ranks."""
+    return float(max(gather(world, float(value))))
+
+
 class Quiet:
     """Stands in for the run logger, reporter and progress bar on ranks other than 0:
     every method call does nothing."""
@@ -255,14 +264,16 @@ def select_rows(batch, rows: range):
                                context_embedding=None if emb is None else emb[s])
 
 
-def own_rows_logprobs(world: World, batch, logprobs) -> torch.Tensor:
+def own_rows_logprobs(world: World, batch, logprobs, *, empty_too: bool = False) -> torch.Tensor:
     """logprobs(batch) -> [N, L] computed for the rows this rank trains in Phase 4 only
-    (update_policy reads no others); the other rows are zeros. One process: logprobs(batch)."""
+    (update_policy reads no others); the other rows are zeros. One process: logprobs(batch).
+    empty_too: call logprobs also when this rank has no rows (a sharded model's pass
+    must run on every rank)."""
     if not world.distributed:
         return logprobs(batch)
     rows = share(batch.size, world)
     out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
-    if len(rows):
+    if len(rows) or empty_too:
         part = logprobs(select_rows(batch, rows))
         out = out.to(device=part.device, dtype=part.dtype)
         out[rows.start:rows.stop, :part.shape[1]] = part

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import signal
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from grpokit import dist
+from grpokit import dist, sharding
 from grpokit.algo.mismatch import effective_level
 from grpokit.build import Components, build
 from grpokit.config.schema import TrainConfig
@@ -45,11 +46,12 @@ from grpokit.update import LossSettings, reference_logprobs, update_policy
 
 
 def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: torch.Generator | None,
-            step: int, world: dist.World = dist.SINGLE) -> RolloutBatch:
+            step: int, world: dist.World = dist.SINGLE, full_weights=nullcontext) -> RolloutBatch:
     """Phase 1: G completions for each prompt (or as many as a self-tuning grouper plans);
     rows are prompt-major (i*G .. i*G+G-1). generator None = keyed sampling randomness
     (rollout.seeding). Under torchrun this rank samples its share of the prompts and the
-    batch of the whole step comes back (metadata["own_rows"]: the rows it sampled)."""
+    batch of the whole step comes back (metadata["own_rows"]: the rows it sampled).
+    full_weights(): the context sampling runs in (a sharded model's weights gathered)."""
     tok = comp.policy.tokenizer
     g = cfg.rollout.num_generations
     examples = [comp.train_examples[i] for i in indices]
@@ -71,8 +73,9 @@ def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: t
     own_rows = range(first, first + sum(counts[own.start:own.stop]))
     rng = generator if generator is not None else RowStreams.for_rows(
         cfg.run.seed, step, [(p, k) for p in own for k in range(counts[p])])
-    gen = (comp.sampler.sample(rows[own_rows.start:own_rows.stop], params, generator=rng) if len(own_rows)
-           else GenerationOutput([], [], [], [], None, 0))
+    with full_weights():  # every rank enters, also one without prompts (a collective under FSDP)
+        gen = (comp.sampler.sample(rows[own_rows.start:own_rows.stop], params, generator=rng) if len(own_rows)
+               else GenerationOutput([], [], [], [], None, 0))
     gen = dist.gather_generation(world, gen)
     # --- end dist ---
     texts = [tok.decode(c, skip_special_tokens=True) for c in gen.completion_ids]
@@ -106,7 +109,7 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     from grpokit.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model
     from grpokit.config.io import dump_yaml, to_dict
     from grpokit.logging import RunLogger, progress
-    from grpokit.config.validation import advisories
+    from grpokit.config.validation import advisories, fsdp_problems
     from grpokit.console import RunConsole, start_rows
     from grpokit.optim import default_lr, make_optimizer, make_scheduler, set_threads
     from grpokit.plotting import plot_run
@@ -116,7 +119,10 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     from grpokit.signals import Interrupted
 
     set_threads(cfg.run.threads)
-    world = dist.init()  # dist: one process unless launched by torchrun
+    mode = sharding.resolve_mode(cfg.run.parallel)
+    if mode == "fsdp" and (problems := fsdp_problems(cfg)):  # run.parallel=auto under an FSDP launcher
+        raise ValueError(problems[0])
+    world = dist.init(group_of_one=mode == "fsdp")  # dist: one process unless launched by torchrun (or FSDP)
     seeding = resolve_seeding(cfg.rollout.seeding, world.size)
     if world.distributed and cfg.rollout.tools:
         raise ValueError("rollout.tools: the multi-turn tool loop runs in one process only (docs/distributed.md)")
@@ -137,7 +143,7 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     algo = comp.algorithm
     model, tok = comp.policy.model, comp.policy.tokenizer
     device = model_device(model)
-    dist.broadcast_parameters(world, model)  # dist
+    parallel = sharding.setup(mode, world, comp)  # dist: equal weights on every rank; FSDP shards them
     if world.main:
         dump_yaml(cfg, run_dir / "config.yaml")
 
@@ -152,12 +158,17 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     generator = torch.Generator().manual_seed(cfg.run.seed) if seeding == "global" else None  # None: keyed
     start_step = 0
     if ckpt is not None:
-        state = load_trainer_state(ckpt, optimizer=optimizer, scheduler=scheduler)
+        state = load_trainer_state(ckpt, optimizer=optimizer, scheduler=scheduler,
+                                   load_optimizer=lambda st: parallel.load_optimizer_state(model, optimizer, st))
         start_step = int(state["step"])
         saved_world = int(state["extra"].get("world_size", 1))
         if saved_world != world.size:  # dist: the step's split and the row streams depend on it
             raise ValueError(f"--resume: {ckpt} was written by {saved_world} process(es), this run has "
                              f"{world.size}; resume with --nproc {saved_world}")
+        saved_layout = state["extra"].get("parallel", "ddp")
+        if saved_layout != parallel.name:  # the optimizer state is saved per layout
+            raise ValueError(f"--resume: {ckpt} was written with run.parallel={saved_layout}, this run has "
+                             f"{parallel.name}; resume with run.parallel={saved_layout}")
         sampler.load_state_dict(state["extra"]["sampler"])
         if generator is not None and state["extra"].get("generator") is not None:
             generator.set_state(state["extra"]["generator"])
@@ -187,7 +198,9 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         return out
 
     def evaluate_at(step: int) -> dict:
-        out = run_eval()
+        # rank 0 evaluates; every rank enters full_weights (gathering shards is a collective)
+        with parallel.full_weights(model):
+            out = run_eval() if world.main else {}
         if out:
             logger.log_event("eval", step=step, n=len(comp.eval_examples), **out)
             console.evaluated(step, out)
@@ -196,14 +209,16 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     def checkpoint(step: int) -> None:
         # Every rank holds the same sampler, grouper and weights (they see the same global
         # step), so rank 0's copy is every rank's state.
-        extra = {"sampler": sampler.state_dict(), "world_size": world.size,
+        extra = {"sampler": sampler.state_dict(), "world_size": world.size, "parallel": parallel.name,
                  "generator": generator.get_state() if generator is not None else None}
         if stateful(comp.grouper):  # running success rates, a replay window, tuned weights
             extra["grouper"] = comp.grouper.state_dict()
+        # a sharded model's whole tensors come to rank 0 (a collective; None/own state when replicated)
+        weights, optim_state = parallel.model_state(model), parallel.optimizer_state(model, optimizer)
         if world.main:
             path = save_checkpoint(run_dir, step, model=model, tokenizer=tok, optimizer=optimizer,
                                    scheduler=scheduler, config=to_dict(cfg), keep=cfg.run.keep_checkpoints,
-                                   extra=extra)
+                                   extra=extra, model_state=weights, optimizer_state=optim_state)
             logger.log_event("checkpoint", step=step, path=str(path))
         dist.barrier(world)  # no rank runs ahead of a checkpoint being written
 
@@ -221,6 +236,9 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
                       title=f"GRPO: {cfg.run.steps} steps" + (f", resuming after step {start_step}" if ckpt else ""))
         for warning in advisories(cfg):
             console.say(f"warning: {warning}")
+        if parallel.sharded:
+            console.say(f"fsdp: parameters, gradients and optimizer state sharded over {world.size} process(es); "
+                        "sampling through transformers (the CPU engine and lean decode step aside)")
     else:
         logger = reporter = console = dist.Quiet()
     if ckpt is not None:
@@ -228,7 +246,7 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         console.evaluated(0, _first_eval(run_dir))  # the "before" of the run being resumed
     else:
         logger.log_event("start", steps=cfg.run.steps, model=cfg.model.name_or_path, lr=lr)
-        before = evaluate_at(0) if cfg.run.eval_before and world.main else {}
+        before = evaluate_at(0) if cfg.run.eval_before else {}
         if before:
             logger.log_step(0, before, console=False)
     bar = progress(cfg.run.steps, "GRPO", enabled=cfg.run.progress and world.main, initial=start_step)
@@ -242,7 +260,8 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     for step in range(start_step + 1, cfg.run.steps + 1):
         t0 = time.perf_counter()
         indices = sampler.next(cfg.rollout.prompts_per_step)
-        batch = collect(comp, cfg, indices, generator, step, world)  # Phase 1
+        batch = collect(comp, cfg, indices, generator, step, world,
+                        full_weights=lambda: parallel.full_weights(model))  # Phase 1
         release()
         t_gen = time.perf_counter()
         examples = [comp.train_examples[indices[i]] for i in batch.example_index.tolist()]
@@ -267,7 +286,7 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
             with comp.reference.active() as ref_model:
                 ref_logp = dist.own_rows_logprobs(world, train_batch, lambda b: reference_logprobs(  # dist
                     ref_model, b, temperature=cfg.rollout.temperature,
-                    micro_batch_size=cfg.optim.micro_batch_size, passes=comp.passes))
+                    micro_batch_size=cfg.optim.micro_batch_size, passes=comp.passes), empty_too=parallel.sharded)
             release()
         synchronize(device)
         t_ref = time.perf_counter()
@@ -289,6 +308,7 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         if acc_key:
             metrics["accuracy"] = metrics[f"reward/{acc_key}"]
         metrics.update(stats)
+        metrics.update(sharding.train_state_bytes(model, optimizer))  # this rank's share under FSDP
         metrics.update(_group_metrics(scores.total, group_ids))
         metrics.update(tool_metrics(batch.metadata, scores.per_reward[acc_key] if acc_key else None))  # {} without tools
         metrics.update(group_info)
@@ -296,7 +316,7 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
                         "lr": scheduler.get_last_lr()[0], "tokens_per_s": n_tokens / (t_end - t0),
                         "step_time": t_end - t0, "time/generate": t_gen - t0, "time/reward_group_adv": t_adv - t_gen,
                         "time/reference": t_ref - t_adv, "time/update": t_end - t_ref})
-        if world.main and ((cfg.run.eval_every and step % cfg.run.eval_every == 0) or step == cfg.run.steps):
+        if (cfg.run.eval_every and step % cfg.run.eval_every == 0) or step == cfg.run.steps:
             metrics.update(evaluate_at(step))
         logger.log_step(step, metrics)
         console.step(step, metrics)
@@ -319,8 +339,9 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
             logger.close()
             raise Interrupted(stop.signum or signal.SIGTERM, step, str(run_dir), saved=True)
     bar.close()
+    weights = parallel.model_state(model)  # a collective under FSDP
     if world.main:
-        save_model(run_dir / "model", model, tok, to_dict(cfg))
+        save_model(run_dir / "model", model, tok, to_dict(cfg), state_dict=weights)
         logger.log_event("end", step=cfg.run.steps, model=str(run_dir / "model"))
     logger.close()
     if world.main:

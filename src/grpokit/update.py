@@ -70,9 +70,9 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
         rows = (advantages != 0).nonzero(as_tuple=True)[0]  # [n_active]
     else:
         rows = torch.arange(n, device=device)
-    if world.distributed:  # dist: this rank's rows; the normalisers above stay global
-        own = dist.share(n, world)
-        rows = rows[(rows >= own.start) & (rows < own.stop)]
+    if world.distributed:  # dist: this rank's share of the trained rows; the normalisers above stay global
+        own = dist.share(rows.numel(), world)
+        rows = rows[own.start:own.stop]
     any_rows = (dist.total(world, rows.numel()) if world.distributed else rows.numel()) > 0
     temp = temperature if temperature > 0 else 1.0
     old_logp = torch.zeros_like(batch.logprobs)  # [N, L], filled in pass 1
@@ -87,17 +87,21 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
     t_fwd = t_bwd = t_opt = 0.0
 
     def add(key: str, value: float, weight: float = 1.0) -> None:
-        # Under torchrun a micro-batch's mean counts by its tokens, so the reduction over
-        # ranks is the whole batch's token mean (one process keeps its mean per micro-batch).
-        w = weight if world.distributed else 1.0
-        sums[key] = sums.get(key, 0.0) + value * w
-        counts[key] = counts.get(key, 0) + w
+        # A micro-batch's token mean counts by its tokens, so the result is the whole
+        # batch's token mean, whatever the micro-batch size or the number of ranks.
+        sums[key] = sums.get(key, 0.0) + value * weight
+        counts[key] = counts.get(key, 0) + weight
 
+    # sharded model (grpokit.sharding): every rank runs as many passes as the busiest one
+    lockstep = getattr(passes, "lockstep", None)
     model.train()
     for p in range(settings.mu):
         optimizer.zero_grad(set_to_none=True)
         total_loss = 0.0
-        for mb in micro_batches(rows, micro_batch_size) if rows.numel() else []:
+        chunks = micro_batches(rows, micro_batch_size)
+        if lockstep is not None and any_rows:  # sharded: as many passes as the busiest rank
+            lockstep(model, len(chunks), backward=True)
+        for mb in chunks:
             t0 = time.perf_counter()
             ids, attn, m = batch.input_ids[mb], batch.attention_mask[mb], mask[mb]
             ids, attn, m = trim_padding(ids, attn, m)
@@ -138,12 +142,13 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
         add("loss", total_loss)
         if not any_rows:
             continue  # nothing to learn from this batch; keep the optimizer state untouched
-        dist.sum_gradients(world, [q for q in model.parameters() if q.requires_grad])  # dist: one process: nothing
+        if lockstep is None:  # a sharded model's backward already summed its gradients over ranks
+            dist.sum_gradients(world, [q for q in model.parameters() if q.requires_grad])  # one process: nothing
         synchronize(device)
         t0 = time.perf_counter()
         if max_grad_norm > 0:
             gn = torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], max_grad_norm)
-            add("grad_norm", float(gn))
+            add("grad_norm", float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn))
         synchronize(device)
         t1 = time.perf_counter()
         optimizer.step()

@@ -247,6 +247,11 @@ class RunConfig:
     overwrite: bool = opt(False, "start afresh in an `out` that holds a run: the old run is moved aside to "
                                  "OUT.replaced-TIMESTAMP (without it, such an `out` is refused)")
     threads: int = opt(0, "torch CPU threads (0 = leave torch's default)")
+    parallel: str = opt("auto", "how several processes hold the model (torchrun): ddp = every rank the whole "
+                                "model, gradients summed; fsdp = parameters, gradients and optimizer state "
+                                "sharded over the ranks (torch's fully_shard); auto = fsdp when the launcher "
+                                "asks for it (accelerate's FSDP config), else ddp",
+                        choices=("auto", "ddp", "fsdp"))
     release_memory: bool = opt(False, "give freed heap memory back to the OS after generation, the reference pass "
                                       "and the update when over 128 MiB of the heap is free (glibc malloc_trim): "
                                       "lower peak RSS, slower steps (docs/performance.md)")

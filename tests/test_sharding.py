@@ -72,9 +72,10 @@ def _train_state(run: Path) -> float:
 @pytest.mark.dist
 def test_fsdp_in_one_process_is_the_plain_run(tmp_path):
     """A group of one: FSDP's gathered weights and unsharded gradients are the plain
-    model's, so metrics and weights are bit for bit those of the plain torch path."""
+    model's, so metrics and weights are bit for bit those of the plain torch path (which
+    FSDP takes without the shared prompt pass)."""
     args = _setup(tmp_path) + ["--steps", "3"]
-    plain = _run(args + ["--out", str(tmp_path / "plain")], 1, GRPOKIT_NATIVE="0")
+    plain = _run(args + ["--out", str(tmp_path / "plain"), "optim.share_prompt=false"], 1, GRPOKIT_NATIVE="0")
     fsdp = _run(args + ["--out", str(tmp_path / "fsdp"), "run.parallel=fsdp"], 1)
     assert plain.returncode == 0, plain.stderr[-3000:]
     assert fsdp.returncode == 0, fsdp.stderr[-3000:]
@@ -100,7 +101,7 @@ def test_fsdp_two_processes_train_what_one_process_trains(tmp_path, grouping):
     10 per rank), so both sum the same two partial gradients; with other blocks the
     matmuls round differently and Adam's first steps magnify that to ~5e-5 in the loss."""
     args = _setup(tmp_path) + ["--steps", "5", f"algorithm.grouping={grouping}", "optim.micro_batch_size=10"]
-    one = _run(args + ["--out", str(tmp_path / "one")], 1, GRPOKIT_NATIVE="0")
+    one = _run(args + ["--out", str(tmp_path / "one"), "optim.share_prompt=false"], 1, GRPOKIT_NATIVE="0")
     two = _run(args + ["--out", str(tmp_path / "two"), "run.parallel=fsdp"], 2)
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stderr[-3000:]
@@ -125,3 +126,25 @@ def test_fsdp_resume_equals_the_uninterrupted_run(tmp_path):
     again = _jsonl(out / "metrics.jsonl")
     keys = ("reward", "loss", "grad_norm", "trained_rows", "kl")
     assert [[r.get(k) for k in keys] for r in again[2:]] == [[r.get(k) for k in keys] for r in full[2:]]
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_fsdp_ranks_with_unequal_micro_batches_match_ddp(tmp_path):
+    """15 rows over 2 ranks (8 + 7) in micro-batches of 7: rank 0 runs 2 passes, rank 1
+    one, so rank 1 pads with a zero-loss pass (in the update and in the reference pass);
+    rows that share a prompt and rows that do not meet in one micro-batch.
+    Both layouts train the same row blocks per rank, so FSDP's reduce-scatter sums the
+    same partial gradients DDP's all-reduce does."""
+    args = _setup(tmp_path) + ["--steps", "3", "rollout.num_generations=3", "optim.micro_batch_size=7"]
+    ddp = _run(args + ["--out", str(tmp_path / "ddp"), "run.parallel=ddp", "optim.share_prompt=false"], 2,
+               GRPOKIT_NATIVE="0")
+    fsdp = _run(args + ["--out", str(tmp_path / "fsdp"), "run.parallel=fsdp"], 2)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert fsdp.returncode == 0, fsdp.stderr[-3000:]
+    s1, s2 = _jsonl(tmp_path / "ddp" / "samples.jsonl"), _jsonl(tmp_path / "fsdp" / "samples.jsonl")
+    assert [r["completion"] for r in s1] == [r["completion"] for r in s2]
+    for a, b in zip(_jsonl(tmp_path / "ddp" / "metrics.jsonl"), _jsonl(tmp_path / "fsdp" / "metrics.jsonl")):
+        assert a["trained_rows"] == b["trained_rows"] == 15
+        for k in ("loss", "kl", "grad_norm", "entropy"):
+            assert b[k] == pytest.approx(a[k], rel=1e-6, abs=1e-8), k

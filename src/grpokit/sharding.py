@@ -221,7 +221,8 @@ class ShardedPass:
 
     def lockstep(self, model, n_local: int, *, backward: bool) -> None:
         """Pad this rank's n_local passes to the most any rank runs, with passes that
-        change nothing (a zero loss's backward adds zero gradients)."""
+        change nothing (a zero loss's backward adds zero gradients). Call it before the
+        rank's own passes: it starts with a collective every rank must reach."""
         extra = int(dist.maximum(self.sharding.world, n_local)) - n_local
         for _ in range(extra):
             ids = torch.zeros(1, 2, dtype=torch.long, device=next(model.parameters()).device)
@@ -238,11 +239,12 @@ class ShardedPass:
         batch = batch_to(batch, device)
         out = torch.zeros_like(batch.logprobs)  # [N, L]
         chunks = micro_batches(torch.arange(batch.size, device=device), micro_batch_size)
+        # first, while every rank is at the same point (the count is itself a collective)
+        self.lockstep(model, len(chunks), backward=False)
         for mb in chunks:
             ids, attn, m = trim_padding(batch.input_ids[mb], batch.attention_mask[mb], batch.loss_mask[mb])
             lp, _ = self.policy_logprobs(model, ids, attn, m, prompt_len=batch.prompt_len, temperature=temperature)
             out[mb, : lp.shape[1]] = lp
-        self.lockstep(model, len(chunks), backward=False)
         return out
 
 
@@ -270,7 +272,10 @@ def setup(mode: str, world: dist.World, comp) -> Replicated | Sharded:
     through the FSDP root. Call before making the optimizer (it must see the shards)."""
     reference = comp.reference.model if comp.reference is not None else None
     if mode == "fsdp":
-        layout = Sharded(world, comp.passes)
+        # One decoder call per pass, whatever the rows: the shared prompt pass calls the
+        # decoder twice when rows share a prompt and once otherwise, and a different number
+        # of layer calls on two ranks is a different number of collectives (a deadlock).
+        layout = Sharded(world, TorchPass(share_prompt=False))
         layout.prepare(comp.policy.model, reference)
         comp.passes = ShardedPass(layout)
         return layout

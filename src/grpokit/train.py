@@ -238,7 +238,7 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
             console.say(f"warning: {warning}")
         if parallel.sharded:
             console.say(f"fsdp: parameters, gradients and optimizer state sharded over {world.size} process(es); "
-                        "sampling through transformers (the CPU engine and lean decode step aside)")
+                        "sampling through transformers (the CPU engine, lean decode and the shared prompt pass step aside)")
     else:
         logger = reporter = console = dist.Quiet()
     if ckpt is not None:

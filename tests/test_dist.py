@@ -118,8 +118,8 @@ def _setup(tmp_path: Path) -> list[str]:
             "algorithm.beta=0.04", "algorithm.mu=2"]
 
 
-def _run(args: list[str], nproc: int, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+def _run(args: list[str], nproc: int, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", **env}
     env.pop("WORLD_SIZE", None)
     cmd = [sys.executable, "-m", "grpokit", *args] + (["--nproc", str(nproc)] if nproc > 1 else [])
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -196,10 +196,11 @@ NAMES = ["Ann", "Bob", "Cal", "Dee"]
 
 @pytest.mark.slow
 @pytest.mark.dist
-def test_two_processes_with_the_search_tool_train_what_one_process_trains(tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_with_the_search_tool_train_what_one_process_trains(tmp_path, parallel):
     """rollout.tools under torchrun: 5 prompts over 2 ranks, each rank runs its rows'
-    tool loop; same completions (tool results included), rewards and tool metrics as
-    one process at every step, loss within 1e-5."""
+    tool loop (under fsdp with the gathered weights); same completions (tool results
+    included), rewards and tool metrics as one process at every step, loss within 1e-5."""
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": str(i), "title": n, "text": f"{n} writes the letter a."}) + "\n"
                               for i, n in enumerate(NAMES)))
@@ -207,9 +208,12 @@ def test_two_processes_with_the_search_tool_train_what_one_process_trains(tmp_pa
     args = _setup(tmp_path) + ["--model", str(_tool_model(tmp_path)), "--steps", "3", "optim.lr=1e-4",
                                "rollout.max_new_tokens=24", f"rollout.tools={tools}", "rollout.max_turns=2",
                                "rollout.max_tool_tokens=20"]
-    one, two = _run(args + ["--out", str(tmp_path / "one")], 1), _run(args + ["--out", str(tmp_path / "two")], 2)
+    # fsdp: the one process runs torch's passes too, as the sharded ranks do (the C passes step aside)
+    one = _run(args + ["--out", str(tmp_path / "one")], 1, **({"GRPOKIT_NATIVE": "0"} if parallel == "fsdp" else {}))
+    two = _run(args + ["--out", str(tmp_path / "two"), f"run.parallel={parallel}"], 2)
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stderr[-3000:]
+    assert ("sharded over 2 process(es)" in two.stdout) == (parallel == "fsdp")
     # A taught model's log-probs sit near 0 and far below it, so the ranks' batch shapes
     # move the KL by ~1e-5 relative (1.4e-6 of 0.11 at step 2): within 1e-5 absolute.
     _assert_same_run(tmp_path / "one", tmp_path / "two", steps=3, abs_tol=1e-5)

@@ -307,3 +307,66 @@ def test_the_tool_loop_gives_the_same_rows_over_a_sampler_that_does_not_stream(t
     assert a.completion_ids == b.completion_ids and a.completion_masks == b.completion_masks
     assert [[c.query for c in r] for r in a.calls] == [[c.query for c in r] for r in b.calls]
     assert sum(len(r) for r in a.calls) == 3
+
+
+# -- several processes: the ranks' slices of a step joined (grpokit.dist.gather_generation) --
+
+
+def test_concat_multiturn_joins_rows_and_recomputes_the_step_summary():
+    from grpokit.rollout.multiturn import MultiTurnOutput, ToolCallRecord, concat_multiturn, summarize
+    from grpokit.types import GenerationOutput
+
+    ok, bad = ToolCallRecord("search", "q", True, 0.5, "r"), ToolCallRecord("search", "", False, 0.25, "error")
+    calc = ToolCallRecord("calculator", "1+1", True, 1.0, "2")
+
+    def part(ids, masks, calls, reasons):
+        return MultiTurnOutput(completion_ids=ids, logprobs=[[0.0] * len(i) for i in ids],
+                               finished=[r == "eos" for r in reasons], stop_reason=reasons,
+                               embeddings=torch.zeros(len(ids), 2), forward_calls=3, completion_masks=masks,
+                               calls=calls, metadata=summarize(calls, masks, reasons))
+
+    # rank 0: 3 rows (2 calls, one failed); rank 1: 1 row with a calculator call
+    a = part([[1, 2, 3], [4], [5, 6]], [[1, 0, 1], [1], [1, 1]], [[ok, bad], [], []], ["eos", "length", "eos"])
+    b = part([[7, 8, 9, 9]], [[1, 0, 0, 1]], [[calc]], ["turn_limit"])
+    empty = GenerationOutput([], [], [], [], None, 0)  # a rank that sampled no rows
+    got = concat_multiturn([a, b, empty])
+    assert got.completion_ids == [[1, 2, 3], [4], [5, 6], [7, 8, 9, 9]]
+    assert got.completion_masks == [[1, 0, 1], [1], [1, 1], [1, 0, 0, 1]]
+    assert got.calls == [[ok, bad], [], [], [calc]]
+    assert got.stop_reason == ["eos", "length", "eos", "turn_limit"] and got.forward_calls == 6
+    assert got.embeddings.shape == (4, 2)
+    m = got.metadata
+    assert (m["tool_calls"], m["tool_failures"]) == ([2, 0, 0, 1], [1, 0, 0, 0])
+    assert m["tools/calls_per_rollout"] == 0.75  # 3 calls / 4 rows (the mean of 2/3 and 1/1 would be 0.833)
+    assert m["tools/failures_per_rollout"] == 0.25 and m["tools/failure_rate"] == 1 / 3
+    assert m["tools/seconds"] == 1.75 and m["tools/share_with_call"] == 0.5 and m["tools/turn_limit"] == 0.25
+    assert m["tools/result_tokens"] == 0.75  # 1 + 2 tool tokens over 4 rows
+    assert m["tools/calls_per_rollout/search"] == 0.5 and m["tools/calls_per_rollout/calculator"] == 0.25
+    # a slice without tools (a plain GenerationOutput with rows) counts as rows without calls
+    plain = GenerationOutput([[1, 2]], [[0.0, 0.0]], [True], ["eos"], None, 1)
+    mixed = concat_multiturn([b, plain])
+    assert mixed.completion_masks == [[1, 0, 0, 1], [1, 1]] and mixed.calls == [[calc], []]
+    assert mixed.metadata["tool_calls"] == [1, 0]
+
+
+def test_keyed_tool_loop_gives_each_row_the_same_turns_in_one_call_or_split(tok):
+    """The multi-turn half of "the same completions at any world size": with keyed
+    streams (rollout.seeding=keyed) a row's turns depend on its key, not on which rows
+    share its call or its rounds."""
+    from grpokit.rollout.multiturn import concat_multiturn
+    from grpokit.rollout.seeding import RowStreams
+
+    model = BigramPolicy(tok, ANSWER_AFTER_ONE, sharpness=6.0)  # soft: rows differ
+    eng = _engine(model, [FakeTool("xyz")], tok, max_turns=2)
+    prompts = [tok("Q?")["input_ids"]] * 6
+    keys = [(p, k) for p in range(3) for k in range(2)]  # (prompt position in the step, completion index)
+    params = SamplingParams(max_new_tokens=30)
+    whole = eng.sample(prompts, params, generator=RowStreams.for_rows(5, 2, keys))
+    halves = [eng.sample(prompts[s], params, generator=RowStreams.for_rows(5, 2, keys[s]))
+              for s in (slice(0, 4), slice(4, 6))]  # rank 0: prompts 0-1, rank 1: prompt 2
+    joined = concat_multiturn(halves)
+    assert joined.completion_ids == whole.completion_ids and joined.completion_masks == whole.completion_masks
+    assert [[c.query for c in r] for r in joined.calls] == [[c.query for c in r] for r in whole.calls]
+    assert [len(c) for c in whole.calls] == [1, 2, 1, 1, 1, 1]  # row 1 goes on for a third round
+    drop = lambda m: {k: v for k, v in m.items() if k != "tools/seconds"}  # noqa: E731 - wall time
+    assert drop(joined.metadata) == drop(whole.metadata)

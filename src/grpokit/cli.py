@@ -186,14 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     # validate
     p = sub.add_parser("validate", help="check a recipe (types, ranges, names, paths) and print what it changes",
                        description="Load a recipe with its overrides, check it, and print the settings that "
-                                   "differ from the defaults (--full: the whole resolved config). "
+                                   "differ from the defaults (--full: the whole resolved config). A launch "
+                                   "file (accelerate config, SLURM script) is checked for what grpokit needs "
+                                   "of it, a SLURM script's recipe included. "
                                    "Exit code 0: OK; 1: problems found; 2: the recipe cannot be read.",
                        formatter_class=_formatter,
                        epilog=_epilog(TrainConfig, "  grpokit validate recipe.yaml\n"
                                                    "  grpokit validate arithmetic run.steps=10\n"
-                                                   "  grpokit validate traces.yaml --kind sft"))
+                                                   "  grpokit validate traces.yaml --kind sft\n"
+                                                   "  grpokit validate recipes/launch/accelerate_fsdp.yaml\n"
+                                                   "  grpokit validate recipes/launch/slurm_two_nodes.sbatch"))
     p.add_argument("recipe", help="YAML recipe file, or a built-in recipe name ("
-                                  + ", ".join(builtin_recipes()) + ")")
+                                  + ", ".join(builtin_recipes()) + "), or a launch file: an accelerate "
+                                  "config or a SLURM batch script (docs/distributed.md)")
     p.add_argument("--kind", choices=tuple(KINDS),
                    help="which config the recipe is (default: the recipe's `kind:` key, else train)")
     p.add_argument("--full", action="store_true", help="print the whole resolved config, not only what differs "
@@ -419,6 +424,10 @@ def _tool_usage(name: str, factory: Any) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from grpokit.config.launch import launch_kind
+
+    if launch_kind(args.recipe):  # an accelerate config or a SLURM script, not a recipe
+        return _validate_launch_file(args)
     path = resolve_recipe(args.recipe)
     kind = args.kind or recipe_kind(read_yaml(path))
     cfg = load_config(KINDS[kind], args.recipe, args.overrides)
@@ -438,6 +447,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         print(f"settings that differ from the defaults (--full prints all):\n{format_changes(cfg)}")
     return 0
+
+
+def _validate_launch_file(args: argparse.Namespace) -> int:
+    from grpokit.config.launch import check_launch_file
+
+    if args.overrides or args.kind:
+        raise UsageError(f"{args.recipe} is a launch file: key=value overrides and --kind apply to recipes "
+                         "(a SLURM script's recipe is checked with the overrides on its own grpokit line)")
+    check = check_launch_file(args.recipe)
+    if check.problems:
+        n = len(check.problems)
+        print(f"{args.recipe}: {n} problem{'s' if n > 1 else ''}:")
+        for problem in check.problems:
+            print(f"  - {problem}")
+    else:
+        print(f"{args.recipe}: OK ({check.summary})")
+    for warning in check.warnings:
+        print(f"  warning: {warning}")
+    return 1 if check.problems else 0
 
 
 FORWARDED = {"bench": "grpokit.bench", "study": "grpokit.demos.study", "model": "grpokit.model.get"}  # command -> module with main(argv)

@@ -214,14 +214,17 @@ class Quiet:
 
 def gather_generation(world: World, gen):
     """The step's GenerationOutput from every rank's share, rows in rank order (which is
-    the step's row order: each rank sampled a contiguous slice)."""
+    the step's row order: each rank sampled a contiguous slice). A MultiTurnOutput (the
+    tool loop) comes back as one, its tool metrics recomputed over the whole step."""
     if not world.distributed:
         return gen
     from grpokit.rollout.generate import concat_outputs
+    from grpokit.rollout.multiturn import concat_multiturn
 
-    if hasattr(gen, "completion_masks"):
-        raise NotImplementedError("rollout.tools with several processes is not supported yet")
-    return concat_outputs(gather(world, gen))
+    parts = gather(world, gen)
+    # the tool loop's rows carry masks, calls and a step summary (rollout.tools)
+    multiturn = any(hasattr(p, "completion_masks") for p in parts)
+    return concat_multiturn(parts) if multiturn else concat_outputs(parts)
 
 
 def gather_scores(world: World, scores):

@@ -124,8 +124,6 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         raise ValueError(problems[0])
     world = dist.init(group_of_one=mode == "fsdp")  # dist: one process unless launched by torchrun (or FSDP)
     seeding = resolve_seeding(cfg.rollout.seeding, world.size)
-    if world.distributed and cfg.rollout.tools:
-        raise ValueError("rollout.tools: the multi-turn tool loop runs in one process only (docs/distributed.md)")
     torch.manual_seed(cfg.run.seed)
     run_dir = Path(cfg.run.out)
     if world.main:  # rank 0 owns the run directory; the others wait until it is ready

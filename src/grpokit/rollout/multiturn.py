@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import torch
 
 from grpokit.tools import DEFAULT_MAX_QUERY_CHARS, ToolError
+from grpokit.rollout.generate import concat_outputs
 from grpokit.rollout.seeding import keyed
 from grpokit.tools.parsing import RESULT_CLOSE, RESULT_OPEN, closing_call, sanitize_result
 from grpokit.types import GenerationOutput, Sampler, SamplingParams, Tool
@@ -212,6 +213,23 @@ class MultiTurnSampler:
             calls=[r.calls for r in rows])
         out.metadata = summarize(out.calls, out.completion_masks, reasons)
         return out
+
+
+def concat_multiturn(parts: Sequence[GenerationOutput]) -> MultiTurnOutput:
+    """The outputs of consecutive row chunks (the ranks' slices of a step) as one
+    MultiTurnOutput, rows in order. The step summary is recomputed from the joined rows,
+    so the tool metrics are those of one process sampling every row (a mean of the
+    chunks' means would weight a short chunk like a long one). A plain GenerationOutput
+    part (a rank with no rows, or a sampler without tools) counts as rows without calls."""
+    base = concat_outputs(parts)
+    masks, calls = [], []
+    for p in parts:
+        masks += getattr(p, "completion_masks", None) or [[1] * len(ids) for ids in p.completion_ids]
+        calls += getattr(p, "calls", None) or [[] for _ in p.completion_ids]
+    return MultiTurnOutput(completion_ids=base.completion_ids, logprobs=base.logprobs, finished=base.finished,
+                           stop_reason=base.stop_reason, embeddings=base.embeddings,
+                           forward_calls=base.forward_calls, completion_masks=masks, calls=calls,
+                           metadata=summarize(calls, masks, base.stop_reason))
 
 
 def summarize(calls: Sequence[Sequence[ToolCallRecord]], masks: Sequence[Sequence[int]],

@@ -227,6 +227,35 @@ def test_two_processes_with_the_search_tool_train_what_one_process_trains(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.dist
+def test_two_nodes_joined_by_rendezvous_train_what_one_process_trains(tmp_path):
+    """The multi-node launch (docs/distributed.md, recipes/launch/slurm_two_nodes.sbatch):
+    two torchrun agents, one process each, meet through torchrun's c10d rendezvous as
+    two nodes would; here both nodes are this machine."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = _setup(tmp_path) + ["--steps", "3"]
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes",
+            "-m", "grpokit", *args, "--out", str(tmp_path / "two")]
+    agents = [subprocess.Popen(node, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    outs = [a.communicate(timeout=300) for a in agents]
+    assert [a.returncode for a in agents] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
+    one = _run(args + ["--out", str(tmp_path / "one")], 1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    s1, s2 = _jsonl(tmp_path / "one" / "samples.jsonl"), _jsonl(tmp_path / "two" / "samples.jsonl")
+    assert [(r["completion"], r["reward"]) for r in s1] == [(r["completion"], r["reward"]) for r in s2]
+    saved = torch.load(tmp_path / "two" / "checkpoints" / "step-000003" / "trainer_state.pt", weights_only=False)
+    assert saved["extra"]["world_size"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.dist
 def test_a_rank_that_raises_stops_the_job_with_its_message(tmp_path):
     args = _setup(tmp_path) + ["--steps", "3", "--out", str(tmp_path / "run"), "--reward",
                                f"{tmp_path / 'my_rewards.py'}:fails_on_rank_1"]

@@ -4,10 +4,7 @@ processes on the CPU (`dist`, `make test-dist`)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ import torch
 from grpokit import sharding
 from grpokit.config.schema import TrainConfig
 from grpokit.config.validation import fsdp_problems, validate
-from test_dist import SRC, _assert_same_run, _jsonl, _setup
+from test_dist import _assert_same_run, _jsonl, _run, _setup, _weights
 
 
 def test_parallel_mode_follows_the_key_then_the_launcher(monkeypatch):
@@ -57,13 +54,6 @@ def test_train_state_bytes_counts_parameters_gradients_and_adam_moments():
 # --------------------------------------------------------------------------- processes
 
 
-def _run(args: list[str], nproc: int, timeout: float = 300, **env) -> subprocess.CompletedProcess:
-    full = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", **env}
-    full.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "grpokit", *args] + (["--nproc", str(nproc)] if nproc > 1 else [])
-    return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=timeout)
-
-
 def _train_state(run: Path) -> float:
     rows = _jsonl(run / "metrics.jsonl")
     return sum(rows[-1][f"memory/{k}_mib"] for k in ("params", "grads", "optimizer"))
@@ -83,8 +73,6 @@ def test_fsdp_in_one_process_is_the_plain_run(tmp_path):
     keys = ("reward", "loss", "kl", "grad_norm", "entropy")
     m1, m2 = _jsonl(tmp_path / "plain" / "metrics.jsonl"), _jsonl(tmp_path / "fsdp" / "metrics.jsonl")
     assert [[r[k] for k in keys] for r in m1] == [[r[k] for k in keys] for r in m2]
-    from test_dist import _weights
-
     w1, w2 = _weights(tmp_path / "plain"), _weights(tmp_path / "fsdp")
     assert sorted(w1) == sorted(w2) and all(torch.equal(w1[k], w2[k]) for k in w1)
 
@@ -121,6 +109,9 @@ def test_fsdp_resume_equals_the_uninterrupted_run(tmp_path):
     # the checkpoint holds whole tensors: a plain model directory
     weights = json.loads((out / "checkpoints" / "step-000004" / "config.json").read_text())
     assert weights["model_type"] == "qwen2"
+    saved = torch.load(out / "checkpoints" / "step-000004" / "trainer_state.pt", weights_only=False)
+    assert [set(r) for r in saved["extra"]["rank_rng"]] == [{"python", "numpy", "torch"}] * 2  # each rank's own
+    assert saved["extra"]["parallel"] == "fsdp"
     shutil.rmtree(out / "checkpoints" / "step-000004")
     assert (res := _run(args + ["--resume"], 2)).returncode == 0, res.stderr[-3000:]
     again = _jsonl(out / "metrics.jsonl")

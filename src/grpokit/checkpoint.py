@@ -76,7 +76,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, *, model: Any, tokeni
             "step": int(step),
             "optimizer": optim,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "extra": dict(extra or {}),
         }
         torch.save(state, tmp / STATE_FILE)
@@ -119,7 +119,7 @@ def load_trainer_state(ckpt_dir: str | os.PathLike, *, optimizer: torch.optim.Op
             raise ValueError(f"{path} holds no scheduler state (saved without a scheduler)")
         scheduler.load_state_dict(state["scheduler"])
     if restore_rng:
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
     return {k: state[k] for k in ("format", "step", "extra")}
 
 
@@ -358,14 +358,15 @@ def _plain(x: Any) -> Any:
 # ----------------------------------------------------------------------------- RNG
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
+    """This process's Python, NumPy, torch (and CUDA) random states."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])

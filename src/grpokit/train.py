@@ -106,7 +106,8 @@ def train(cfg: TrainConfig, *, hooks=None) -> Path:
 
 
 def _train(cfg: TrainConfig, hooks, stop) -> Path:
-    from grpokit.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, save_model
+    from grpokit.checkpoint import latest_checkpoint, load_trainer_state, rng_state, save_checkpoint, save_model, \
+        set_rng_state
     from grpokit.config.io import dump_yaml, to_dict
     from grpokit.logging import RunLogger, progress
     from grpokit.config.validation import advisories, fsdp_problems
@@ -167,6 +168,8 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         if saved_layout != parallel.name:  # the optimizer state is saved per layout
             raise ValueError(f"--resume: {ckpt} was written with run.parallel={saved_layout}, this run has "
                              f"{parallel.name}; resume with run.parallel={saved_layout}")
+        if state["extra"].get("rank_rng"):  # dist: each rank's own random state (rank 0's was restored above)
+            set_rng_state(state["extra"]["rank_rng"][world.rank])
         sampler.load_state_dict(state["extra"]["sampler"])
         if generator is not None and state["extra"].get("generator") is not None:
             generator.set_state(state["extra"]["generator"])
@@ -211,6 +214,8 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
                  "generator": generator.get_state() if generator is not None else None}
         if stateful(comp.grouper):  # running success rates, a replay window, tuned weights
             extra["grouper"] = comp.grouper.state_dict()
+        if world.distributed:  # ranks draw different numbers of random numbers (dropout on their own rows)
+            extra["rank_rng"] = dist.gather(world, rng_state())
         # a sharded model's whole tensors come to rank 0 (a collective; None/own state when replicated)
         weights, optim_state = parallel.model_state(model), parallel.optimizer_state(model, optimizer)
         if world.main:

@@ -82,9 +82,10 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
     counts: dict[str, int] = {}
 
     # Wall time per part of the update (summed over passes and micro-batches): policy
-    # forward + loss, backward + grad clipping, optimizer step. Three clock reads per
-    # micro-batch; `grpokit bench` reports them.
-    t_fwd = t_bwd = t_opt = 0.0
+    # forward + loss, backward + grad clipping, optimizer step, and under torchrun the
+    # gradient sum over ranks (waiting for the slowest rank included). Three clock reads
+    # per micro-batch; `grpokit bench` reports them.
+    t_fwd = t_bwd = t_opt = t_sync = 0.0
 
     def add(key: str, value: float, weight: float = 1.0) -> None:
         # A micro-batch's token mean counts by its tokens, so the result is the whole
@@ -142,9 +143,11 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
         add("loss", total_loss)
         if not any_rows:
             continue  # nothing to learn from this batch; keep the optimizer state untouched
+        t0 = time.perf_counter()
         if lockstep is None:  # a sharded model's backward already summed its gradients over ranks
             dist.sum_gradients(world, [q for q in model.parameters() if q.requires_grad])  # one process: nothing
         synchronize(device)
+        t_sync += time.perf_counter() - t0
         t0 = time.perf_counter()
         if max_grad_norm > 0:
             gn = torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.requires_grad], max_grad_norm)
@@ -169,6 +172,8 @@ def update_policy(model, optimizer, batch: RolloutBatch, advantages: torch.Tenso
         out = {k: sums[k] / counts[k] for k in sums}
         out["trained_rows"] = float(rows.numel())
     out.update({"time/policy_forward": t_fwd, "time/backward": t_bwd, "time/optimizer": t_opt})
+    if world.distributed:
+        out["time/grad_sync"] = t_sync
     return out
 
 

@@ -139,3 +139,34 @@ def test_fsdp_ranks_with_unequal_micro_batches_match_ddp(tmp_path):
         assert a["trained_rows"] == b["trained_rows"] == 15
         for k in ("loss", "kl", "grad_norm", "entropy"):
             assert b[k] == pytest.approx(a[k], rel=1e-6, abs=1e-8), k
+
+
+@pytest.mark.slow
+@pytest.mark.dist
+def test_accelerate_launch_with_the_fsdp_config_shards(tmp_path):
+    """`accelerate launch --config_file recipes/launch/accelerate_fsdp.yaml -m grpokit train`
+    (here with 2 processes on the CPU): accelerate starts the processes through torchrun
+    and sets ACCELERATE_USE_FSDP, and run.parallel=auto shards."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from test_dist import SRC
+
+    shipped = Path(__file__).resolve().parents[1] / "recipes" / "launch" / "accelerate_fsdp.yaml"
+    config = tmp_path / "fsdp.yaml"
+    config.write_text(shipped.read_text().replace("num_processes: 8", "num_processes: 2"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+           "--main_process_port", str(port), "-m", "grpokit", *_setup(tmp_path), "--steps", "2", "--out", str(out)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "fsdp: parameters, gradients and optimizer state sharded over 2 process(es)" in res.stdout
+    saved = torch.load(out / "checkpoints" / "step-000002" / "trainer_state.pt", weights_only=False)
+    assert (saved["extra"]["world_size"], saved["extra"]["parallel"]) == (2, "fsdp")

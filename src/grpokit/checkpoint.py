@@ -124,7 +124,7 @@ def load_trainer_state(ckpt_dir: str | os.PathLike, *, optimizer: torch.optim.Op
 
 
 def save_model(out_dir: str | os.PathLike, model: Any, tokenizer: Any, config: dict | None = None,
-               *, merge_inplace: bool = False, state_dict: dict | None = None) -> Path:
+               *, merge_inplace: bool = False) -> Path:
     """Atomically write a final model directory that from_pretrained(out_dir) loads plainly.
 
     An existing `out_dir` is replaced only once the new one is complete, and only if it was
@@ -135,8 +135,7 @@ def save_model(out_dir: str | os.PathLike, model: Any, tokenizer: Any, config: d
     needs no peft. Merging happens on a deep copy, which costs one extra copy of the model
     weights (not of the optimizer state) on the model's device; pass merge_inplace=True when
     the model is not used afterwards (end of training) to merge in place and skip the copy —
-    the passed model is then unusable. state_dict: the weights to write in place of the
-    model's own (whole tensors gathered from a sharded model).
+    the passed model is then unusable.
     """
     out = Path(out_dir)
     _check_replaceable(out)  # before the merge, which may take long and need memory
@@ -147,7 +146,7 @@ def save_model(out_dir: str | os.PathLike, model: Any, tokenizer: Any, config: d
         model = (model if merge_inplace else copy.deepcopy(model)).merge_and_unload()
 
     def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, state_dict=state_dict)  # transformers 5 always writes safetensors
+        model.save_pretrained(tmp)  # transformers 5 always writes safetensors
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         _write_config(tmp, config)
@@ -320,7 +319,7 @@ def _save_model_files(directory: Path, model: Any, tokenizer: Any, state_dict: d
     model = _unwrap(model)
     if _is_peft(model):
         # Only the adapter is saved; base_model.json says what it sits on.
-        model.save_pretrained(directory, safe_serialization=True)
+        model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
         note = {**_peft_note(model), "merged": False}
         (directory / BASE_MODEL_FILE).write_text(json.dumps(note, indent=2) + "\n")
     else:

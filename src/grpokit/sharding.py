@@ -25,6 +25,7 @@ What sharding changes in a step, and why:
 """
 from __future__ import annotations
 
+import copy
 import os
 from contextlib import contextmanager
 from typing import Iterator
@@ -66,6 +67,9 @@ class Replicated:
 
     def model_state(self, model) -> dict | None:
         return None  # save_checkpoint reads the model itself
+
+    def export_copy(self, model, state: dict | None):
+        return model  # the final model is saved from the live one
 
     def optimizer_state(self, model, optimizer) -> dict:
         return optimizer.state_dict()
@@ -110,6 +114,7 @@ class Sharded:
         self.world = world
         self.inner = inner
         self.roots: dict[int, _Root] = {}  # id(model) -> its root
+        self._skeletons: dict[int, torch.nn.Module] = {}  # id(model) -> weightless copy (export_copy)
         self._depth = 0
 
     def prepare(self, model: torch.nn.Module, reference: torch.nn.Module | None = None) -> None:
@@ -119,6 +124,8 @@ class Sharded:
             if m is None or id(m) in self.roots:
                 continue
             dist.broadcast_parameters(self.world, m)  # shards are cut from rank 0's weights
+            if m is model:
+                self._skeletons[id(m)] = _skeleton(m)
             layers = decoder_layers(m)
             if not layers:
                 raise ValueError(f"run.parallel=fsdp: {type(m).__name__} has no decoder layer list to shard "
@@ -192,6 +199,19 @@ class Sharded:
                 state[name] = state[first.setdefault(id(param), name)]
         return state
 
+    def export_copy(self, model, state: dict):
+        """On rank 0, an unsharded CPU copy of `model` holding `state` (model_state's
+        whole tensors), to save the final model from: a LoRA model is merged on it,
+        which the sharded model cannot be. None on the other ranks."""
+        if not self.world.main:
+            return None
+        plain = self._skeletons[id(model)].to_empty(device="cpu")
+        plain.load_state_dict(state)
+        from grpokit.model.forward import base_model
+
+        base_model(plain).tie_weights()  # to_empty gave tied names separate tensors again
+        return plain
+
     def optimizer_state(self, model, optimizer) -> dict:
         """The optimizer's whole state keyed by parameter name, on rank 0 ({} elsewhere)."""
         from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
@@ -203,6 +223,14 @@ class Sharded:
 
         set_optimizer_state_dict(model, optimizer, optim_state_dict=state,
                                  options=StateDictOptions(full_state_dict=True))
+
+
+def _skeleton(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` whose parameters are on the meta device (no memory, no data);
+    buffers are copied (small, and not all of them are in a state dict)."""
+    memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+            for p in model.parameters()}
+    return copy.deepcopy(model, memo)
 
 
 class ShardedPass:

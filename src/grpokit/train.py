@@ -342,9 +342,9 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
             logger.close()
             raise Interrupted(stop.signum or signal.SIGTERM, step, str(run_dir), saved=True)
     bar.close()
-    weights = parallel.model_state(model)  # a collective under FSDP
+    final = parallel.export_copy(model, parallel.model_state(model))  # a collective under FSDP
     if world.main:
-        save_model(run_dir / "model", model, tok, to_dict(cfg), state_dict=weights)
+        save_model(run_dir / "model", final, tok, to_dict(cfg), merge_inplace=final is not model)
         logger.log_event("end", step=cfg.run.steps, model=str(run_dir / "model"))
     logger.close()
     if world.main:

@@ -208,13 +208,10 @@ def group_options(group) -> dict:
 def fsdp_problems(cfg: TrainConfig) -> list[str]:
     """What a sharded run (run.parallel fsdp, or auto under an FSDP launcher) cannot do."""
     p = []
-    # sharded weights are gathered for sampling by grpokit's own decoder only, and a
-    # LoRA run's trainable state is too small for sharding to pay (run.parallel=ddp)
+    # sharded weights are gathered for sampling by grpokit's own decoder only
     if cfg.rollout.backend == "vllm":
         p.append("run.parallel = 'fsdp': rollout.backend 'vllm' needs whole weights on every rank; "
                  "use run.parallel=ddp or rollout.backend=transformers")
-    if cfg.model.lora.r > 0:
-        p.append("run.parallel = 'fsdp': not with LoRA (model.lora.r > 0); use run.parallel=ddp")
     return p
 
 

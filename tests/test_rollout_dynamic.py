@@ -88,6 +88,7 @@ def test_refill_draws_missing_over_keep_rate_and_keeps_draw_order():
     assert out.batch.input_ids[4][out.batch.attention_mask[4] == 1].tolist() == [1, 1, 1, 7]  # prompt 5, k = 0
     assert out.batch.loss_mask.sum().item() == 12
     assert out.sampled == 16 and prompts.state_dict() == {"epoch": 0, "pos": 8}
+    assert out.dropped_index == [1, 1, 2, 2, 4, 4, 6, 6] and out.dropped_rewards.tolist() == [1, 1, 0, 0, 1, 1, 0, 0]
     assert out.metrics == {"dynamic/sampled_completions": 16.0, "dynamic/kept_prompts": 4.0,
                            "dynamic/drawn_prompts": 8.0, "dynamic/rounds": 2.0, "dynamic/keep_rate": 0.5,
                            "dynamic/short": 0.0, "dynamic/reward_sampled": 8.5 / 16}
@@ -107,6 +108,7 @@ def test_refill_keeps_only_target_prompts_when_a_round_overshoots():
     assert firsts == [([4, 5], 4)]
     assert out.indices == [0, 1, 3, 4]  # prompt 5 had spread too, but the step was full
     assert out.metrics["dynamic/keep_rate"] == 5 / 6 and out.sampled == 12
+    assert out.dropped_index == [2, 2, 5, 5]  # the overshoot is dropped too
 
 
 def test_refill_without_any_spread_returns_round_zero():
@@ -117,6 +119,7 @@ def test_refill_without_any_spread_returns_round_zero():
     assert out.indices == [0, 1, 2] and out.batch.size == 6  # round 0 as it was: every advantage is 0
     assert out.metrics["dynamic/kept_prompts"] == 0.0 and out.metrics["dynamic/short"] == 1.0
     assert out.metrics["dynamic/rounds"] == 3.0 and out.sampled == 18
+    assert out.dropped_index == [3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8]  # round 0 is trained, the refills are not
 
 
 # ----------------------------------------------------------------------------- in the training loop
@@ -143,10 +146,11 @@ def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def _check_budget(rows: list[dict]) -> None:
+def _check_budget(rows: list[dict], per_prompt: bool = True) -> None:
     total = 0.0
     for r in rows:
-        assert r["dynamic/sampled_completions"] == 4 * r["dynamic/drawn_prompts"]  # 4 completions per prompt
+        if per_prompt:  # 4 completions per prompt
+            assert r["dynamic/sampled_completions"] == 4 * r["dynamic/drawn_prompts"]
         total += r["dynamic/sampled_completions"]
         assert r["completions_total"] == total
         assert r["dynamic/kept_prompts"] <= 4 and r["dynamic/rounds"] <= 4
@@ -174,14 +178,18 @@ def test_dynamic_sampling_trains_on_prompts_with_spread(tmp_path, extra):
 
 
 def test_dynamic_sampling_resumes_exactly(tmp_path):
+    """Around a stateful grouper (success rates that also count the dropped prompts) with a
+    self-tuned sample budget (each round plans its own prompts' completions)."""
     out = tmp_path / "run"
-    args = _setup(tmp_path, n_prompts=8) + ["--out", str(out), "--steps", "4", "run.save_every=2"]
+    args = _setup(tmp_path, n_prompts=8) + ["--out", str(out), "--steps", "4", "run.save_every=2",
+                                            "algorithm.grouping=reward", "algorithm.group.budget=0.75"]
     assert cli.main(args) == 0
     rows = _metrics(out)
     shutil.rmtree(out / "checkpoints" / "step-000004")
     assert cli.main(args + ["--resume"]) == 0
     again = _metrics(out)
     keys = ("reward", "loss", "grad_norm", "trained_rows", "completions_total", "dynamic/drawn_prompts",
-            "dynamic/kept_prompts", "dynamic/rounds")
+            "dynamic/kept_prompts", "dynamic/rounds", "dynamic/sampled_completions", "groups")
     assert [[r.get(k) for k in keys] for r in again[2:]] == [[r.get(k) for k in keys] for r in rows[2:]]
-    _check_budget(again)
+    _check_budget(again, per_prompt=False)
+    assert any(r["dynamic/sampled_completions"] != 4 * r["dynamic/drawn_prompts"] for r in again)  # budgeted

@@ -34,7 +34,7 @@ from grpokit.build import Components, build
 from grpokit.config.schema import TrainConfig
 from grpokit.model.device import model_device, synchronize
 from grpokit.evaluate import accuracy_key, evaluate_examples
-from grpokit.grouping import stateful
+from grpokit.grouping import observe, stateful
 from grpokit.model.policy import encode_prompts
 from grpokit.tasks.prompt_sampler import PromptSampler
 from grpokit.rewards.manager import RewardScores
@@ -298,6 +298,10 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
                           max_rounds=algo.dynamic_max_rounds, sample=lambda idx, first: sample_round(idx, step, first))
             indices, batch, scores, dynamic = kept.indices, kept.batch, kept.scores, kept.metrics
             examples = [comp.train_examples[indices[i]] for i in batch.example_index.tolist()]
+            if kept.dropped_index:  # success statistics (reward, budget) count the dropped prompts too
+                gone = [comp.train_examples[i] for i in kept.dropped_index]
+                observe(comp.grouper, Experience(prompt_ids=torch.tensor([e.id for e in gone]), step=step,
+                                                 rewards=kept.dropped_rewards, fields=[e.fields for e in gone]))
             t_dyn = time.perf_counter() - t_dyn
             dynamic["time/dynamic"] = t_dyn  # the refill rounds: sampling and scoring
         completions_total += int(dynamic.get("dynamic/sampled_completions", batch.size))

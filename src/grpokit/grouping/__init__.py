@@ -21,7 +21,7 @@ completions per prompt under a sample budget).
 """
 from __future__ import annotations
 
-from grpokit.grouping.base import Groups, stateful
+from grpokit.grouping.base import Groups, observe, stateful
 from grpokit.grouping.factory import GROUPERS, by_batch, by_prompt, check_options, grouper_options, make_grouper
 from grpokit.grouping.multiscale import MultiscaleGrouper
 from grpokit.grouping.reward import ComplexityGrouper, RewardGrouper, SuccessTracker
@@ -32,7 +32,7 @@ from grpokit.grouping.temporal import TemporalGrouper
 __all__ = [
     "GROUPERS", "AdaptiveGrouper", "Budgeted", "ComplexityGrouper", "Groups", "MultiscaleGrouper", "RewardGrouper",
     "SemanticGrouper", "Shrunk", "SuccessTracker", "TemporalGrouper", "by_batch", "by_prompt", "kmeans",
-    "check_options", "grouper_options", "make_grouper", "stateful",
+    "check_options", "grouper_options", "make_grouper", "observe", "stateful",
 ]
 
 GROUPERS.add("semantic", SemanticGrouper,

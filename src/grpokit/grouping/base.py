@@ -224,6 +224,16 @@ def accepted_kwargs(fn: Callable, options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in params}
 
 
+def observe(grouper: Any, exp: Experience) -> None:
+    """Show a grouper rows it will not group: the prompts dynamic sampling dropped (every
+    reward equal). A grouper with running success statistics (reward, budget, and the
+    composites holding them) counts them through its `observe(exp)`; others ignore them.
+    exp holds prompt_ids, rewards, step and fields only."""
+    fn = getattr(grouper, "observe", None)
+    if callable(fn):
+        fn(exp)
+
+
 def stateful(obj: Any) -> bool:
     return callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))
 

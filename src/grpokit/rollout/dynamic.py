@@ -69,6 +69,8 @@ class Refilled:
     scores: RewardScores
     metrics: dict[str, float] = field(default_factory=dict)
     sampled: int = 0  # completions sampled this step, kept or dropped
+    dropped_index: list[int] = field(default_factory=list)  # dataset index of every row not kept
+    dropped_rewards: Tensor | None = None  # [D] their total rewards (for groupers' success statistics)
 
 
 def refill(indices: list[int], batch: RolloutBatch, scores: RewardScores, *, draw: Callable[[int], list[int]],
@@ -100,7 +102,8 @@ def refill(indices: list[int], batch: RolloutBatch, scores: RewardScores, *, dra
                "dynamic/reward_sampled": reward_sum / max(1, sampled)}
     if kept == 0:  # nothing had spread: round 0 as it was
         i0, b0, s0, _ = rounds[0]
-        return Refilled(i0, b0, _with_not_applicable(s0, rounds), metrics, sampled)
+        return Refilled(i0, b0, _with_not_applicable(s0, rounds), metrics, sampled,
+                        *_dropped([(idx, b, s, []) for idx, b, s, _ in rounds[1:]]))  # later rounds: all dropped
     out_indices, parts = [], []
     for idx, b, s, pos in rounds:
         if not pos:
@@ -117,7 +120,17 @@ def refill(indices: list[int], batch: RolloutBatch, scores: RewardScores, *, dra
     merged.example_index = merged_ex
     merged.metadata = _merged_metadata([(b, rows) for *_, b, rows in parts], [b for _, b, _, _ in rounds])
     scores_out = _with_not_applicable(_concat_scores([p[2] for p in parts]), rounds)
-    return Refilled(out_indices, merged, scores_out, metrics, sampled)
+    return Refilled(out_indices, merged, scores_out, metrics, sampled, *_dropped(rounds))
+
+
+def _dropped(rounds) -> tuple[list[int], Tensor]:
+    """(dataset index, total reward) of every row whose prompt was not kept."""
+    index, rewards = [], []
+    for idx, b, s, pos in rounds:
+        rows = (~torch.isin(b.example_index, torch.tensor(list(pos), dtype=torch.long))).nonzero().flatten()
+        index += [idx[p] for p in b.example_index[rows].tolist()]
+        rewards.append(s.total[rows])
+    return index, torch.cat(rewards) if rewards else torch.zeros(0)
 
 
 def _select_scores(s: RewardScores, rows: Tensor) -> RewardScores:

@@ -14,7 +14,9 @@ resolved once in build.py; completions whose advantage is exactly zero are skipp
 the update when beta == 0, which changes no gradient; the reference model is not
 refreshed from the policy during training. The learning-rate schedule advances with
 optimizer steps: a step in which no group had reward spread (and beta == 0) makes no
-optimizer step and leaves the schedule where it was.
+optimizer step and leaves the schedule where it was. With algorithm.dynamic_sampling
+(DAPO, Yu et al. 2025) Phase 1 drops prompts without reward spread and draws fresh ones
+until the step is full (grpokit.rollout.dynamic); Phases 2-4 see the kept rows.
 
 Held-out prompts are evaluated before step 1, every `run.eval_every` steps and at the
 end; the console says what changed (grpokit.console).

@@ -17,7 +17,9 @@ ones (`grouper_options`).
 
 Two wrappers combine with any of them: `algorithm.group.shrink` (small groups'
 baselines shrunk toward their parent's) and `algorithm.group.budget` (self-tuning
-completions per prompt under a sample budget).
+completions per prompt under a sample budget). Around any grouper, the loop's
+`algorithm.dynamic_sampling` (grpokit.rollout.dynamic) hands it only prompts with reward
+spread; `observe` shows it the dropped ones for its success statistics.
 """
 from __future__ import annotations
 

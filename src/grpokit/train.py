@@ -50,7 +50,8 @@ from grpokit.update import LossSettings, reference_logprobs, update_policy
 
 
 def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: torch.Generator | None,
-            step: int, world: dist.World = dist.SINGLE, full_weights=nullcontext, first_prompt: int = 0) -> RolloutBatch:
+            step: int, world: dist.World = dist.SINGLE, full_weights=nullcontext,
+            first_prompt: int = 0) -> RolloutBatch:
     """Phase 1: G completions for each prompt (or as many as a self-tuning grouper plans);
     rows are prompt-major (i*G .. i*G+G-1). generator None = keyed sampling randomness
     (rollout.seeding). Under torchrun this rank samples its share of the prompts and the
@@ -356,7 +357,8 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         metrics["completions_total"] = float(completions_total)  # every completion sampled so far (the budget)
         metrics.update({"len": n_tokens / batch.size, "finished": float(batch.finished.float().mean()),
                         "lr": scheduler.get_last_lr()[0], "tokens_per_s": n_tokens / (t_end - t0),
-                        "step_time": t_end - t0, "time/generate": t_gen - t0, "time/reward_group_adv": t_adv - t_gen - t_dyn,
+                        "step_time": t_end - t0, "time/generate": t_gen - t0,
+                        "time/reward_group_adv": t_adv - t_gen - t_dyn,  # the refill rounds are time/dynamic
                         "time/reference": t_ref - t_adv, "time/update": t_end - t_ref})
         if (cfg.run.eval_every and step % cfg.run.eval_every == 0) or step == cfg.run.steps:
             metrics.update(evaluate_at(step))

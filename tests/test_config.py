@@ -233,6 +233,7 @@ def test_defaults_validate_clean():
     (["algorithm.clip_low=-0.1"], "algorithm.clip_low"),
     (["algorithm.clip_high=-0.1"], "algorithm.clip_high"),
     (["algorithm.mu=0"], "algorithm.mu"),
+    (["algorithm.dynamic_max_rounds=-1"], "algorithm.dynamic_max_rounds"),
     (["algorithm.beta=-1"], "algorithm.beta"),
     (["optim.betas=[0.9]"], "optim.betas"),
     (["data.train=missing/prompts.jsonl"], "data.train"),

@@ -2,7 +2,7 @@
 mid-step, in the final save), resume it each time, and require the final weights,
 metrics.jsonl (wall-clock fields aside) and samples.jsonl to be bit-identical to a run
 that was never interrupted. One short test per feature that carries state across a
-checkpoint: a reference model (beta > 0), a stateful grouper, tools, LoRA. The kills
+checkpoint: a reference model (beta > 0), a stateful grouper, tools, LoRA, dynamic sampling. The kills
 happen in forked child processes (tests/crash_driver.py); the reference run and the
 last resume run in-process. benchmarks/crash_soak.py runs longer schedules.
 """
@@ -34,6 +34,7 @@ FEATURES = {
     "temporal_grouper": ["algorithm.grouping=temporal", "algorithm.group.window=2", "algorithm.group.replay=true"],
     "tools": ["rollout.tools=[calculator]", "rollout.max_turns=2"],
     "lora": ["model.lora.r=4", "model.lora.alpha=8"],
+    "dynamic_sampling": ["algorithm.dynamic_sampling=true"],  # refill draws, completions_total
 }
 # Each kill lands in checkpoint work: the 2nd checkpoint's write (model files out, trainer
 # state not yet), then the first prune (an old checkpoint renamed to .del-*, not yet removed).

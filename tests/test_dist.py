@@ -155,16 +155,23 @@ def _assert_same_run(one: Path, two: Path, steps: int = 5, abs_tol: float = 1e-7
 
 @pytest.mark.slow
 @pytest.mark.dist
-@pytest.mark.parametrize("grouping", ["prompt", "multiscale"])
+@pytest.mark.parametrize("grouping", ["prompt", "multiscale", "dynamic"])
 def test_two_processes_train_what_one_process_trains(tmp_path, grouping):
     """5 prompts over 2 ranks (3 + 2): same completions, rewards and groups at every step;
-    loss, KL and final weights within 1e-5 relative."""
-    args = _setup(tmp_path) + ["--steps", "5", f"algorithm.grouping={grouping}"]
+    loss, KL and final weights within 1e-5 relative. dynamic: DAPO's dynamic sampling, whose
+    refill rounds are split over the ranks too (same prompts kept, same budget)."""
+    extra = ["algorithm.dynamic_sampling=true"] if grouping == "dynamic" else [f"algorithm.grouping={grouping}"]
+    args = _setup(tmp_path) + ["--steps", "5"] + extra
     one, two = _run(args + ["--out", str(tmp_path / "one")], 1), _run(args + ["--out", str(tmp_path / "two")], 2)
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("training finished") == 1  # rank 0 speaks
     _assert_same_run(tmp_path / "one", tmp_path / "two")
+    if grouping == "dynamic":
+        keys = ("completions_total", "dynamic/drawn_prompts", "dynamic/kept_prompts", "dynamic/rounds")
+        m1, m2 = _jsonl(tmp_path / "one" / "metrics.jsonl"), _jsonl(tmp_path / "two" / "metrics.jsonl")
+        assert [[r[k] for k in keys] for r in m1] == [[r[k] for k in keys] for r in m2]
+        assert sum(r["dynamic/rounds"] for r in m1) > 5  # some step refilled
 
 
 def _tool_model(tmp_path: Path) -> Path:

@@ -8,7 +8,7 @@ import torch
 
 from grpokit.algo.advantages import group_advantages
 from grpokit.algo.hierarchical import shrunk_advantages
-from grpokit.grouping import GROUPERS, Groups, by_prompt, kmeans, make_grouper
+from grpokit.grouping import GROUPERS, Groups, by_prompt, kmeans, make_grouper, observe
 from grpokit.grouping.base import canonical, concat_batches, select_rows
 from grpokit.grouping.reward import GLOBAL
 from grpokit.registry import RegistryError
@@ -378,6 +378,32 @@ def test_concat_batches_keeps_every_row():
     assert c.input_ids.shape == (2, 3 + 4)
     assert c.input_ids[1][c.attention_mask[1] == 1].tolist() == [5, 6, 7, 8, 9]
     assert c.loss_mask.sum().item() == 5 and c.logprobs.sum().item() == pytest.approx(-10.5)
+
+
+def test_observe_counts_rows_in_success_statistics_only():
+    """Dynamic sampling's dropped prompts (4 successes of prompt 7) reach every success
+    tracker once, through wrappers and composites; groupers without one ignore them."""
+    dropped = exp_of([7, 7, 7, 7], [1.0, 1.0, 1.0, 1.0], step=3)
+    reward = make_grouper("reward", field="", buckets=8)
+    observe(reward, dropped)
+    assert reward.tracker.prompts == {7: (4.0, 4.0, 3)} and reward.tracker.keys == {GLOBAL: (4.0, 4.0, 3)}
+    budget = make_grouper("reward", field="", budget=0.5)  # Budgeted(RewardGrouper)
+    observe(budget, dropped)
+    assert budget.tracker.prompts == {7: (4.0, 4.0, 3)} and budget.base.tracker.prompts == {7: (4.0, 4.0, 3)}
+    multi = make_grouper("multiscale", scales=["prompt", "reward", "batch"], weights=[1, 1, 1], field="", shrink=True)
+    observe(multi, dropped)
+    assert multi.groupers[1].tracker.prompts == {7: (4.0, 4.0, 3)}
+    shrunk = make_grouper("reward", field="", shrink=True)
+    observe(shrunk, dropped)
+    assert shrunk.base.tracker.prompts == {7: (4.0, 4.0, 3)}
+    observe(make_grouper("prompt"), dropped)  # nothing to count
+    observe(make_grouper("temporal"), dropped)
+    # then a step groups its own rows: the dropped prompt's history stays
+    out = reward(exp_of([1, 1], [0.0, 1.0], step=3))
+    assert reward.tracker.prompts[7] == (4.0, 4.0, 3) and reward.tracker.keys[GLOBAL] == (5.0, 6.0, 3)
+    # prompt 1 borrows its class's rate (5 + 1) / (6 + 2): Beta(2 * 0.75 + 1, 2 * 0.25 + 1), mean 0.625,
+    # bucket 5 of 8 (without the dropped rows: rate 2 / 4, mean 0.5, bucket 4)
+    assert out.ids[0].tolist() == [5, 5]
 
 
 # ----------------------------------------------------------------------------- multiscale, shrink, budget

@@ -14,7 +14,9 @@ resolved once in build.py; completions whose advantage is exactly zero are skipp
 the update when beta == 0, which changes no gradient; the reference model is not
 refreshed from the policy during training. The learning-rate schedule advances with
 optimizer steps: a step in which no group had reward spread (and beta == 0) makes no
-optimizer step and leaves the schedule where it was.
+optimizer step and leaves the schedule where it was. With algorithm.dynamic_sampling
+(DAPO, Yu et al. 2025) Phase 1 drops prompts without reward spread and draws fresh ones
+until the step is full (grpokit.rollout.dynamic); Phases 2-4 see the kept rows.
 
 Held-out prompts are evaluated before step 1, every `run.eval_every` steps and at the
 end; the console says what changed (grpokit.console).
@@ -34,10 +36,12 @@ from grpokit.build import Components, build
 from grpokit.config.schema import TrainConfig
 from grpokit.model.device import model_device, synchronize
 from grpokit.evaluate import accuracy_key, evaluate_examples
-from grpokit.grouping import stateful
+from grpokit.grouping import observe, stateful
 from grpokit.model.policy import encode_prompts
 from grpokit.tasks.prompt_sampler import PromptSampler
+from grpokit.rewards.manager import RewardScores
 from grpokit.rollout.batch import build_rollout_batch
+from grpokit.rollout.dynamic import refill
 from grpokit.rollout.multiturn import tool_metrics
 from grpokit.rollout.seeding import RowStreams, resolve as resolve_seeding
 from grpokit.tasks.formats import resolve_system_prompt
@@ -46,12 +50,15 @@ from grpokit.update import LossSettings, reference_logprobs, update_policy
 
 
 def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: torch.Generator | None,
-            step: int, world: dist.World = dist.SINGLE, full_weights=nullcontext) -> RolloutBatch:
+            step: int, world: dist.World = dist.SINGLE, full_weights=nullcontext,
+            first_prompt: int = 0) -> RolloutBatch:
     """Phase 1: G completions for each prompt (or as many as a self-tuning grouper plans);
     rows are prompt-major (i*G .. i*G+G-1). generator None = keyed sampling randomness
     (rollout.seeding). Under torchrun this rank samples its share of the prompts and the
     batch of the whole step comes back (metadata["own_rows"]: the rows it sampled).
-    full_weights(): the context sampling runs in (a sharded model's weights gathered)."""
+    full_weights(): the context sampling runs in (a sharded model's weights gathered).
+    first_prompt: position of indices[0] among the prompts drawn this step (> 0 for a
+    dynamic-sampling refill round), so every draw of a step has its own keyed streams."""
     tok = comp.policy.tokenizer
     g = cfg.rollout.num_generations
     examples = [comp.train_examples[i] for i in indices]
@@ -72,7 +79,7 @@ def collect(comp: Components, cfg: TrainConfig, indices: list[int], generator: t
     first = sum(counts[:own.start])
     own_rows = range(first, first + sum(counts[own.start:own.stop]))
     rng = generator if generator is not None else RowStreams.for_rows(
-        cfg.run.seed, step, [(p, k) for p in own for k in range(counts[p])])
+        cfg.run.seed, step, [(first_prompt + p, k) for p in own for k in range(counts[p])])
     with full_weights():  # every rank enters, also one without prompts (a collective under FSDP)
         gen = (comp.sampler.sample(rows[own_rows.start:own_rows.stop], params, generator=rng) if len(own_rows)
                else GenerationOutput([], [], [], [], None, 0))
@@ -156,6 +163,7 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     sampler = PromptSampler(len(comp.train_examples), seed=cfg.run.seed, shuffle=cfg.data.shuffle)
     generator = torch.Generator().manual_seed(cfg.run.seed) if seeding == "global" else None  # None: keyed
     start_step = 0
+    completions_total = 0  # completions sampled so far, kept or dropped (dynamic sampling's budget)
     if ckpt is not None:
         state = load_trainer_state(ckpt, optimizer=optimizer, scheduler=scheduler,
                                    load_optimizer=lambda st: parallel.load_optimizer_state(model, optimizer, st))
@@ -171,6 +179,9 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         if state["extra"].get("rank_rng"):  # dist: each rank's own random state (rank 0's was restored above)
             set_rng_state(state["extra"]["rank_rng"][world.rank])
         sampler.load_state_dict(state["extra"]["sampler"])
+        # a checkpoint from before the count was saved: every step sampled its full batch
+        completions_total = int(state["extra"].get("completions_total", start_step * cfg.rollout.prompts_per_step
+                                                   * cfg.rollout.num_generations))
         if generator is not None and state["extra"].get("generator") is not None:
             generator.set_state(state["extra"]["generator"])
         if "grouper" in state["extra"] and stateful(comp.grouper):
@@ -183,6 +194,19 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
                             mismatch_cap=algo.mismatch.cap, mismatch_mode=algo.mismatch.mode,
                             max_new_tokens=cfg.rollout.max_new_tokens)
     acc_key = accuracy_key(comp.rewards.names)
+
+    def score(batch: RolloutBatch, examples: list) -> RewardScores:
+        """Phase 1's rewards: each rank scores the rows it sampled, every rank gets them all."""
+        return dist.score_own(world, comp.rewards.score, batch.metadata["own_rows"], [e.prompt for e in examples],
+                              batch.completions, [e.fields for e in examples], batch.completion_ids)
+
+    def sample_round(indices: list[int], step: int, first: int) -> tuple[RolloutBatch, RewardScores]:
+        """A dynamic-sampling refill round: Phase 1 and its rewards for more of the step's
+        prompts (every rank calls it: the keep decision is made on the gathered rewards)."""
+        batch = collect(comp, cfg, indices, generator, step, world,
+                        full_weights=lambda: parallel.full_weights(model), first_prompt=first)
+        release()
+        return batch, score(batch, [comp.train_examples[indices[i]] for i in batch.example_index.tolist()])
 
     def run_eval() -> dict:
         if not comp.eval_examples:
@@ -211,6 +235,7 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         # Every rank holds the same sampler, grouper and weights (they see the same global
         # step), so rank 0's copy is every rank's state.
         extra = {"sampler": sampler.state_dict(), "world_size": world.size, "parallel": parallel.name,
+                 "completions_total": completions_total,
                  "generator": generator.get_state() if generator is not None else None}
         if stateful(comp.grouper):  # running success rates, a replay window, tuned weights
             extra["grouper"] = comp.grouper.state_dict()
@@ -268,8 +293,21 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         release()
         t_gen = time.perf_counter()
         examples = [comp.train_examples[indices[i]] for i in batch.example_index.tolist()]
-        scores = dist.score_own(world, comp.rewards.score, batch.metadata["own_rows"], [e.prompt for e in examples],
-                                batch.completions, [e.fields for e in examples], batch.completion_ids)
+        scores = score(batch, examples)
+        dynamic, t_dyn = {}, 0.0
+        if algo.dynamic_sampling:  # refill with fresh prompts until the batch holds prompts with reward spread
+            t_dyn = time.perf_counter()
+            kept = refill(indices, batch, scores, draw=sampler.next, target=cfg.rollout.prompts_per_step,
+                          max_rounds=algo.dynamic_max_rounds, sample=lambda idx, first: sample_round(idx, step, first))
+            indices, batch, scores, dynamic = kept.indices, kept.batch, kept.scores, kept.metrics
+            examples = [comp.train_examples[indices[i]] for i in batch.example_index.tolist()]
+            if kept.dropped_index:  # success statistics (reward, budget) count the dropped prompts too
+                gone = [comp.train_examples[i] for i in kept.dropped_index]
+                observe(comp.grouper, Experience(prompt_ids=torch.tensor([e.id for e in gone]), step=step,
+                                                 rewards=kept.dropped_rewards, fields=[e.fields for e in gone]))
+            t_dyn = time.perf_counter() - t_dyn
+            dynamic["time/dynamic"] = t_dyn  # the refill rounds: sampling and scoring
+        completions_total += int(dynamic.get("dynamic/sampled_completions", batch.size))
         exp = Experience(prompt_ids=torch.tensor([e.id for e in examples]), rewards=scores.total, step=step,
                          fields=[e.fields for e in examples], embeddings=batch.context_embedding,
                          lengths=batch.completion_lengths(), prompts=[e.prompt for e in examples],
@@ -315,9 +353,12 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         metrics.update(_group_metrics(scores.total, group_ids))
         metrics.update(tool_metrics(batch.metadata, scores.per_reward[acc_key] if acc_key else None))  # {} without tools
         metrics.update(group_info)
+        metrics.update(dynamic)  # {} without dynamic sampling
+        metrics["completions_total"] = float(completions_total)  # every completion sampled so far (the budget)
         metrics.update({"len": n_tokens / batch.size, "finished": float(batch.finished.float().mean()),
                         "lr": scheduler.get_last_lr()[0], "tokens_per_s": n_tokens / (t_end - t0),
-                        "step_time": t_end - t0, "time/generate": t_gen - t0, "time/reward_group_adv": t_adv - t_gen,
+                        "step_time": t_end - t0, "time/generate": t_gen - t0,
+                        "time/reward_group_adv": t_adv - t_gen - t_dyn,  # the refill rounds are time/dynamic
                         "time/reference": t_ref - t_adv, "time/update": t_end - t_ref})
         if (cfg.run.eval_every and step % cfg.run.eval_every == 0) or step == cfg.run.steps:
             metrics.update(evaluate_at(step))

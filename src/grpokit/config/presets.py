@@ -16,8 +16,9 @@ dr_grpo  Liu et al. 2025, "Understanding R1-Zero-Like Training: A Critical
 dapo     Yu et al. 2025, "DAPO: An Open-Source LLM Reinforcement Learning System at
          Scale": clip-higher (eps_low 0.2, eps_high 0.28) and the token-level loss
          (sum over all tokens of the batch / number of tokens); group-normalised
-         advantages as in GRPO. (Dynamic sampling and overlong reward shaping are
-         not part of this preset.)
+         advantages as in GRPO. Dynamic sampling is its own key,
+         `algorithm.dynamic_sampling` (off unless set, so `dapo` runs keep their
+         results); overlong reward shaping is the `length` reward.
 gspo     Zheng et al. 2025, "Group Sequence Policy Optimization": sequence-level
          ratio s_i = (pi/pi_old)(y_i)^(1/|y_i|), clipped to [1 - 3e-4, 1 + 4e-4] (the
          ranges reported in the paper), group-normalised advantages, per-sequence

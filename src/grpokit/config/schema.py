@@ -188,6 +188,12 @@ class AlgorithmConfig:
     grouping: str = opt("prompt", "group formation strategy (see `grpokit list groupers`), or module:function",
                         python_object=True)
     group: GroupConfig = opt(help="options of the grouping strategy", factory=GroupConfig)
+    dynamic_sampling: bool = opt(False, "DAPO's dynamic sampling: drop prompts whose completions' rewards are all "
+                                        "equal and sample fresh prompts until prompts_per_step with reward spread "
+                                        "are kept; wraps any grouping, which sees the kept prompts only; every "
+                                        "completion sampled counts in completions_total")
+    dynamic_max_rounds: int = opt(3, "dynamic_sampling: most refill rounds per step (each draws at most "
+                                     "prompts_per_step prompts); when they run out the step trains on what was kept")
     eps: float = opt(1e-4, "epsilon added to the std when scaling advantages")
     mismatch: MismatchConfig = opt(help="sampler/trainer mismatch correction (algo/mismatch.py)",
                                    factory=MismatchConfig)

@@ -142,6 +142,7 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
         p.append(f"algorithm.clip_low = {a.clip_low!r}: must be < 1 (the ratio's lower bound is 1 - clip_low)")
     _min(p, "algorithm.beta", a.beta, 0)
     _min(p, "algorithm.mu", a.mu, 1)
+    _min(p, "algorithm.dynamic_max_rounds", a.dynamic_max_rounds, 0)
     _min(p, "algorithm.eps", a.eps, 0)
     _positive(p, "algorithm.mismatch.cap", a.mismatch.cap)
     _check_registry(p, "algorithm.preset", a.preset, "grpokit.config.presets", "PRESETS", "presets")

@@ -17,11 +17,13 @@ ones (`grouper_options`).
 
 Two wrappers combine with any of them: `algorithm.group.shrink` (small groups'
 baselines shrunk toward their parent's) and `algorithm.group.budget` (self-tuning
-completions per prompt under a sample budget).
+completions per prompt under a sample budget). Around any grouper, the loop's
+`algorithm.dynamic_sampling` (grpokit.rollout.dynamic) hands it only prompts with reward
+spread; `observe` shows it the dropped ones for its success statistics.
 """
 from __future__ import annotations
 
-from grpokit.grouping.base import Groups, stateful
+from grpokit.grouping.base import Groups, observe, stateful
 from grpokit.grouping.factory import GROUPERS, by_batch, by_prompt, check_options, grouper_options, make_grouper
 from grpokit.grouping.multiscale import MultiscaleGrouper
 from grpokit.grouping.reward import ComplexityGrouper, RewardGrouper, SuccessTracker
@@ -32,7 +34,7 @@ from grpokit.grouping.temporal import TemporalGrouper
 __all__ = [
     "GROUPERS", "AdaptiveGrouper", "Budgeted", "ComplexityGrouper", "Groups", "MultiscaleGrouper", "RewardGrouper",
     "SemanticGrouper", "Shrunk", "SuccessTracker", "TemporalGrouper", "by_batch", "by_prompt", "kmeans",
-    "check_options", "grouper_options", "make_grouper", "stateful",
+    "check_options", "grouper_options", "make_grouper", "observe", "stateful",
 ]
 
 GROUPERS.add("semantic", SemanticGrouper,

@@ -191,10 +191,11 @@ def _relayout(b: RolloutBatch, p_len: int, c_len: int) -> tuple[Tensor, Tensor, 
     return out[0], out[1], out[2], out[3]
 
 
-def concat_batches(a: RolloutBatch, b: RolloutBatch) -> RolloutBatch:
+def concat_batches(a: RolloutBatch, b: RolloutBatch, *, b_example_index: Tensor | None = None) -> RolloutBatch:
     """Rows of a, then rows of b, in one layout (prompts left-padded to the longer
-    prompt_len, completions right-padded). b's example_index becomes -1 (b's rows
-    belong to an earlier step's example list)."""
+    prompt_len, completions right-padded). b's example_index becomes b_example_index
+    when given (b's rows belong to the same step), else -1 (b's rows belong to an
+    earlier step's example list)."""
     p_len = max(a.prompt_len, b.prompt_len)
     c_len = max(a.input_ids.shape[1] - a.prompt_len, b.input_ids.shape[1] - b.prompt_len)
     ta, tb = _relayout(a, p_len, c_len), _relayout(b, p_len, c_len)
@@ -206,7 +207,8 @@ def concat_batches(a: RolloutBatch, b: RolloutBatch) -> RolloutBatch:
         loss_mask=torch.cat([ta[2], tb[2]]), logprobs=torch.cat([ta[3], tb[3]]), prompt_len=p_len,
         completion_ids=list(a.completion_ids) + list(b.completion_ids),
         completions=list(a.completions) + list(b.completions),
-        example_index=torch.cat([a.example_index, torch.full_like(b.example_index, -1)]),
+        example_index=torch.cat([a.example_index, torch.full_like(b.example_index, -1) if b_example_index is None
+                                   else b_example_index.to(a.example_index.dtype)]),
         finished=torch.cat([a.finished, b.finished]), context_embedding=emb, metadata=dict(a.metadata))
 
 
@@ -220,6 +222,16 @@ def accepted_kwargs(fn: Callable, options: dict[str, Any]) -> dict[str, Any]:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return dict(options)
     return {k: v for k, v in options.items() if k in params}
+
+
+def observe(grouper: Any, exp: Experience) -> None:
+    """Show a grouper rows it will not group: the prompts dynamic sampling dropped (every
+    reward equal). A grouper with running success statistics (reward, budget, and the
+    composites holding them) counts them through its `observe(exp)`; others ignore them.
+    exp holds prompt_ids, rewards, step and fields only."""
+    fn = getattr(grouper, "observe", None)
+    if callable(fn):
+        fn(exp)
 
 
 def stateful(obj: Any) -> bool:

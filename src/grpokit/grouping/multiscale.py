@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from grpokit.algo.hierarchical import nest_ids, scale_weights
-from grpokit.grouping.base import Groups, check_ids
+from grpokit.grouping.base import Groups, check_ids, observe
 from grpokit.grouping.factory import make_grouper, options_for
 from grpokit.types import Experience
 
@@ -63,6 +63,10 @@ class MultiscaleGrouper:
         for g, s in zip(self.groupers, state.get("scales", [])):
             if s is not None:
                 g.load_state_dict(s)
+
+    def observe(self, exp: Experience) -> None:
+        for g in self.groupers:
+            observe(g, exp)
 
     def __call__(self, exp: Experience) -> Groups:
         n = exp.prompt_ids.numel()

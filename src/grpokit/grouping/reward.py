@@ -122,11 +122,15 @@ class RewardGrouper:
     def load_state_dict(self, state: dict) -> None:
         self.tracker.load_state_dict(state["tracker"])
 
-    def __call__(self, exp: Experience) -> Groups:
-        n = exp.prompt_ids.numel()
-        keys = row_keys(exp.fields, self.field, n)
+    def observe(self, exp: Experience) -> None:
+        """Add rows' outcomes to the running success rates (also rows that are not grouped)."""
+        keys = row_keys(exp.fields, self.field, exp.prompt_ids.numel())
         ok = (exp.rewards >= self.success).float().tolist()
         self.tracker.update(exp.prompt_ids.tolist(), ok, keys, exp.step)
+
+    def __call__(self, exp: Experience) -> Groups:
+        keys = row_keys(exp.fields, self.field, exp.prompt_ids.numel())
+        self.observe(exp)
         table = prompt_table(exp)
         first = table.first_rows().tolist()
         rate = self.tracker.rate(table.ids.tolist(), [keys[i] for i in first], exp.step)  # [P]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from grpokit.algo.hierarchical import allocate_samples
-from grpokit.grouping.base import Groups
+from grpokit.grouping.base import Groups, observe
 from grpokit.grouping.reward import SuccessTracker, row_keys
 from grpokit.types import Experience
 
@@ -26,6 +26,9 @@ class _Wrapper:
     def __init__(self, base: Any):
         self.base = base
         self.needs_embeddings = getattr(base, "needs_embeddings", True)
+
+    def observe(self, exp: Experience) -> None:
+        observe(self.base, exp)
 
     def _base_state(self) -> Any:
         return self.base.state_dict() if callable(getattr(self.base, "state_dict", None)) else None
@@ -89,10 +92,18 @@ class Budgeted(_Wrapper):
         self.last_counts = counts.tolist()
         return self.last_counts
 
-    def __call__(self, exp: Experience):
+    def _track(self, exp: Experience) -> None:
         keys = row_keys(exp.fields, self.field, exp.prompt_ids.numel())
         ok = (exp.rewards >= self.success).float().tolist()
         self.tracker.update(exp.prompt_ids.tolist(), ok, keys, exp.step)
+
+    def observe(self, exp: Experience) -> None:
+        """Rows that are not grouped still inform the beliefs the plan is made from."""
+        self._track(exp)
+        super().observe(exp)
+
+    def __call__(self, exp: Experience):
+        self._track(exp)
         out = self.base(exp)
         out.metrics["grouping/samples"] = float(exp.prompt_ids.numel())
         if self.last_counts:

@@ -33,13 +33,14 @@ FAMILIES: list[tuple[str, Any]] = [
     ("Clipping", lambda k: "clip" in k or k == "ratio_mean"),
     ("Completions", lambda k: k in ("len", "finished")),
     ("Groups", lambda k: k in ("groups", "zero_std_groups") or k.startswith("grouping/")),
+    ("Sampling budget", lambda k: k == "completions_total" or k.startswith("dynamic/")),
     ("Tools", lambda k: k.startswith("tools/")),
     ("Throughput", lambda k: k in ("tokens_per_s", "step_time")),
     ("Optimization", lambda k: k in ("loss", "grad_norm", "lr", "trained_rows")),
     ("Reward spread", lambda k: k == "reward_std" or (k.startswith("reward/") and k.endswith("_std"))),
 ]
 # Parts of a step that add up to step_time (train.py), and the update's own split.
-STEP_SPLIT = ("time/generate", "time/reward_group_adv", "time/reference", "time/update")
+STEP_SPLIT = ("time/generate", "time/dynamic", "time/reward_group_adv", "time/reference", "time/update")
 UPDATE_SPLIT = ("time/policy_forward", "time/backward", "time/optimizer")
 
 

@@ -15,7 +15,7 @@ def get_task(name: str) -> Task:
 
 def load_builtins() -> None:
     # Imported lazily so `grpokit --help` stays fast.
-    from grpokit.tasks import arithmetic, gsm8k, search_qa, short_arithmetic  # noqa: F401
+    from grpokit.tasks import arithmetic, gsm8k, mixture, search_qa, short_arithmetic  # noqa: F401
 
 
 def with_task_corpora(specs: list) -> list:

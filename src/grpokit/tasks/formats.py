@@ -19,6 +19,7 @@ SYSTEM_PROMPTS = {
     "gsm8k": FINAL_ANSWER_FORMAT,
     "arithmetic": FINAL_ANSWER_FORMAT,
     "arithmetic_short": FINAL_ANSWER_FORMAT,
+    "mixture": FINAL_ANSWER_FORMAT,
 }
 
 

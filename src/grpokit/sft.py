@@ -218,7 +218,8 @@ def sft(cfg: SFTConfig) -> Path:
     history = sft_loop(policy.model, policy.tokenizer, traces, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
                        warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, weight_decay=cfg.weight_decay,
                        max_grad_norm=cfg.max_grad_norm, max_seq_len=cfg.max_seq_len, seed=cfg.seed,
-                       progress=cfg.progress, eval_fn=eval_fn, eval_every=cfg.steps if eval_fn else 0)
+                       progress=cfg.progress, eval_fn=eval_fn,
+                       eval_every=(cfg.eval_every or cfg.steps) if eval_fn else 0, stop_at=cfg.stop_at)
     out = Path(cfg.out)
     save_model(out, policy.model, policy.tokenizer, to_dict(cfg))
     with RunLogger(out, console=False) as logger:  # after save_model, which replaces the directory

@@ -287,7 +287,10 @@ class SFTConfig:
 
     model: ModelConfig = opt(help="model to fine-tune", factory=ModelConfig)
     data: str = opt("", "traces: JSONL with prompt+completion or chat messages, or task:NAME")
-    eval_data: Optional[str] = opt(None, "held-out prompts to measure accuracy on at the end")
+    eval_data: Optional[str] = opt(None, "held-out prompts to measure accuracy on (the first 200), at the end")
+    eval_every: int = opt(0, "also measure eval_data accuracy every N steps (0 = at the end only)")
+    stop_at: Optional[float] = opt(None, "stop at the first measurement whose eval_data accuracy reaches this "
+                                         "(a cold start stopped at a chosen accuracy); null = run all steps")
     max_seq_len: int = opt(512, "longest prompt+completion in tokens (longer rows are truncated)")
     batch_size: int = opt(32, "sequences per optimizer step")
     lr: float = opt(1e-4, "peak learning rate")

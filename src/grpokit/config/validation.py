@@ -35,6 +35,11 @@ def validate(cfg: Any) -> list[str]:
         _check_model(cfg.model, "model", p)
         _check_data(cfg.data, "data", p, required=True)
         _check_data(cfg.eval_data, "eval_data", p)
+        _min(p, "eval_every", cfg.eval_every, 0)
+        if cfg.stop_at is not None and not 0 < cfg.stop_at <= 1:
+            p.append(f"stop_at = {show(cfg.stop_at)}: must be an accuracy in (0, 1]")
+        elif cfg.stop_at is not None and not cfg.eval_data:
+            p.append("stop_at is set but eval_data is not: give eval_data, the prompts whose accuracy it stops on")
         _min(p, "steps", cfg.steps, 1)
         _min(p, "batch_size", cfg.batch_size, 1)
         _min(p, "max_seq_len", cfg.max_seq_len, 1)

@@ -27,3 +27,15 @@ def test_report_lines():
     # difficulties sort as numbers (2 before 10), families apart
     assert lines[-4:] == ["| arithmetic | 1 | 1 | 75.0% | 75% | 75% |", "| arithmetic | 2 | 1 | 25.0% | 25% | 25% |",
                           "| arithmetic | 10 | 1 | 100.0% | 100% | 100% |", "| gsm8k | 7 | 1 | 0.0% | 0% | 0% |"]
+
+
+def test_from_samples_joins_the_eval_rows_with_the_task_fields(tmp_path):
+    import json
+
+    from grpokit.demos.spread import from_samples
+
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "reward/accuracy": float(i == 1)}) + "\n" for i in range(3)))
+    rates = from_samples(str(path), "task:arithmetic")  # fields without family/difficulty read as "-"
+    assert [(r.id, r.family, r.difficulty, r.rate) for r in rates] == [(0, "-", "-", 0.0), (1, "-", "-", 1.0),
+                                                                     (2, "-", "-", 0.0)]

@@ -2,6 +2,7 @@
 
     python -m grpokit.demos.spread --model DIR [--data task:mixture:test] [--limit 100]
                                    [--samples 8] [--temperature 1.0] [--max-new-tokens 128]
+    python -m grpokit.demos.spread --from-samples FILE [--data task:mixture:test]
 
 Samples `--samples` completions of each of the first `--limit` held-out prompts, scores
 them with the accuracy reward, and prints (markdown) the distribution of the per-prompt
@@ -9,6 +10,9 @@ success rates and their mean per class of the prompts' `family` and `difficulty`
 A GRPO group of one prompt carries signal only when its rate is strictly between 0 and 1;
 a batch whose rates span 0-90% is the regime where sharing baselines across prompts of
 like context or difficulty has something to gain (docs/grouping.md).
+
+--from-samples reads the samples `grpokit eval --samples-out FILE` wrote instead (one
+greedy completion per prompt), for accuracy per family and difficulty.
 """
 from __future__ import annotations
 
@@ -105,9 +109,26 @@ def measure(model: str, data: str, *, limit: int, samples: int, temperature: flo
                         [row["reward/accuracy"] for row in result.samples])
 
 
+def from_samples(path: str, data: str) -> list[PromptRate]:
+    """Rates from a `grpokit eval --samples-out` file (one greedy sample per prompt: each
+    rate is 0 or 1, so the per-class means are per-family / per-difficulty accuracies)."""
+    import json
+
+    from grpokit.tasks.data import load_prompts
+
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    if not rows or "reward/accuracy" not in rows[0]:
+        raise ValueError(f"{path}: expected rows of `grpokit eval --samples-out` with 'reward/accuracy'")
+    fields = {e.id: e.fields for e in load_prompts(data, split="test", n=max(r["id"] for r in rows) + 1)}
+    return prompt_rates([r["id"] for r in rows], [fields[r["id"]] for r in rows],
+                        [r["reward/accuracy"] for r in rows])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m grpokit.demos.spread", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="a model directory (grpokit sft / train output)")
+    ap.add_argument("--model", help="a model directory (grpokit sft / train output)")
+    ap.add_argument("--from-samples", metavar="FILE",
+                    help="sample nothing: summarise a `grpokit eval --samples-out` file of --data's test split")
     ap.add_argument("--data", default="task:mixture:test")
     ap.add_argument("--limit", type=int, default=100, help="prompts (the first N of the split)")
     ap.add_argument("--samples", type=int, default=8, help="completions per prompt")
@@ -116,6 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = ap.parse_args(list(argv) if argv is not None else None)
+    if args.from_samples:
+        print(report(from_samples(args.from_samples, args.data), 1))
+        return 0
+    if not args.model:
+        ap.error("give --model (or --from-samples)")
     if args.samples < 1 or args.limit < 1:
         ap.error("--samples and --limit must be >= 1")
     if args.threads:

@@ -153,3 +153,13 @@ def test_validate_accepts_mixture_with_complexity_grouping(capsys, field):
     assert code == 0
     assert "data.train                'task:mixture'" in out
     assert ("algorithm.group.field     'difficulty'" in out) == (field == "difficulty")  # steps is the default
+
+
+def test_sparse_start_recipe_validates(capsys):
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "mixture_sparse_start.yaml"
+    assert main(["validate", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "OK (sft config)" in out and "warning" not in out
+    assert "stop_at             0.05" in out and "data                'task:mixture'" in out

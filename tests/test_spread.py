@@ -39,3 +39,9 @@ def test_from_samples_joins_the_eval_rows_with_the_task_fields(tmp_path):
     rates = from_samples(str(path), "task:arithmetic")  # fields without family/difficulty read as "-"
     assert [(r.id, r.family, r.difficulty, r.rate) for r in rates] == [(0, "-", "-", 0.0), (1, "-", "-", 1.0),
                                                                      (2, "-", "-", 0.0)]
+
+
+def test_report_of_one_sample_per_prompt_counts_right_answers():
+    rates = [PromptRate(0, "arithmetic", 1, 1.0), PromptRate(1, "arithmetic", 1, 0.0), PromptRate(2, "gsm8k", 7, 0.0)]
+    assert report(rates, 1).splitlines()[-3:] == ["|---|---|---|---|---|", "| arithmetic | 1 | 2 | 1 | 50.0% |",
+                                                  "| gsm8k | 7 | 1 | 0 | 0.0% |"]

@@ -77,13 +77,18 @@ def report(rates: Sequence[PromptRate], samples: int) -> str:
              f"{mixed} prompts ({100 * mixed / len(values):.0f}%) between 0 and 100% (a group with signal)", "",
              "| per-prompt success rate (%) | prompts |", "|---|---|"]
     lines += [f"| {label} | {count} |" for label, count in histogram(values)]
-    lines += ["", "| family | difficulty | prompts | mean success | min | max |", "|---|---|---|---|---|---|"]
     classes: dict[tuple, list[float]] = defaultdict(list)
     for r in rates:
         classes[(r.family, r.difficulty)].append(r.rate)
-    for (family, difficulty), vs in sorted(classes.items(), key=lambda kv: (kv[0][0], str(kv[0][1]).zfill(4))):
-        lines.append(f"| {family} | {difficulty} | {len(vs)} | {100 * statistics.fmean(vs):.1f}% | "
-                     f"{100 * min(vs):.0f}% | {100 * max(vs):.0f}% |")
+    ordered = sorted(classes.items(), key=lambda kv: (kv[0][0], str(kv[0][1]).zfill(4)))
+    if samples == 1:  # one sample per prompt: each rate is 0 or 1, so min and max say nothing
+        lines += ["", "| family | difficulty | prompts | right | accuracy |", "|---|---|---|---|---|"]
+        lines += [f"| {f} | {d} | {len(vs)} | {sum(vs):.0f} | {100 * statistics.fmean(vs):.1f}% |"
+                  for (f, d), vs in ordered]
+        return "\n".join(lines)
+    lines += ["", "| family | difficulty | prompts | mean success | min | max |", "|---|---|---|---|---|---|"]
+    lines += [f"| {f} | {d} | {len(vs)} | {100 * statistics.fmean(vs):.1f}% | {100 * min(vs):.0f}% | "
+              f"{100 * max(vs):.0f}% |" for (f, d), vs in ordered]
     return "\n".join(lines)
 
 

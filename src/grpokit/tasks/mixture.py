@@ -97,42 +97,46 @@ class MixtureTask:
     # ------------------------------------------------------------------ splits
 
     def prompts(self, split: str, n: int | None = None, seed: int = 0) -> list[Example]:
+        """n rows of a split (None or 0: train_size / test_size); the test split ignores the seed."""
         if split not in ("train", "test"):
             raise ValueError(f"mixture task has splits 'train' and 'test', not {split!r}")
         n = n or (self.train_size if split == "train" else self.test_size)
         plan = self.plan(n, TEST_SEED if split == "test" else seed)
-        gsm8k = self._gsm8k(split, plan.count(None), seed)
-        arithmetic = {k: self._arithmetic(k, split, plan.count(k), seed) for k in self.levels}
+        gsm8k = iter(self._gsm8k(split, plan.count(None), seed))
+        arithmetic = {k: iter(self._arithmetic(k, split, plan.count(k), seed)) for k in self.levels}
         out = []
         for i, level in enumerate(plan):
             if level is None:
-                ex = gsm8k.pop(0)
-                fields = {"answer": ex.fields["answer"], "steps": ex.fields["steps"], "family": GSM8K,
-                          "difficulty": self.max_ops + 1}
-                out.append(Example(id=i, prompt=ex.prompt, fields=fields))
+                ex = next(gsm8k)
+                out.append(Example(id=i, prompt=ex.prompt, fields={
+                    "answer": ex.fields["answer"], "steps": ex.fields["steps"], "family": GSM8K,
+                    "difficulty": self.max_ops + 1}))
             else:
-                p = arithmetic[level].pop(0)
+                p = next(arithmetic[level])
                 out.append(Example(id=i, prompt=p.question, fields={
                     "answer": str(p.answer), "steps": p.steps, "family": ARITHMETIC, "difficulty": level}))
         return out
 
     def traces(self, n: int | None = None, seed: int = 0) -> list[SFTExample]:
-        """n traces from the train split's sources, in the mixture's proportions; a different
-        stream from the GRPO prompts of the same seed (seed + 1), still disjoint from test."""
+        """n traces (None or 0: train_size) from the train split's sources, in the mixture's
+        proportions; a different stream from the GRPO prompts of the same seed (seed + 1),
+        still disjoint from test."""
         n = n or self.train_size
         plan = self.plan(n, seed + 1)
-        gsm8k = [e for e in self._gsm8k_train(seed + 1) if _equation_trace(e) is not None][: plan.count(None)]
-        if len(gsm8k) < plan.count(None):
-            raise ValueError(f"mixture task: {plan.count(None)} GSM8K traces asked for, {len(gsm8k)} available; "
+        want = plan.count(None)
+        gsm8k = [(e.prompt, t) for e in self._gsm8k_train(seed + 1) if (t := _equation_trace(e)) is not None]
+        if len(gsm8k) < want:
+            raise ValueError(f"mixture task: {want} GSM8K traces asked for, {len(gsm8k)} available; "
                              "lower n or gsm8k_share")
-        arithmetic = {k: self._arithmetic(k, "train", plan.count(k), seed + 1) for k in self.levels}
+        words = iter(gsm8k)
+        arithmetic = {k: iter(self._arithmetic(k, "train", plan.count(k), seed + 1)) for k in self.levels}
         out = []
         for level in plan:
             if level is None:
-                ex = gsm8k.pop(0)
-                out.append(SFTExample(prompt=ex.prompt, completion=_equation_trace(ex)))
+                prompt, completion = next(words)
+                out.append(SFTExample(prompt=prompt, completion=completion))
             else:
-                p = arithmetic[level].pop(0)
+                p = next(arithmetic[level])
                 out.append(SFTExample(prompt=p.question, completion=p.trace))
         return out
 

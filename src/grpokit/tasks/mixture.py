@@ -2,9 +2,10 @@
 and GSM8K word problems as a harder family.
 
 On one difficulty scale (the `arithmetic` task) most prompts are all right or all wrong
-for a given policy. Here one batch holds problems a cold-started model nearly always
-solves (one operation), nearly never solves (GSM8K) and everything between, which is the
-regime where grouping prompts by context or difficulty has something to share.
+for a given policy, and alike. Here one batch holds short sums, long chains and word
+problems, so a policy's per-prompt success rates differ widely within a batch (measured in
+docs/grouping.md): the regime where grouping prompts by context or difficulty has
+something to share.
 
 Each example's fields:
   answer      the gold answer (an integer, as text)
@@ -20,10 +21,10 @@ over min_ops..max_ops. Row i is GSM8K when round((i+1) * share) > round(i * shar
 the arithmetic rows cycle through the levels in a seeded order, so every prefix of a split
 (what `grpokit eval --limit N` reads) holds the shares to within one row per level.
 
-Splits: arithmetic test problems are a fixed pool of 2,000 per level (a stream of
-its own per level) and train problems are drawn against it; GSM8K test rows are test.jsonl in file order, train
-rows a seeded choice from train.jsonl minus any question that is also in test.jsonl. The
-test split ignores the seed, so evaluations stay comparable across runs.
+Splits: arithmetic test problems are a fixed pool of 2,000 per level (a stream of its
+own per level) and train problems are drawn against it; GSM8K test rows are test.jsonl in
+file order, train rows a seeded choice from train.jsonl minus any question that is also in
+test.jsonl. The test split ignores the seed, so evaluations stay comparable across runs.
 
 Traces: the arithmetic family's step-by-step traces, and GSM8K's worked solution rewritten
 into the same format, its annotated equations in order:

@@ -107,12 +107,17 @@ def test_gold_answers_score_with_the_accuracy_reward_in_both_families(gsm8k_dir)
         assert rewards.score([e.prompt for e in rows], texts, fields).per_reward["accuracy"].tolist() == [expected] * 6
 
 
-def test_traces_earn_full_accuracy_and_steps(gsm8k_dir):
-    t = task(gsm8k_dir, gsm8k_share=0.25)
-    traces = t.traces(8, seed=0)
-    assert sum("Compute" not in x.prompt for x in traces) == 2
-    for x in traces:
-        assert x.completion.startswith("<think>") and x.completion.endswith("</answer>")
+def test_a_trace_written_from_the_fields_earns_full_default_reward(gsm8k_dir):
+    t = task(gsm8k_dir, gsm8k_share=0.5)
+    rows = t.prompts("test", 6)
+    # the trace format of both families: the gold equations, then the answer
+    texts = [f"<think>{' '.join(e.fields['steps'])}</think><answer>{e.fields['answer']}</answer>" for e in rows]
+    rewards = RewardSet([(n, w, {}) for n, w in t.default_rewards])
+    scores = rewards.score([e.prompt for e in rows], texts, [e.fields for e in rows])
+    assert [round(x, 6) for x in scores.total.tolist()] == [1.3] * 6  # accuracy 1 + format 0.1 + steps 0.2
+    traces = t.traces(4, seed=0)
+    assert [x.completion.startswith("<think>") and x.completion.endswith("</answer>") for x in traces] == [True] * 4
+    assert sum(x.prompt.startswith("Compute ") for x in traces) == 2
 
 
 def test_missing_gsm8k_files_one_line(tmp_path, monkeypatch):

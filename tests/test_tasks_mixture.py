@@ -151,7 +151,10 @@ def test_registered_with_the_answer_format():
 
 
 @pytest.mark.parametrize("field", ["difficulty", "steps"])
-def test_validate_accepts_mixture_with_complexity_grouping(capsys, field):
+def test_validate_accepts_mixture_with_complexity_grouping(capsys, monkeypatch, tmp_path, field):
+    # the built-in recipe's `runs/sft-...` model path is a missing local directory where
+    # a runs/ folder exists (after `make demo`): validate from an empty folder
+    monkeypatch.chdir(tmp_path)
     code = main(["validate", "arithmetic", "data.train=task:mixture", "data.eval=task:mixture:test",
                  "algorithm.grouping=complexity", f"algorithm.group.field={field}", "algorithm.group.buckets=7"])
     out = capsys.readouterr().out

@@ -251,6 +251,7 @@ def test_measure_on_the_bandit():
     assert rows["prompt"]["baseline"]["bias"] < 0.02
     assert rows["prompt"]["cos"][1] <= rows["prompt"]["cos"][0] <= rows["prompt"]["cos"][2]
     assert rows["batch"]["cos_minus_prompt"] is not None
+    assert rows["prompt"]["cos_pg"] == rows["prompt"]["cos"]  # scale none: its reference is the policy gradient
 
 
 # ----------------------------------------------------------------------------- the command

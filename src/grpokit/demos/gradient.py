@@ -25,7 +25,8 @@ What is computed (grpokit.algo.estimator has the formulas and their tests):
    strategies are paired), grouped by a fresh grouper, advantages exactly as training
    computes them (Groups.advantages with the preset's estimator, scale and eps), and the
    gradient of the surrogate at ratio 1, sum_i c_i A_i h_i. Against the reference: cosine
-   (mean, 95% CI), relative MSE, the spread of directions and the variation of sizes, and
+   (mean, 95% CI; also to the plain policy gradient, the scale-none reference, whatever
+   the strategy's scale), relative MSE, the spread of directions and the variation of sizes, and
    each completion's baseline (r - A with scale none: the group mean the strategy used)
    against its prompt's mean reward over the K reference completions.
 
@@ -242,7 +243,7 @@ def measure(s: GradientSettings, ref: Sampled, pool: Sampled, h_ref: torch.Tenso
     first = (torch.arange(p)[:, None] * k + torch.arange(half)[None]).flatten()
     second = (torch.arange(p)[:, None] * k + torch.arange(half, 2 * half)[None]).flatten()
     references = {}
-    for scale in s.scales:
+    for scale in dict.fromkeys([*s.scales, "none"]):  # "none": the plain policy gradient, every row's cos_pg
         references[scale] = {"g": weighted(scale, torch.arange(p * k)),
                              **est.half_agreement(weighted(scale, first), weighted(scale, second))}
 
@@ -281,6 +282,7 @@ def measure(s: GradientSettings, ref: Sampled, pool: Sampled, h_ref: torch.Tenso
             cos = est.cosine(gs, g_ref)
             mean_g = gs.mean(dim=0)
             row = {"strategy": name, "scale": scale, "cos": est.mean_ci(cos), "cos_sd": float(cos.std()),
+                   "cos_pg": est.mean_ci(est.cosine(gs, references["none"]["g"])),
                    "rel_mse": est.mean_ci(est.relative_mse(gs, g_ref)),
                    "cos_of_mean": float(est.cosine(mean_g[None], g_ref)[0]),
                    "norm_ratio": float(gs.norm(dim=1).mean() / g_ref.norm()),
@@ -414,16 +416,16 @@ def markdown(res: dict) -> str:
                      f"{ref['cos_truth']:.3f} (the ceiling of every cosine below).")
     lines += ["", f"Prompt means from the reference samples have a standard error of about {res['mu_se']:.3f} "
                   "(the floor of the baseline RMSE).", "",
-              "| strategy | scale | cos to reference (95% CI) | minus prompt's (paired, 95% CI) | rel. MSE | "
-              "cos of mean gradient | mean norm / reference's | direction spread | size CV | baseline RMSE | "
-              "baseline bias |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| strategy | scale | cos to reference (95% CI) | minus prompt's (paired, 95% CI) | "
+              "cos to policy gradient | rel. MSE | cos of mean gradient | mean norm / reference's | "
+              "direction spread | size CV | baseline RMSE | baseline bias |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         c = r["cos"]
         d = r.get("cos_minus_prompt")
         diff = "-" if d is None or r["strategy"] == BASELINE else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
         lines.append(f"| {r['strategy']} | {r['scale']} | {c[0]:.3f} [{c[1]:.3f}, {c[2]:.3f}] | {diff} | "
-                     f"{r['rel_mse'][0]:.2f} | {r['cos_of_mean']:.3f} | {r['norm_ratio']:.2f} | "
+                     f"{r['cos_pg'][0]:.3f} | {r['rel_mse'][0]:.2f} | {r['cos_of_mean']:.3f} | {r['norm_ratio']:.2f} | "
                      f"{r['direction_spread']:.3f} | {r['size_cv']:.3f} | {r['baseline']['rmse']:.3f} | "
                      f"{r['baseline']['bias']:.3f} |")
     return "\n".join(lines) + "\n"
@@ -435,7 +437,7 @@ def plot(res: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scales = list(res["reference"])
+    scales = list(dict.fromkeys(r["scale"] for r in res["rows"]))
     names = list(dict.fromkeys(r["strategy"] for r in res["rows"]))
     fig, ax = plt.subplots(figsize=(8, 4.5))
     width = 0.8 / max(len(scales), 1)
@@ -446,6 +448,8 @@ def plot(res: dict, path: Path) -> Path:
         err = [[rows[n]["cos"][0] - rows[n]["cos"][1] for n in names], [rows[n]["cos"][2] - rows[n]["cos"][0] for n in names]]
         ax.bar(xs, ys, width=width, yerr=err, capsize=2, label=f"scale {scale}")
         ax.axhline(res["reference"][scale]["cos_truth"], linestyle=":", linewidth=1, color=f"C{j}")
+    lows = [r["cos"][1] for r in res["rows"] if r["cos"][1] == r["cos"][1]]  # NaN-free
+    ax.set_ylim(max(0.0, min(lows, default=0.0) - 0.05), 1.0)  # differences of a few hundredths stay visible
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("cosine to the reference gradient")

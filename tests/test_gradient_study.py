@@ -276,10 +276,24 @@ def test_cli_smoke_on_a_tiny_model(tmp_path, capsys):
     (["--pool", "4", "--generations", "8"], "--pool: got 4, expected >= --generations (8)"),
     (["--strategies", "prompt,semantik"], "--strategies: semantik"),
     (["--scales", "group,std"], "--scales: unknown scale 'std'; valid: group, batch, none"),
+    (["--model", "runs/no-such-run"], "--model: runs/no-such-run does not exist (expected a model directory"),
 ])
 def test_cli_rejects_bad_input_naming_the_flag(args, message, capsys):
     from grpokit.demos.study import main
 
     with pytest.raises(SystemExit):
-        main(["gradient", "--model", "tiny:xs", *args])
+        main(["gradient", "--model", "tiny:xs", *args])  # a later --model replaces the first
     assert message in capsys.readouterr().err
+
+
+def test_model_from_a_model_or_run_directory(tmp_path):
+    from grpokit.demos.gradient import resolve_model
+
+    (tmp_path / "run" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "model" / "config.json").write_text("{}")
+    assert resolve_model(str(tmp_path / "run")) == str(tmp_path / "run" / "model")
+    assert resolve_model(str(tmp_path / "run" / "model")) == str(tmp_path / "run" / "model")
+    assert resolve_model("tiny:xs") == "tiny:xs"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="--model: .* holds no config.json"):
+        resolve_model(str(tmp_path / "empty"))

@@ -39,8 +39,8 @@ so past rows join its baselines as in training (replay is not measured: replayed
 gradients would need the policy of an earlier step).
 
 Outputs: OUT/gradient.md (the table), OUT/gradient.json (every number, the settings, the
-machine, threads, seed and wall time), OUT/gradient.png (cosine to the reference with
-95% CIs).
+machine, threads, seed and wall time), OUT/gradient.png (cosine to the plain policy
+gradient with 95% CIs).
 """
 from __future__ import annotations
 
@@ -103,10 +103,11 @@ def resolve_model(spec: str) -> str:
     latest complete checkpoint; other strings (e.g. tiny:xs, hub names) pass through."""
     from grpokit.checkpoint import latest_checkpoint
 
-    path = Path(spec)
+    path = Path(spec).expanduser()
     if not path.exists():
-        if "/" in spec and not spec.startswith(("tiny", "hf:")) and spec.startswith((".", "/", "runs")):
-            raise FileNotFoundError(f"--model: {spec} does not exist (expected a model or run directory)")
+        if spec.startswith(("/", ".", "~", "runs/")):  # a local path, not a hub name
+            raise FileNotFoundError(f"--model: {spec} does not exist (expected a model directory, a run "
+                                    "directory or tiny:xs)")
         return spec
     if (path / "config.json").is_file():
         return str(path)
@@ -231,8 +232,8 @@ def measure(s: GradientSettings, ref: Sampled, pool: Sampled, h_ref: torch.Tenso
     mu = torch.zeros(p, dtype=torch.float64).index_add_(0, prompt_of_ref, ref.rewards) / k  # [P] true mean reward
     prompt_of_pool = torch.arange(p).repeat_interleave(m)  # [P M]
     mu_pool = torch.zeros(p, dtype=torch.float64).index_add_(0, prompt_of_pool, pool.rewards) / m  # [P]
-    mu_se = float((torch.zeros(p, dtype=torch.float64).index_add_(0, prompt_of_ref, (ref.rewards - mu[prompt_of_ref]) ** 2)
-                   / max(k - 1, 1) / k).mean().sqrt())  # typical standard error of mu_p
+    sq_dev = torch.zeros(p, dtype=torch.float64).index_add_(0, prompt_of_ref, (ref.rewards - mu[prompt_of_ref]) ** 2)
+    mu_se = float((sq_dev / max(k - 1, 1) / k).mean().sqrt())  # typical standard error of mu_p: sqrt(mean var_p / K)
 
     def weighted(scale: str, rows: torch.Tensor) -> torch.Tensor:
         r, pid = ref.rewards[rows], ref.prompt_ids[rows]
@@ -432,6 +433,8 @@ def markdown(res: dict) -> str:
 
 
 def plot(res: dict, path: Path) -> Path:
+    """Each strategy's cosine to the plain policy gradient (the scale-none reference), per
+    advantage scale: the one target that does not depend on the scaling being measured."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -444,15 +447,16 @@ def plot(res: dict, path: Path) -> Path:
     for j, scale in enumerate(scales):
         rows = {r["strategy"]: r for r in res["rows"] if r["scale"] == scale}
         xs = [i + (j - (len(scales) - 1) / 2) * width for i in range(len(names))]
-        ys = [rows[n]["cos"][0] for n in names]
-        err = [[rows[n]["cos"][0] - rows[n]["cos"][1] for n in names], [rows[n]["cos"][2] - rows[n]["cos"][0] for n in names]]
+        ys = [rows[n]["cos_pg"][0] for n in names]
+        err = [[rows[n]["cos_pg"][0] - rows[n]["cos_pg"][1] for n in names],
+               [rows[n]["cos_pg"][2] - rows[n]["cos_pg"][0] for n in names]]
         ax.bar(xs, ys, width=width, yerr=err, capsize=2, label=f"scale {scale}")
-        ax.axhline(res["reference"][scale]["cos_truth"], linestyle=":", linewidth=1, color=f"C{j}")
-    lows = [r["cos"][1] for r in res["rows"] if r["cos"][1] == r["cos"][1]]  # NaN-free
+    ax.axhline(res["reference"]["none"]["cos_truth"], linestyle=":", linewidth=1, color="grey")
+    lows = [r["cos_pg"][1] for r in res["rows"] if r["cos_pg"][1] == r["cos_pg"][1]]  # NaN-free
     ax.set_ylim(max(0.0, min(lows, default=0.0) - 0.05), 1.0)  # differences of a few hundredths stay visible
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("cosine to the reference gradient")
+    ax.set_ylabel("cosine to the policy gradient")
     ax.set_title("mean over resamples, 95% CI; dotted: the reference's own expected cosine to the truth", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
@@ -512,6 +516,11 @@ def settings_from(args, error) -> GradientSettings:
     for name, ok, expected in checks:
         if not ok:
             error(f"--{name}: got {getattr(s, name)}, expected {expected}")
+    if s.model is not None:
+        try:
+            s.model = resolve_model(s.model)
+        except FileNotFoundError as e:
+            error(str(e))
     for n in s.strategies:
         why = check_strategy(n, s)
         if why:

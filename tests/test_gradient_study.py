@@ -297,3 +297,21 @@ def test_model_from_a_model_or_run_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="--model: .* holds no config.json"):
         resolve_model(str(tmp_path / "empty"))
+
+
+def test_without_model_the_grouping_studys_cold_start_is_used(tmp_path, monkeypatch):
+    import grpokit.demos.study as study
+
+    calls = []
+
+    def fake_cold_start(settings, seed, out):
+        calls.append((settings.task, seed, out))
+        return "tiny:xs", 0.0  # a stand-in for the model directory it would build
+
+    monkeypatch.setattr(study, "cold_start", fake_cold_start)
+    out = tmp_path / "g"
+    assert study.main(["gradient", "--prompts", "2", "--reference", "4", "--pool", "2", "--generations", "2",
+                       "--resamples", "2", "--max-new-tokens", "8", "--sketch", "16", "--strategies", "prompt",
+                       "--seed", "3", "--out", str(out)]) == 0
+    assert calls == [("arithmetic", 3, out / "cold_start")]
+    assert json.loads((out / "gradient.json").read_text())["settings"]["model"] == "tiny:xs"

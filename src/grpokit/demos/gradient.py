@@ -160,7 +160,7 @@ def sample(comp, cfg, indices: list[int], per_prompt: int, step: int) -> Sampled
                    per_prompt=per_prompt, batch=batch)
 
 
-def score_vectors(model, batch, sketch: est.CountSketch, *, temperature: float, progress=None) -> torch.Tensor:
+def score_vectors(model, batch, sketch: est.CountSketch, *, temperature: float) -> torch.Tensor:
     """[N, k]: the sketch of h_i = grad sum_t log pi(y_it) for every row (one forward and
     backward per row: a batched backward would give only the sum)."""
     from grpokit.model.forward import sequence_logprobs, trim_padding
@@ -176,8 +176,6 @@ def score_vectors(model, batch, sketch: est.CountSketch, *, temperature: float, 
         grads = torch.autograd.grad(logp.sum(), params, allow_unused=True)
         flat = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
         out[i] = sketch(flat)
-        if progress is not None:
-            progress(i + 1, batch.size)
     return out
 
 

@@ -346,8 +346,8 @@ def run(s: GradientSettings, out: Path, *, cold_start=None, log=print) -> dict:
     # the sampler records context embeddings when the grouper asks: every strategy may need them
     comp = dataclasses.replace(comp, grouper=make_grouper("semantic", seed=s.seed))
     order = torch.randperm(len(comp.train_examples), generator=torch.Generator().manual_seed(s.seed)).tolist()
-    need = s.prompts * (1 + (s.history if "temporal" in s.strategies or any(
-        strategy_spec(n)[0] == "temporal" for n in s.strategies) else 0))
+    temporal = any(strategy_spec(n)[0] == "temporal" for n in s.strategies)
+    need = s.prompts * (1 + (s.history if temporal else 0))  # temporal's earlier steps: other prompts
     if need > len(order):
         raise ValueError(f"--prompts: {need} prompts needed, the task's train split has {len(order)}")
     study_idx, hist_idx = order[:s.prompts], order[s.prompts:need]

@@ -32,7 +32,7 @@ What is computed (grpokit.algo.estimator has the formulas and their tests):
 
 The reference and the pool are separate samples, so the reference's error adds the same
 amount (its rel_error) to every strategy's relative MSE and caps every cosine at its
-cos_truth; comparisons between strategies are unaffected. Stateful groupers start empty
+cos_truth: the same for every strategy, so it does not reorder them (in expectation). Stateful groupers start empty
 (one step: `reward` buckets by this step's success rates); `temporal` first sees
 `--history` earlier steps of other prompts (G completions each, from the same policy),
 so past rows join its baselines as in training (replay is not measured: replayed rows'
@@ -50,7 +50,6 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

@@ -2,6 +2,7 @@
 
     python -m grpokit.demos.study grouping [--seeds 0 1 2] [--strategies grpo,semantic,...] [--out DIR]
     python -m grpokit.demos.study grouping --quick          # a smoke test: seconds, numbers mean nothing
+    python -m grpokit.demos.study gradient [--model DIR] ... # the estimator itself (grpokit.demos.gradient)
 
 For each seed, one cold-start model (supervised on reasoning traces, as in `grpokit
 demo`) is trained once and shared by every strategy, so runs of one seed differ only
@@ -357,7 +358,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                       ("eval_size", int), ("threads", int), ("model", str), ("lr", float)):
         p.add_argument(f"--{name.replace('_', '-')}", type=typ, help=f"default: {getattr(StudySettings(), name)}")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every GRPO run")
+    from grpokit.demos import gradient
+
+    gradient.add_parser(sub)
     args = ap.parse_args(list(argv) if argv is not None else None)
+    if args.what == "gradient":
+        gs = gradient.settings_from(args, ap.error)
+
+        def gradient_cold_start() -> Path:
+            model_dir, acc = cold_start(StudySettings(task=gs.task, threads=gs.threads), gs.seed,
+                                        Path(args.out) / "cold_start")
+            print(f"cold start: {model_dir} ({100 * acc:.1f}% held-out accuracy)", flush=True)
+            return model_dir
+
+        gradient.run(gs, Path(args.out), cold_start=gradient_cold_start)
+        return 0
     s = StudySettings.quick() if args.quick else StudySettings()
     s.task = args.task
     for name in ("steps", "prompts", "generations", "eval_every", "eval_size", "threads", "model", "lr"):

@@ -60,8 +60,8 @@ class ArithmeticTask:
             else:
                 return Problem(f"Compute {text}.", steps, value)
 
-    def _stream(self, seed: int, n: int, exclude: set[str]) -> list[Problem]:
-        rng = random.Random(seed)
+    def distinct(self, rng: random.Random, n: int, exclude: set[str]) -> list[Problem]:
+        """n problems drawn from rng with distinct questions, none in `exclude`."""
         out, seen = [], set(exclude)
         while len(out) < n:
             p = self.problem(rng)
@@ -69,6 +69,9 @@ class ArithmeticTask:
                 seen.add(p.question)
                 out.append(p)
         return out
+
+    def _stream(self, seed: int, n: int, exclude: set[str]) -> list[Problem]:
+        return self.distinct(random.Random(seed), n, exclude)
 
     def _test_questions(self) -> set[str]:
         return {p.question for p in self._stream(TEST_SEED, TEST_POOL, set())}

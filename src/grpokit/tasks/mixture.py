@@ -155,12 +155,12 @@ class MixtureTask:
             raise ValueError(f"mixture task: {n} one-operation train problems asked for, at most {MAX_ONE_OP} "
                              "exist apart from the test ones; lower n or raise min_ops")
         exclude = {p.question for p in self._test_pool(k)}
-        return _distinct(self._level(k), random.Random(f"mixture:{seed}:{k}"), n, exclude)
+        return self._level(k).distinct(random.Random(f"mixture:{seed}:{k}"), n, exclude)
 
     def _test_pool(self, k: int) -> list[Problem]:
         # A stream of its own per level: with one seed for all levels, the k-operation test
         # problems would be the (k+1)-operation ones cut short.
-        return _distinct(self._level(k), random.Random(f"mixture:test:{k}"), TEST_POOL, set())
+        return self._level(k).distinct(random.Random(f"mixture:test:{k}"), TEST_POOL, set())
 
     def _level(self, k: int) -> ArithmeticTask:
         return ArithmeticTask(min_ops=k, max_ops=k, ops=self.ops)
@@ -191,17 +191,6 @@ class MixtureTask:
             raise FileNotFoundError(f"task:mixture needs GSM8K for its gsm8k family: {path} does not exist "
                                     f"(set {ENV_VAR} to a directory holding train.jsonl and test.jsonl)")
         return load_gsm8k(path)
-
-
-def _distinct(task: ArithmeticTask, rng: random.Random, n: int, exclude: set[str]) -> list[Problem]:
-    """n problems of `task` with distinct questions, none in `exclude`."""
-    out, seen = [], set(exclude)
-    while len(out) < n:
-        p = task.problem(rng)
-        if p.question not in seen:
-            seen.add(p.question)
-            out.append(p)
-    return out
 
 
 def _equation_trace(example: Example) -> str | None:

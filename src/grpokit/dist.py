@@ -229,17 +229,9 @@ def gather_scores(world: World, scores):
     """RewardScores of every rank's rows as one RewardScores over the step's rows."""
     if not world.distributed:
         return scores
-    parts = gather(world, scores)
+    from grpokit.rewards.manager import concat_scores
 
-    def cat(name: str) -> dict[str, torch.Tensor]:
-        # a breakdown key appears only where some row produced it: zeros elsewhere
-        keys = dict.fromkeys(k for p in parts for k in getattr(p, name))
-        return {k: torch.cat([getattr(p, name).get(k, torch.zeros(len(p.total))) for p in parts]) for k in keys}
-
-    na = dict.fromkeys(k for p in parts for k in p.not_applicable)
-    return type(parts[0])(total=torch.cat([p.total for p in parts]), per_reward=cat("per_reward"),
-                          parts=cat("parts"), not_applicable={k: sum(p.not_applicable.get(k, 0) for p in parts)
-                                                              for k in na})
+    return concat_scores(gather(world, scores))
 
 
 def score_own(world: World, score, rows: range, prompts, completions, fields, completion_ids):

@@ -41,6 +41,23 @@ class RewardScores:
     not_applicable: dict[str, int]  # name -> how many samples returned None
 
 
+def not_applicable_total(parts: Sequence[RewardScores]) -> dict[str, int]:
+    """The not-applicable counts of several scored batches, added up per reward."""
+    keys = dict.fromkeys(k for p in parts for k in p.not_applicable)
+    return {k: sum(p.not_applicable.get(k, 0) for p in parts) for k in keys}
+
+
+def concat_scores(parts: Sequence[RewardScores]) -> RewardScores:
+    """The scores of consecutive row chunks as one, rows in order; a breakdown key that
+    only some chunks produced is 0 on the others' rows."""
+    def cat(name: str) -> dict[str, torch.Tensor]:
+        keys = dict.fromkeys(k for p in parts for k in getattr(p, name))
+        return {k: torch.cat([getattr(p, name).get(k, torch.zeros(len(p.total))) for p in parts]) for k in keys}
+
+    return RewardScores(total=torch.cat([p.total for p in parts]), per_reward=cat("per_reward"), parts=cat("parts"),
+                        not_applicable=not_applicable_total(parts))
+
+
 @dataclass
 class _Entry:
     name: str

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from grpokit.grouping.base import concat_batches, select_rows
-from grpokit.rewards.manager import RewardScores
+from grpokit.rewards.manager import RewardScores, concat_scores, not_applicable_total
 from grpokit.types import RolloutBatch
 
 # sample(prompt indices, position of the first one among the step's draws) -> rows and scores
@@ -119,7 +119,7 @@ def refill(indices: list[int], batch: RolloutBatch, scores: RewardScores, *, dra
         merged_ex = torch.cat([merged_ex, ex])
     merged.example_index = merged_ex
     merged.metadata = _merged_metadata([(b, rows) for *_, b, rows in parts], [b for _, b, _, _ in rounds])
-    scores_out = _with_not_applicable(_concat_scores([p[2] for p in parts]), rounds)
+    scores_out = _with_not_applicable(concat_scores([p[2] for p in parts]), rounds)
     return Refilled(out_indices, merged, scores_out, metrics, sampled, *_dropped(rounds))
 
 
@@ -134,24 +134,14 @@ def _dropped(rounds) -> tuple[list[int], Tensor]:
 
 
 def _select_scores(s: RewardScores, rows: Tensor) -> RewardScores:
+    # not_applicable counts every scored row of the step: _with_not_applicable sets it
     return RewardScores(total=s.total[rows], per_reward={k: v[rows] for k, v in s.per_reward.items()},
-                        parts={k: v[rows] for k, v in s.parts.items()}, not_applicable=dict(s.not_applicable))
-
-
-def _concat_scores(parts: Sequence[RewardScores]) -> RewardScores:
-    def cat(name: str) -> dict[str, Tensor]:
-        # a breakdown key appears only where some row produced it: zeros elsewhere
-        keys = dict.fromkeys(k for p in parts for k in getattr(p, name))
-        return {k: torch.cat([getattr(p, name).get(k, torch.zeros(len(p.total))) for p in parts]) for k in keys}
-
-    return RewardScores(total=torch.cat([p.total for p in parts]), per_reward=cat("per_reward"),
-                        parts=cat("parts"), not_applicable={})
+                        parts={k: v[rows] for k, v in s.parts.items()}, not_applicable={})
 
 
 def _with_not_applicable(s: RewardScores, rounds) -> RewardScores:
     """not_applicable is a count over scored rows: that of every row sampled this step."""
-    keys = dict.fromkeys(k for _, _, r, _ in rounds for k in r.not_applicable)
-    s.not_applicable = {k: sum(r.not_applicable.get(k, 0) for _, _, r, _ in rounds) for k in keys}
+    s.not_applicable = not_applicable_total([r for _, _, r, _ in rounds])
     return s
 
 

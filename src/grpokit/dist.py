@@ -244,19 +244,6 @@ def score_own(world: World, score, rows: range, prompts, completions, fields, co
     return gather_scores(world, score(prompts[s], completions[s], fields[s], completion_ids=completion_ids[s]))
 
 
-def select_rows(batch, rows: range):
-    """The RolloutBatch of rows[start:stop] of `batch` (same prompt_len and width)."""
-    import dataclasses
-
-    s = slice(rows.start, rows.stop)
-    emb = batch.context_embedding
-    return dataclasses.replace(batch, input_ids=batch.input_ids[s], attention_mask=batch.attention_mask[s],
-                               loss_mask=batch.loss_mask[s], logprobs=batch.logprobs[s],
-                               completion_ids=batch.completion_ids[s], completions=batch.completions[s],
-                               example_index=batch.example_index[s], finished=batch.finished[s],
-                               context_embedding=None if emb is None else emb[s])
-
-
 def own_rows_logprobs(world: World, batch, logprobs, *, empty_too: bool = False) -> torch.Tensor:
     """logprobs(batch) -> [N, L] computed for the rows this rank trains in Phase 4 only
     (update_policy reads no others); the other rows are zeros. One process: logprobs(batch).
@@ -264,10 +251,12 @@ def own_rows_logprobs(world: World, batch, logprobs, *, empty_too: bool = False)
     must run on every rank)."""
     if not world.distributed:
         return logprobs(batch)
+    from grpokit.grouping.base import select_rows
+
     rows = share(batch.size, world)
     out = torch.zeros(batch.input_ids.shape, dtype=torch.float32)
     if len(rows) or empty_too:
-        part = logprobs(select_rows(batch, rows))
+        part = logprobs(select_rows(batch, torch.arange(rows.start, rows.stop)))
         out = out.to(device=part.device, dtype=part.dtype)
         out[rows.start:rows.stop, :part.shape[1]] = part
     return out

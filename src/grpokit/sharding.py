@@ -33,7 +33,7 @@ from typing import Iterator
 import torch
 
 from grpokit import dist
-from grpokit.model.forward import TorchPass, micro_batches, trim_padding
+from grpokit.model.forward import TorchPass, batch_logprobs
 
 PARALLEL_MODES = ("auto", "ddp", "fsdp")
 
@@ -150,9 +150,7 @@ class Sharded:
     def _first_forward(root: _Root) -> None:
         # FSDP decides which unit is the root at its first forward: make it the root's,
         # before any sampling runs a layer on its own.
-        ids = torch.zeros(1, 2, dtype=torch.long, device=next(root.parameters()).device)
-        mask = torch.tensor([[0, 1]], device=ids.device)
-        root(ids, torch.ones_like(ids), mask, 0, 1.0, False)
+        root(*_token_pair(next(root.parameters()).device), 0, 1.0, False)
 
     @contextmanager
     def full_weights(self, model) -> Iterator[None]:
@@ -225,6 +223,13 @@ class Sharded:
                                  options=StateDictOptions(full_state_dict=True))
 
 
+def _token_pair(device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, loss_mask) of one two-token row whose second token is
+    scored: the smallest pass through every layer, for passes that must only happen."""
+    ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+    return ids, torch.ones_like(ids), torch.tensor([[0, 1]], device=device)
+
+
 def _skeleton(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of `model` whose parameters are on the meta device (no memory, no data);
     buffers are copied (small, and not all of them are in a state dict)."""
@@ -253,27 +258,16 @@ class ShardedPass:
         rank's own passes: it starts with a collective every rank must reach."""
         extra = int(dist.maximum(self.sharding.world, n_local)) - n_local
         for _ in range(extra):
-            ids = torch.zeros(1, 2, dtype=torch.long, device=next(model.parameters()).device)
-            lp, _ = self.policy_logprobs(model, ids, torch.ones_like(ids), torch.tensor([[0, 1]], device=ids.device),
-                                         prompt_len=0, temperature=1.0)
+            lp, _ = self.policy_logprobs(model, *_token_pair(next(model.parameters()).device), prompt_len=0,
+                                         temperature=1.0)
             if backward:
                 (lp.sum() * 0.0).backward()
 
-    @torch.no_grad()
     def reference_logprobs(self, model, batch, *, temperature: float, micro_batch_size: int = 0) -> torch.Tensor:
-        from grpokit.model.device import batch_to, model_device
-
-        device = model_device(model)
-        batch = batch_to(batch, device)
-        out = torch.zeros_like(batch.logprobs)  # [N, L]
-        chunks = micro_batches(torch.arange(batch.size, device=device), micro_batch_size)
-        # first, while every rank is at the same point (the count is itself a collective)
-        self.lockstep(model, len(chunks), backward=False)
-        for mb in chunks:
-            ids, attn, m = trim_padding(batch.input_ids[mb], batch.attention_mask[mb], batch.loss_mask[mb])
-            lp, _ = self.policy_logprobs(model, ids, attn, m, prompt_len=batch.prompt_len, temperature=temperature)
-            out[mb, : lp.shape[1]] = lp
-        return out
+        # padded first, while every rank is at the same point (the count is itself a collective)
+        return batch_logprobs(self.policy_logprobs, model, batch, temperature=temperature,
+                              micro_batch_size=micro_batch_size,
+                              before=lambda n: self.lockstep(model, n, backward=False))
 
 
 def train_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
@@ -286,8 +280,8 @@ def train_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) 
         t = local(t)
         return t.numel() * t.element_size()
 
-    params = list(model.parameters())
-    p = sum(nbytes(q) for q in {id(q): q for q in params}.values())
+    params = list(model.parameters())  # tied weights once
+    p = sum(nbytes(q) for q in params)
     g = sum(nbytes(q.grad) for q in params if q.grad is not None)
     o = sum(nbytes(v) for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v) and v.dim() > 0)
     mib = 2.0 ** 20

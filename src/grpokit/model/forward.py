@@ -276,11 +276,24 @@ class TorchPass:
 
     @torch.no_grad()
     def reference_logprobs(self, model, batch, *, temperature: float, micro_batch_size: int = 0) -> torch.Tensor:
-        device = model_device(model)
-        batch = batch_to(batch, device)
-        out = torch.zeros_like(batch.logprobs)  # [N, L]
-        for mb in micro_batches(torch.arange(batch.size, device=device), micro_batch_size):
-            ids, attn, m = trim_padding(batch.input_ids[mb], batch.attention_mask[mb], batch.loss_mask[mb])
-            lp, _ = self.policy_logprobs(model, ids, attn, m, prompt_len=batch.prompt_len, temperature=temperature)
-            out[mb, : lp.shape[1]] = lp
-        return out
+        return batch_logprobs(self.policy_logprobs, model, batch, temperature=temperature,
+                              micro_batch_size=micro_batch_size)
+
+
+@torch.no_grad()
+def batch_logprobs(policy_logprobs, model, batch, *, temperature: float, micro_batch_size: int = 0,
+                   before=None) -> torch.Tensor:
+    """[N, L] log-probs of every row of `batch`, micro-batch by micro-batch through
+    policy_logprobs (a TrainingPass's), on the model's device. before(n): called with the
+    number of micro-batches before the first runs (a sharded pass pads to the busiest rank)."""
+    device = model_device(model)
+    batch = batch_to(batch, device)
+    out = torch.zeros_like(batch.logprobs)  # [N, L]
+    chunks = micro_batches(torch.arange(batch.size, device=device), micro_batch_size)
+    if before is not None:
+        before(len(chunks))
+    for mb in chunks:
+        ids, attn, m = trim_padding(batch.input_ids[mb], batch.attention_mask[mb], batch.loss_mask[mb])
+        lp, _ = policy_logprobs(model, ids, attn, m, prompt_len=batch.prompt_len, temperature=temperature)
+        out[mb, : lp.shape[1]] = lp
+    return out

@@ -200,12 +200,18 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         return dist.score_own(world, comp.rewards.score, batch.metadata["own_rows"], [e.prompt for e in examples],
                               batch.completions, [e.fields for e in examples], batch.completion_ids)
 
-    def sample_round(indices: list[int], step: int, first: int) -> tuple[RolloutBatch, RewardScores]:
-        """A dynamic-sampling refill round: Phase 1 and its rewards for more of the step's
-        prompts (every rank calls it: the keep decision is made on the gathered rewards)."""
+    def sample(indices: list[int], step: int, first: int = 0) -> RolloutBatch:
+        """Phase 1 for `indices` (first: their position among the step's draws), the
+        weights gathered when sharded; freed heap memory given back after."""
         batch = collect(comp, cfg, indices, generator, step, world,
                         full_weights=lambda: parallel.full_weights(model), first_prompt=first)
         release()
+        return batch
+
+    def sample_round(indices: list[int], step: int, first: int) -> tuple[RolloutBatch, RewardScores]:
+        """A dynamic-sampling refill round: Phase 1 and its rewards for more of the step's
+        prompts (every rank calls it: the keep decision is made on the gathered rewards)."""
+        batch = sample(indices, step, first)
         return batch, score(batch, [comp.train_examples[indices[i]] for i in batch.example_index.tolist()])
 
     def run_eval() -> dict:
@@ -288,9 +294,7 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     for step in range(start_step + 1, cfg.run.steps + 1):
         t0 = time.perf_counter()
         indices = sampler.next(cfg.rollout.prompts_per_step)
-        batch = collect(comp, cfg, indices, generator, step, world,
-                        full_weights=lambda: parallel.full_weights(model))  # Phase 1
-        release()
+        batch = sample(indices, step)  # Phase 1
         t_gen = time.perf_counter()
         examples = [comp.train_examples[indices[i]] for i in batch.example_index.tolist()]
         scores = score(batch, examples)

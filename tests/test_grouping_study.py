@@ -1,4 +1,6 @@
 """The grouping study's bookkeeping (no training): samples to reach a target, the table."""
+import statistics
+
 import pytest
 
 from grpokit.demos.study import STRATEGIES, StudySettings, main, markdown, samples_to_reach, summarise
@@ -79,3 +81,47 @@ def test_report_only_summarises_finished_runs_without_training(tmp_path, capsys)
     assert rows["grpo"]["seeds"] == 2 and rows["shrink"]["seeds"] == 1
     assert rows["shrink"]["samples_to_grpo_final"] == s.budget  # reaches 0.3 only at its last evaluation
     assert (tmp_path / "study.md").is_file() and (tmp_path / "study.png").is_file()
+
+
+def test_paired_ci_by_hand():
+    from grpokit.demos.study import paired_ci
+
+    # mean .01; sd = sqrt((0 + .02^2 + .02^2 + .01^2 + .01^2) / 4) = sqrt(.00025); se = sd / sqrt(5)
+    # = .0070711; t(.975, df 4) = 2.776 -> half width .019629
+    mean, lo, hi = paired_ci([0.01, 0.03, -0.01, 0.02, 0.0])
+    assert (mean, lo, hi) == pytest.approx((0.01, 0.01 - 0.019629, 0.01 + 0.019629), abs=1e-6)
+    # df 13 is not in the table: the next lower df (12, t 2.179) gives a wider interval
+    diffs = [0.0, 0.1] * 7
+    half = 2.179 * statistics.stdev(diffs) / 14 ** 0.5
+    assert paired_ci(diffs)[2] == pytest.approx(0.05 + half)
+    assert paired_ci([0.3]) is None
+
+
+def test_paired_differences_by_hand():
+    from grpokit.demos.study import accuracy_at, paired, paired_markdown
+
+    cold = {0: 0.1, 1: 0.2}
+    assert accuracy_at([[10, 0.3], [20, 0.4]], 15, 0.1) == 0.3
+    assert accuracy_at([[10, 0.3], [20, 0.4]], 5, 0.1) == 0.1  # nothing measured yet: the cold start
+    results = [
+        {"strategy": "grpo", "seed": 0, "curve": [[50, 0.3], [100, 0.4]], "pass_at": {"1": 0.3, "8": 0.6}, "pass_k": 8},
+        {"strategy": "grpo", "seed": 1, "curve": [[50, 0.4], [100, 0.5]], "pass_at": {"1": 0.4, "8": 0.7}, "pass_k": 8},
+        # 60% of the budget 100 = 60: the evaluations at 30 and 60 count, the one at 102 (a step's overshoot) not
+        {"strategy": "dynamic", "seed": 0, "curve": [[30, 0.35], [60, 0.42], [102, 0.45]],
+         "pass_at": {"1": 0.35, "8": 0.62}, "pass_k": 8},
+        {"strategy": "dynamic", "seed": 1, "curve": [[30, 0.3], [60, 0.45], [102, 0.47]],
+         "pass_at": {"1": 0.42, "8": 0.66}, "pass_k": 8},
+    ]
+    (row,) = paired(results, cold, 100)
+    assert row["seeds"] == [0, 1]
+    assert row["final"] == pytest.approx([0.05, -0.03])
+    assert row["at_share"] == pytest.approx([0.02, -0.05])
+    assert row["pass@1"] == pytest.approx([0.05, 0.02]) and row["pass@8"] == pytest.approx([0.02, -0.04])
+    table = "\n".join(paired_markdown([row]))
+    # final: mean .01, se = stdev(.05, -.03) / sqrt 2 = .04, t(df 1) 12.706 -> [-49.8, +51.8] points
+    assert "| dynamic | +1.0 [-49.8, +51.8] (+5.0, -3.0) |" in table
+    assert "pass@8 (final model, sampled)" in table
+
+
+def test_dynamic_sampling_is_a_study_strategy():
+    assert STRATEGIES["dynamic"] == (["algorithm.dynamic_sampling=true"], 1.0)

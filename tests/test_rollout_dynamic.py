@@ -193,3 +193,27 @@ def test_dynamic_sampling_resumes_exactly(tmp_path):
     assert [[r.get(k) for k in keys] for r in again[2:]] == [[r.get(k) for k in keys] for r in rows[2:]]
     _check_budget(again, per_prompt=False)
     assert any(r["dynamic/sampled_completions"] != 4 * r["dynamic/drawn_prompts"] for r in again)  # budgeted
+
+
+def test_max_completions_ends_the_run_at_the_budget(tmp_path):
+    """run.max_completions: the step whose sampling reaches the budget is the last (saved,
+    final model written); a resume from it trains nothing more."""
+    out = tmp_path / "run"
+    args = _setup(tmp_path) + ["--out", str(out), "--steps", "10", "run.max_completions=40"]
+    assert cli.main(args) == 0
+    rows = _metrics(out)
+    totals = [r["completions_total"] for r in rows]
+    assert totals[-1] >= 40 and all(t < 40 for t in totals[:-1]) and len(rows) < 10
+    last = rows[-1]["step"]
+    assert (out / "checkpoints" / f"step-{last:06d}").is_dir() and (out / "model").is_dir()
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e.get("event") == "end"] == [last]
+    assert cli.main(args + ["--resume"]) == 0
+    assert _metrics(out) == rows
+
+
+def test_max_completions_without_dynamic_sampling_counts_full_batches(tmp_path):
+    out = tmp_path / "run"
+    args = [a for a in _setup(tmp_path) if a != "algorithm.dynamic_sampling=true"]
+    assert cli.main(args + ["--out", str(out), "--steps", "10", "run.max_completions=40"]) == 0
+    assert [r["completions_total"] for r in _metrics(out)] == [16.0, 32.0, 48.0]  # 4 prompts x 4 per step

@@ -291,7 +291,11 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
     if stop.requested:  # while loading: nothing trained, nothing to save
         logger.close()
         raise Interrupted(stop.signum, start_step, str(run_dir), saved=start_step > 0)
+    budget = cfg.run.max_completions
+    last_step = start_step
     for step in range(start_step + 1, cfg.run.steps + 1):
+        if budget and completions_total >= budget:  # resumed from the budget's last step
+            break
         t0 = time.perf_counter()
         indices = sampler.next(cfg.rollout.prompts_per_step)
         batch = sample(indices, step)  # Phase 1
@@ -359,12 +363,14 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         metrics.update(group_info)
         metrics.update(dynamic)  # {} without dynamic sampling
         metrics["completions_total"] = float(completions_total)  # every completion sampled so far (the budget)
+        last = step == cfg.run.steps or bool(budget and completions_total >= budget)
+        last_step = step
         metrics.update({"len": n_tokens / batch.size, "finished": float(batch.finished.float().mean()),
                         "lr": scheduler.get_last_lr()[0], "tokens_per_s": n_tokens / (t_end - t0),
                         "step_time": t_end - t0, "time/generate": t_gen - t0,
                         "time/reward_group_adv": t_adv - t_gen - t_dyn,  # the refill rounds are time/dynamic
                         "time/reference": t_ref - t_adv, "time/update": t_end - t_ref})
-        if (cfg.run.eval_every and step % cfg.run.eval_every == 0) or step == cfg.run.steps:
+        if (cfg.run.eval_every and step % cfg.run.eval_every == 0) or last:
             metrics.update(evaluate_at(step))
         logger.log_step(step, metrics)
         console.step(step, metrics)
@@ -378,19 +384,20 @@ def _train(cfg: TrainConfig, hooks, stop) -> Path:
         stopping = stop.requested
         if world.distributed:  # every rank must agree, or one would wait at the checkpoint's barrier
             due, stopping = dist.total(world, float(due)) > 0, dist.total(world, float(stopping)) > 0
-        if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps or due \
-                or stopping:
+        if (cfg.run.save_every and step % cfg.run.save_every == 0) or last or due or stopping:
             checkpoint(step)
             last_save = time.monotonic()
-        if stopping and step < cfg.run.steps:
+        if stopping and not last:
             bar.close()
             logger.close()
             raise Interrupted(stop.signum or signal.SIGTERM, step, str(run_dir), saved=True)
+        if last:
+            break
     bar.close()
     final = parallel.export_copy(model, parallel.model_state(model))  # a collective under FSDP
     if world.main:
         save_model(run_dir / "model", final, tok, to_dict(cfg), merge_inplace=final is not model)
-        logger.log_event("end", step=cfg.run.steps, model=str(run_dir / "model"))
+        logger.log_event("end", step=last_step, model=str(run_dir / "model"))
     logger.close()
     if world.main:
         plot = plot_run(run_dir, keys=("reward", "accuracy", "eval/accuracy", "zero_std_groups", "len"))

@@ -237,6 +237,10 @@ class OptimConfig:
 class RunConfig:
     out: str = opt("runs/grpo", "run directory (metrics, samples, checkpoints, final model)")
     steps: int = opt(100, "optimizer steps")
+    max_completions: int = opt(0, "also stop once this many completions have been sampled, kept or dropped (a "
+                                  "sample budget, as dynamic sampling counts it); the step that reaches it is "
+                                  "the last: evaluated and saved like step `steps`. The LR schedule still spans "
+                                  "`steps` (0 = off)")
     seed: int = opt(0, "random seed")
     save_every: int = opt(0, "checkpoint every N steps (0 = by time only, see save_minutes, and at the end)")
     save_minutes: float = opt(5.0, "also checkpoint when this many minutes passed since the last checkpoint, so a "
@@ -315,6 +319,8 @@ class EvalConfig:
     max_new_tokens: int = opt(128, "completion token budget")
     batch_size: int = opt(64, "prompts generated at once")
     temperature: float = opt(0.0, "0 = greedy decoding")
+    num_samples: int = opt(1, "completions per prompt (needs temperature > 0): accuracy is then their mean "
+                              "(pass@1), and pass@N is reported too (unbiased estimator)")
     rewards: list = opt(help="reward functions reported per sample", factory=lambda: [RewardSpec()])
     samples_out: Optional[str] = opt(None, "write every sample to this JSONL file")
     system_prompt: Optional[str] = opt(None, "system message of templated prompts; unset = the built-in task's "

@@ -52,6 +52,9 @@ STRATEGIES: dict[str, tuple[list[str], float]] = {
     "budget-0.6-shrink": (["algorithm.group.budget=0.6", "algorithm.group.shrink=true"], 0.6),
     "budget-0.6-multiscale": (["algorithm.grouping=multiscale", "algorithm.group.shrink=true",
                                "algorithm.group.budget=0.6"], 0.6),
+    # DAPO's dynamic sampling: prompts whose rewards have no spread are dropped and refilled;
+    # every completion sampled, kept or dropped, counts against the budget
+    "dynamic": (["algorithm.dynamic_sampling=true"], 1.0),
 }
 BASELINE = "grpo"
 TARGET_SHARE = 0.6
@@ -74,6 +77,7 @@ class StudySettings:
     max_new_tokens: int = DemoSettings.max_new_tokens
     eval_every: int = 5  # baseline steps between held-out evaluations
     eval_size: int = 200
+    pass_k: int = 0  # > 0: the final model also gets k samples per held-out problem at the GRPO temperature (pass@k)
     threads: int = 2
     extra: list = field(default_factory=list)  # overrides applied to every GRPO run
     quick_cold_start: bool = False
@@ -136,7 +140,7 @@ def run_strategy(s: StudySettings, name: str, seed: int, model_dir: Path, out: P
         f"rollout.temperature={s.temperature}", "algorithm.preset=grpo", f"optim.lr={s.lr}",
         f"optim.warmup_steps={min(s.warmup, s.steps)}", f"optim.schedule={s.schedule}",
         f"run.out={out}", f"run.steps={steps}", f"run.seed={seed}", f"run.threads={s.threads}",
-        f"run.eval_every={eval_every}", "run.eval_before=false", "run.progress=false", "run.log_samples=2", "run.keep_checkpoints=1",
+        f"run.eval_every={eval_every}", f"run.max_completions={s.budget}", "run.eval_before=false", "run.progress=false", "run.log_samples=2", "run.keep_checkpoints=1",
         "run.overwrite=true",  # a strategy without result.json is rerun whole (a partial run is moved aside)
         *overrides, *s.extra])
     problems = validate(cfg)
@@ -147,15 +151,40 @@ def run_strategy(s: StudySettings, name: str, seed: int, model_dir: Path, out: P
     rows = read_metrics(out / "metrics.jsonl")
     samples, curve = 0, []
     for r in rows:
-        samples += int(r.get("grouping/samples", per_step))
+        # every completion sampled (dynamic sampling's dropped ones too); older runs lack the count
+        samples = int(r["completions_total"]) if "completions_total" in r else samples + int(
+            r.get("grouping/samples", per_step))
         if "eval/accuracy" in r:
             curve.append((samples, float(r["eval/accuracy"])))
         if samples >= s.budget:
             break
     result = {"strategy": name, "seed": seed, "curve": curve, "seconds": time.perf_counter() - t0,
               "steps": len(rows)}
+    if s.pass_k > 0:
+        result.update(sampled_eval(s, out / "model", seed))
     done.write_text(json.dumps(result))
     return result
+
+
+def sampled_eval(s: StudySettings, model_dir: Path, seed: int) -> dict:
+    """pass@1 and pass@k of the final model: k samples of each held-out problem at the GRPO
+    temperature (greedy accuracy alone hides a policy that got right more often but not
+    on its most likely answer, or the reverse)."""
+    from grpokit.build import make_sampler
+    from grpokit.config.schema import ModelConfig
+    from grpokit.evaluate import evaluate_examples
+    from grpokit.model.policy import load_policy
+    from grpokit.rewards import RewardSet
+    from grpokit.tasks import get_task
+
+    task = get_task(s.task)
+    examples = task.prompts("test", s.eval_size)
+    policy = load_policy(ModelConfig(name_or_path=str(model_dir)))
+    res = evaluate_examples(make_sampler(policy.model, policy.tokenizer), policy.tokenizer, examples,
+                            RewardSet([(n, w, {}) for n, w in task.default_rewards]),
+                            max_new_tokens=s.max_new_tokens, temperature=s.temperature, seed=seed,
+                            num_samples=s.pass_k)
+    return {"pass_at": {str(k): v for k, v in res.pass_at.items()}, "pass_k": s.pass_k}
 
 
 # ----------------------------------------------------------------------------- summary
@@ -208,6 +237,83 @@ def summarise(results: list[dict], cold: dict[int, float], budget: int) -> list[
     return rows
 
 
+# two-sided 95% quantiles of Student's t, by degrees of freedom (few seeds: the normal 1.96 is too narrow)
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def paired_ci(diffs: Sequence[float]) -> tuple[float, float, float] | None:
+    """Mean of per-seed paired differences and its 95% t interval; None with under 2 seeds."""
+    if len(diffs) < 2:
+        return None
+    mean, se = statistics.fmean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
+    df = len(diffs) - 1
+    t = _T975[max(k for k in _T975 if k <= df)] if df <= 30 else 1.96  # rounded down df: a wider interval
+    return mean, mean - t * se, mean + t * se
+
+
+def accuracy_at(curve: Sequence[Sequence[float]], samples: float, cold: float) -> float:
+    """Held-out accuracy at the last evaluation made with at most `samples` completions
+    (the cold start's when none was)."""
+    acc = cold
+    for n, a in curve:
+        if n <= samples + 1e-9:
+            acc = a
+    return acc
+
+
+def paired(results: list[dict], cold: dict[int, float], budget: int) -> list[dict]:
+    """Per strategy, per-seed differences to GRPO on the same seed (the same cold start):
+    final greedy accuracy, greedy accuracy after TARGET_SHARE of the budget minus GRPO's
+    final (>= 0 in a seed means the strategy reached GRPO's result with that share), and
+    pass@1 / pass@k of the final models when measured."""
+    by = {(r["strategy"], r["seed"]): r for r in results}
+    out = []
+    for name in dict.fromkeys(r["strategy"] for r in results):
+        if name == BASELINE:
+            continue
+        seeds = sorted(seed for (n, seed) in by if n == name and (BASELINE, seed) in by
+                       and by[(name, seed)]["curve"] and by[(BASELINE, seed)]["curve"])
+        row: dict = {"strategy": name, "seeds": seeds}
+        g = {seed: by[(BASELINE, seed)] for seed in seeds}
+        m = {seed: by[(name, seed)] for seed in seeds}
+        row["final"] = [m[x]["curve"][-1][1] - g[x]["curve"][-1][1] for x in seeds]
+        row["at_share"] = [accuracy_at(m[x]["curve"], TARGET_SHARE * budget, cold.get(x, 0.0))
+                           - g[x]["curve"][-1][1] for x in seeds]
+        for key in ("1", None):
+            have = [x for x in seeds if "pass_at" in m[x] and "pass_at" in g[x]]
+            if not have:
+                continue
+            k = key or str(m[have[0]]["pass_k"])
+            row[f"pass@{k}"] = [m[x]["pass_at"][k] - g[x]["pass_at"][k] for x in have]
+        out.append(row)
+    return out
+
+
+def paired_markdown(rows: list[dict]) -> list[str]:
+    keys = [k for k in ("final", "at_share") if any(k in r for r in rows)]
+    keys += sorted({k for r in rows for k in r if k.startswith("pass@")}, key=lambda k: int(k[5:]))
+    names = {"final": "final greedy accuracy",
+             "at_share": f"greedy accuracy after {int(TARGET_SHARE * 100)}% of the budget minus GRPO's final"}
+    lines = ["", "Paired differences to GRPO on the same seed, in points: mean [95% t interval]; per seed in "
+                 "brackets.", "",
+             "| strategy | " + " | ".join(names.get(k, f"{k} (final model, sampled)") for k in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for r in rows:
+        cells = []
+        for k in keys:
+            d = r.get(k)
+            if not d:
+                cells.append("-")
+                continue
+            ci = paired_ci(d)
+            per = ", ".join(f"{100 * x:+.1f}" for x in d)
+            cells.append((f"{100 * ci[0]:+.1f} [{100 * ci[1]:+.1f}, {100 * ci[2]:+.1f}]" if ci else
+                          f"{100 * d[0]:+.1f}") + f" ({per})")
+        lines.append(f"| {r['strategy']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _mean_accuracy(curve: Sequence[Sequence[float]], cold: float) -> float:
     """Held-out accuracy averaged over the run's evaluations, the cold start included: the
     area under the accuracy curve per evaluation, a sample-efficiency summary that uses
@@ -227,7 +333,8 @@ def _mean_curve_reach(curves: list, colds: list[float], targets: list[float]) ->
     return samples_to_reach(mean, statistics.fmean(targets))
 
 
-def markdown(rows: list[dict], s: StudySettings, cold: dict[int, float], seeds: Sequence[int]) -> str:
+def markdown(rows: list[dict], s: StudySettings, cold: dict[int, float], seeds: Sequence[int],
+             pairs: list[dict] | None = None) -> str:
     cold_mean = statistics.fmean(cold.values()) if cold else float("nan")
     lines = [
         f"# Grouping strategies on `{s.task}`: held-out accuracy per completion sampled",
@@ -269,6 +376,8 @@ def markdown(rows: list[dict], s: StudySettings, cold: dict[int, float], seeds: 
               f"Target: reach GRPO's final accuracy with <= {int(TARGET_SHARE * 100)}% of its completions, in "
               f"every seed. Met by: {', '.join(winners) if winners else 'none'}. On the mean curve over "
               f"seeds: {', '.join(mean_winners) if mean_winners else 'none'}."]
+    if pairs:
+        lines += paired_markdown(pairs)
     return "\n".join(lines) + "\n"
 
 
@@ -333,11 +442,12 @@ def study_grouping(s: StudySettings, seeds: Sequence[int], strategies: Sequence[
                   f"({r['seconds']:.0f} s)", flush=True)
             results.append(r)
     rows = summarise(results, cold, s.budget)
+    pairs = paired(results, cold, s.budget)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study.md").write_text(markdown(rows, s, cold, list(cold)))
+    (out / "study.md").write_text(markdown(rows, s, cold, list(cold), pairs))
     plot(results, out / "study.png", s.budget, cold)
     (out / "study.json").write_text(json.dumps({"settings": s.__dict__, "cold_start": cold, "rows": rows,
-                                                "runs": results}, indent=1))
+                                                "paired": pairs, "runs": results}, indent=1))
     print((out / "study.md").read_text())
     return {"rows": rows, "results": results}
 
@@ -355,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: summarise the runs already finished under --out")
     for name, typ in (("steps", int), ("prompts", int), ("generations", int), ("eval_every", int),
-                      ("eval_size", int), ("threads", int), ("model", str), ("lr", float)):
+                      ("eval_size", int), ("pass_k", int), ("threads", int), ("model", str), ("lr", float)):
         p.add_argument(f"--{name.replace('_', '-')}", type=typ, help=f"default: {getattr(StudySettings(), name)}")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every GRPO run")
     from grpokit.demos import gradient
@@ -375,7 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     s = StudySettings.quick() if args.quick else StudySettings()
     s.task = args.task
-    for name in ("steps", "prompts", "generations", "eval_every", "eval_size", "threads", "model", "lr"):
+    for name in ("steps", "prompts", "generations", "eval_every", "eval_size", "pass_k", "threads", "model", "lr"):
         if getattr(args, name) is not None:
             setattr(s, name, getattr(args, name))
     s.extra = list(args.overrides)

@@ -29,12 +29,17 @@ class Components:
 
 
 def task_name(spec: str) -> str | None:
-    return spec.split(":")[1] if spec.startswith("task:") else None
+    """NAME[?OPTIONS] of a `task:` data spec (what get_task takes), else None."""
+    from grpokit.tasks import split_task_spec
+
+    return split_task_spec(spec)[0] if spec.startswith("task:") else None
 
 
 def default_eval_spec(train_spec: str) -> str | None:
+    from grpokit.tasks import task_spec
+
     name = task_name(train_spec)
-    return f"task:{name}:test" if name else None
+    return task_spec(name, "test") if name else None
 
 
 def reward_specs(cfg: TrainConfig) -> list[tuple[str, float, dict]]:

@@ -357,7 +357,6 @@ def _check_data(spec: Optional[str], key: str, p: list[str], required: bool = Fa
         _check_data(spec[len("gsm8k:"):], key, p, required=True)
         return
     if spec.startswith("task:"):
-        name = spec.split(":")[1]
         try:
             from grpokit import tasks
 
@@ -365,9 +364,15 @@ def _check_data(spec: Optional[str], key: str, p: list[str], required: bool = Fa
             reg = tasks.TASKS
         except ImportError:
             return  # built-in tasks not installed yet; the loader will say more
+        name, _, query = tasks.split_task_spec(spec)[0].partition("?")
         if name not in reg:
             p.append(f"{key} = {spec!r}: unknown task {name!r}; valid: "
                      f"{', '.join('task:' + n for n in reg.names())}" + suggest(name, reg.names()))
+        elif query:
+            try:
+                tasks.task_options(reg.get(name), query, spec)
+            except ValueError as e:
+                p.append(f"{key}: {e}")
         return
     if spec.startswith("gsm8k:"):  # gsm8k:PATH, one GSM8K JSONL file
         path = spec[len("gsm8k:"):]

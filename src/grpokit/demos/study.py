@@ -127,6 +127,7 @@ def run_strategy(s: StudySettings, name: str, seed: int, model_dir: Path, out: P
     from grpokit.config.schema import TrainConfig
     from grpokit.config import load_config, validate
     from grpokit.logging import read_metrics
+    from grpokit.tasks import task_spec
     from grpokit.train import train
 
     overrides, share = STRATEGIES[name]
@@ -134,7 +135,7 @@ def run_strategy(s: StudySettings, name: str, seed: int, model_dir: Path, out: P
     eval_every = max(1, round(s.eval_every / share))
     per_step = s.prompts * s.generations
     cfg = load_config(TrainConfig, None, [
-        f"model.name_or_path={model_dir}", f"data.train=task:{s.task}", f"data.eval=task:{s.task}:test",
+        f"model.name_or_path={model_dir}", f"data.train=task:{s.task}", f"data.eval={task_spec(s.task, 'test')}",
         f"data.eval_size={s.eval_size}", f"rollout.num_generations={s.generations}",
         f"rollout.prompts_per_step={s.prompts}", f"rollout.max_new_tokens={s.max_new_tokens}",
         f"rollout.temperature={s.temperature}", "algorithm.preset=grpo", f"optim.lr={s.lr}",

@@ -1,7 +1,8 @@
 """Load prompt rows (for GRPO and evaluation) and supervised traces (for the cold start).
 
 A data spec is one of
-  task:NAME[:SPLIT]  a built-in task (grpokit.tasks): its prompts, or its traces for SFT
+  task:NAME[:SPLIT]  a built-in task (grpokit.tasks): its prompts, or its traces for SFT;
+                     options of the task after `?`: task:mixture?max_ops=3&gsm8k_share=0
   gsm8k:PATH         one GSM8K JSONL file ({"question", "answer": "... #### 72"})
   gsm8k:hf:...       GSM8K rows from a `datasets` dataset in the local cache (below)
   hf:NAME[:CONFIG[:SPLIT]]  a Hugging Face `datasets` dataset from the local cache, read
@@ -241,12 +242,14 @@ def _sft_of(row: dict, where: str) -> SFTExample:
 # ----------------------------------------------------------------------------- specs
 
 def _task_spec(spec: str, default_split: str) -> tuple[str, str]:
-    name, _, split = spec[len("task:"):].partition(":")
-    if not name:
+    from grpokit.tasks import split_task_spec
+
+    name, split = split_task_spec(spec)
+    if not name or name.startswith("?"):
         from grpokit.tasks import TASKS, load_builtins
 
         load_builtins()
-        raise ValueError(f"{spec!r}: expected task:NAME[:SPLIT]; tasks: {', '.join(TASKS.names())}")
+        raise ValueError(f"{spec!r}: expected task:NAME[:SPLIT][?OPTIONS]; tasks: {', '.join(TASKS.names())}")
     return name, split or default_split
 
 

@@ -29,7 +29,9 @@ def task_system_prompt(spec: str) -> Optional[str]:
     if spec.startswith("gsm8k:"):
         return SYSTEM_PROMPTS["gsm8k"]
     if spec.startswith("task:"):
-        return SYSTEM_PROMPTS.get(spec.split(":")[1])
+        from grpokit.tasks import split_task_spec
+
+        return SYSTEM_PROMPTS.get(split_task_spec(spec)[0].partition("?")[0])
     return None
 
 

@@ -4,7 +4,11 @@
 #      and FSDP2 with world size 1 (NCCL) against the plain run (tests/test_sharding.py),
 #   2. `grpokit bench --workload qwen2-0.5b` (grpokit's lean decode step from a CUDA graph, the
 #      same step op by op, and transformers' forward for sampling),
-#   3. TRL's GRPOTrainer on the same workload (benchmarks/trl_gpu.py), when TRL is importable.
+#   3. TRL's GRPOTrainer on the same workload (benchmarks/trl_gpu.py), when TRL is importable,
+#   4. vLLM, when it is importable: the CUDA vLLM test (sleep mode through a 3-step run,
+#      tests/test_vllm.py -k on_cuda) and the bench's `vllm` variant, each under `timeout` and
+#      within what is left of GPU_CHECK_BUDGET seconds (570) since the script started.
+#      (benchmarks/trl_vllm_colocate.py is CPU-only, so there is no TRL + vLLM row here.)
 # Run from the repository root with a Python that has torch (CUDA) and grpokit's dependencies:
 #   bash benchmarks/gpu_check.sh            # logs under runs/gpu-check (GPU_CHECK_OUT=DIR to change)
 set -u
@@ -13,6 +17,7 @@ ASSETS=${ASSETS:-/tmp/grpo_assets}
 STEPS=${STEPS:-8}
 VARIANTS=${VARIANTS:-graphs,lean,transformers}
 PY=${PYTHON:-python3}
+BUDGET=${GPU_CHECK_BUDGET:-570}
 mkdir -p "$OUT_DIR/bench"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
@@ -38,4 +43,28 @@ if $PY -c "import trl" > /dev/null 2>&1; then
   echo "trl exit $?"; grep "RESULT\|Error\|error" "$OUT_DIR/trl.log" | tail -5
 else
   echo "== 3. TRL is not importable here: no TRL row"
+fi
+
+# seconds for a step: its cap, or what is left of BUDGET (less 15 s) if that is less
+left() { local l=$((BUDGET - SECONDS - 15)); echo $(( l < $1 ? l : $1 )); }
+if $PY -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)" > /dev/null 2>&1; then
+  echo "== 4. vLLM $($PY -c "from grpokit.bench.gpu import vllm_version; print(vllm_version())" 2>/dev/null)"
+  export VLLM_ENABLE_V1_MULTIPROCESSING=0
+  T=$(left 180)
+  if [ "$T" -ge 60 ]; then
+    timeout "$T" $PY -m pytest -q -p no:cacheprovider -rs tests/test_vllm.py -k on_cuda > "$OUT_DIR/vllm_tests.log" 2>&1
+    echo "vllm tests exit $? (limit ${T} s)"; tail -4 "$OUT_DIR/vllm_tests.log"
+  else
+    echo "vllm tests: not run, ${T} s left of GPU_CHECK_BUDGET=$BUDGET"
+  fi
+  T=$(left 240)
+  if [ "$T" -ge 90 ]; then
+    timeout "$T" $PY -m grpokit.bench --workload qwen2-0.5b --assets "$ASSETS" --steps "$STEPS" --warmup 2 \
+      --threads 4 --variants vllm --log-dir "$OUT_DIR/bench-vllm" > "$OUT_DIR/bench_vllm.log" 2>&1
+    echo "vllm bench exit $? (limit ${T} s)"; grep -v "^step " "$OUT_DIR/bench_vllm.log" | tail -8
+  else
+    echo "vllm bench: not run, ${T} s left of GPU_CHECK_BUDGET=$BUDGET"
+  fi
+else
+  echo "== 4. vLLM is not installed on this machine: no vLLM test or row (pip install 'grpokit[vllm]')"
 fi

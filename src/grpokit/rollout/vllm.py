@@ -124,8 +124,7 @@ class VLLMSampler:
         self.options = options
         self.model = model  # the policy, for prompt embeddings and re-sync after sleep
         self.forward_calls = 0
-        cuda = next(model.parameters()).device.type == "cuda"
-        self.sleeping = cuda and options.sleep_mode
+        self.sleeping = _on_cuda(model) and options.sleep_mode
         self.asleep: set[str] = set()  # "weights", "kv_cache" while freed
         self._dir = tempfile.TemporaryDirectory(prefix="grpokit-vllm-")
         save_hf_dir(model, tokenizer, Path(self._dir.name))
@@ -194,6 +193,11 @@ class VLLMSampler:
         if self.sleeping:
             self.llm.sleep(level=2)
             self.asleep = {"weights", "kv_cache"}
+
+
+def _on_cuda(model) -> bool:
+    """Whether the policy lives on a CUDA device (sleep mode is a GPU feature)."""
+    return next(model.parameters()).device.type == "cuda"
 
 
 def vllm_sampler(cfg, policy) -> VLLMSampler:

@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="benchmarks (arguments are passed to grpokit.bench)", add_help=False)
     sub.add_parser("model", help="get a pretrained model without a hub: `grpokit model get smollm2-135m --out DIR`",
                    add_help=False)
-    sub.add_parser("study", help="studies: `grpokit study grouping` (accuracy per completion), `grpokit study gradient` (the gradient estimator) (arguments are passed to grpokit.demos.study)",
+    sub.add_parser("study", help="studies: `grpokit study grouping` (accuracy per completion), `grpokit study gradient` (the gradient estimator), `grpokit study forgetting` (a second task family after GRPO) (arguments are passed to grpokit.demos.study)",
                    add_help=False)
     return parser
 

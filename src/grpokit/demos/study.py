@@ -3,6 +3,7 @@
     python -m grpokit.demos.study grouping [--seeds 0 1 2] [--strategies grpo,semantic,...] [--out DIR]
     python -m grpokit.demos.study grouping --quick          # a smoke test: seconds, numbers mean nothing
     python -m grpokit.demos.study gradient [--model DIR] ... # the estimator itself (grpokit.demos.gradient)
+    python -m grpokit.demos.study forgetting --study DIR ... # a second family after GRPO (grpokit.demos.forgetting)
 
 For each seed, one cold-start model (supervised on reasoning traces, as in `grpokit
 demo`) is trained once and shared by every strategy, so runs of one seed differ only
@@ -469,10 +470,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                       ("eval_size", int), ("pass_k", int), ("threads", int), ("model", str), ("lr", float)):
         p.add_argument(f"--{name.replace('_', '-')}", type=typ, help=f"default: {getattr(StudySettings(), name)}")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every GRPO run")
-    from grpokit.demos import gradient
+    from grpokit.demos import forgetting, gradient
 
     gradient.add_parser(sub)
+    forgetting.add_parser(sub)
     args = ap.parse_args(list(argv) if argv is not None else None)
+    if args.what == "forgetting":
+        return forgetting.run_from(args)
     if args.what == "gradient":
         gs = gradient.settings_from(args, ap.error)
 

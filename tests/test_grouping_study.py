@@ -3,7 +3,8 @@ import statistics
 
 import pytest
 
-from grpokit.demos.study import STRATEGIES, StudySettings, main, markdown, samples_to_reach, summarise
+from grpokit.demos.study import STRATEGIES, StudySettings, main
+from grpokit.demos.study_table import markdown, samples_to_reach, summarise
 
 
 def test_samples_to_reach():
@@ -84,7 +85,7 @@ def test_report_only_summarises_finished_runs_without_training(tmp_path, capsys)
 
 
 def test_paired_ci_by_hand():
-    from grpokit.demos.study import paired_ci
+    from grpokit.demos.study_table import paired_ci
 
     # mean .01; sd = sqrt((0 + .02^2 + .02^2 + .01^2 + .01^2) / 4) = sqrt(.00025); se = sd / sqrt(5)
     # = .0070711; t(.975, df 4) = 2.776 -> half width .019629
@@ -98,7 +99,7 @@ def test_paired_ci_by_hand():
 
 
 def test_paired_differences_by_hand():
-    from grpokit.demos.study import accuracy_at, paired, paired_markdown
+    from grpokit.demos.study_table import accuracy_at, paired, paired_markdown
 
     cold = {0: 0.1, 1: 0.2}
     assert accuracy_at([[10, 0.3], [20, 0.4]], 15, 0.1) == 0.3

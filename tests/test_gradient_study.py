@@ -258,7 +258,7 @@ def test_measure_on_the_bandit():
 
 
 def test_cli_smoke_on_a_tiny_model(tmp_path, capsys):
-    from grpokit.demos.study import main
+    from grpokit.demos.study_cli import main
 
     out = tmp_path / "g"
     assert main(["gradient", "--model", "tiny:xs", "--prompts", "2", "--reference", "4", "--pool", "4",
@@ -279,7 +279,7 @@ def test_cli_smoke_on_a_tiny_model(tmp_path, capsys):
     (["--model", "runs/no-such-run"], "--model: runs/no-such-run does not exist (expected a model directory"),
 ])
 def test_cli_rejects_bad_input_naming_the_flag(args, message, capsys):
-    from grpokit.demos.study import main
+    from grpokit.demos.study_cli import main
 
     with pytest.raises(SystemExit):
         main(["gradient", "--model", "tiny:xs", *args])  # a later --model replaces the first
@@ -301,6 +301,7 @@ def test_model_from_a_model_or_run_directory(tmp_path):
 
 def test_without_model_the_grouping_studys_cold_start_is_used(tmp_path, monkeypatch):
     import grpokit.demos.study as study
+    from grpokit.demos.study_cli import main
 
     calls = []
 
@@ -310,7 +311,7 @@ def test_without_model_the_grouping_studys_cold_start_is_used(tmp_path, monkeypa
 
     monkeypatch.setattr(study, "cold_start", fake_cold_start)
     out = tmp_path / "g"
-    assert study.main(["gradient", "--prompts", "2", "--reference", "4", "--pool", "2", "--generations", "2",
+    assert main(["gradient", "--prompts", "2", "--reference", "4", "--pool", "2", "--generations", "2",
                        "--resamples", "2", "--max-new-tokens", "8", "--sketch", "16", "--strategies", "prompt",
                        "--seed", "3", "--out", str(out)]) == 0
     assert calls == [("arithmetic", 3, out / "cold_start")]

@@ -3,7 +3,8 @@ import statistics
 
 import pytest
 
-from grpokit.demos.study import STRATEGIES, StudySettings, main
+from grpokit.demos.study import STRATEGIES, StudySettings
+from grpokit.demos.study_cli import main
 from grpokit.demos.study_table import markdown, samples_to_reach, summarise
 
 

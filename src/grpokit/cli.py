@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="benchmarks (arguments are passed to grpokit.bench)", add_help=False)
     sub.add_parser("model", help="get a pretrained model without a hub: `grpokit model get smollm2-135m --out DIR`",
                    add_help=False)
-    sub.add_parser("study", help="studies: `grpokit study grouping` (accuracy per completion), `grpokit study gradient` (the gradient estimator), `grpokit study forgetting` (a second task family after GRPO) (arguments are passed to grpokit.demos.study)",
+    sub.add_parser("study", help="studies: `grpokit study grouping` (accuracy per completion), `grpokit study gradient` (the gradient estimator), `grpokit study forgetting` (a second task family after GRPO) (arguments are passed to grpokit.demos.study_cli)",
                    add_help=False)
     return parser
 
@@ -468,7 +468,7 @@ def _validate_launch_file(args: argparse.Namespace) -> int:
     return 1 if check.problems else 0
 
 
-FORWARDED = {"bench": "grpokit.bench", "study": "grpokit.demos.study", "model": "grpokit.model.get"}  # command -> module with main(argv)
+FORWARDED = {"bench": "grpokit.bench", "study": "grpokit.demos.study_cli", "model": "grpokit.model.get"}  # command -> module with main(argv)
 
 
 def cmd_forward(module: str, argv: Sequence[str]) -> int:

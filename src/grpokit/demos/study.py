@@ -1,9 +1,8 @@
 """`grpokit study grouping`: does context-aware grouping save samples? Measured, not claimed.
 
-    python -m grpokit.demos.study grouping [--seeds 0 1 2] [--strategies grpo,semantic,...] [--out DIR]
-    python -m grpokit.demos.study grouping --quick          # a smoke test: seconds, numbers mean nothing
-    python -m grpokit.demos.study gradient [--model DIR] ... # the estimator itself (grpokit.demos.gradient)
-    python -m grpokit.demos.study forgetting --study DIR ... # a second family after GRPO (grpokit.demos.forgetting)
+    grpokit study grouping [--seeds 0 1 2] [--strategies grpo,semantic,...] [--out DIR]
+    grpokit study grouping --quick          # a smoke test: seconds, numbers mean nothing
+    (the command line: grpokit.demos.study_cli, which also has `gradient` and `forgetting`)
 
 For each seed, one cold-start model (supervised on reasoning traces, as in `grpokit
 demo`) is trained once and shared by every strategy, so runs of one seed differ only
@@ -24,7 +23,6 @@ run in pieces or extended with more seeds.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -34,6 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from grpokit.demos.demo import DemoSettings
+from grpokit.demos.study_table import BASELINE
 
 # name -> (config overrides, share of GRPO's completions sampled per step)
 STRATEGIES: dict[str, tuple[list[str], float]] = {
@@ -56,8 +55,6 @@ STRATEGIES: dict[str, tuple[list[str], float]] = {
     # every completion sampled, kept or dropped, counts against the budget
     "dynamic": (["algorithm.dynamic_sampling=true"], 1.0),
 }
-BASELINE = "grpo"
-TARGET_SHARE = 0.6
 
 
 @dataclass
@@ -194,7 +191,7 @@ def study_grouping(s: StudySettings, seeds: Sequence[int], strategies: Sequence[
     write the table, the plot and the JSON."""
     import torch
 
-    from grpokit.demos.study_table import markdown, paired, plot, summarise
+    from grpokit.demos.study_table import markdown, paired, plot, summarise  # matplotlib: only when reporting
 
     torch.set_num_threads(s.threads)
     results, cold = [], {}
@@ -228,61 +225,3 @@ def study_grouping(s: StudySettings, seeds: Sequence[int], strategies: Sequence[
                                                 "paired": pairs, "runs": results}, indent=1))
     print((out / "study.md").read_text())
     return {"rows": rows, "results": results}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="grpokit study", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="what", required=True)
-    p = sub.add_parser("grouping", help="every grouping strategy under the same sample budget")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="at least 3 for a real study")
-    p.add_argument("--strategies", default=",".join(STRATEGIES),
-                   help=f"comma-separated, from: {', '.join(STRATEGIES)} (grpo is always included)")
-    p.add_argument("--out", default="runs/study-grouping")
-    p.add_argument("--task", default="arithmetic")
-    p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test (the numbers mean nothing)")
-    p.add_argument("--report-only", action="store_true",
-                   help="train nothing: summarise the runs already finished under --out")
-    for name, typ in (("steps", int), ("prompts", int), ("generations", int), ("eval_every", int),
-                      ("eval_size", int), ("pass_k", int), ("threads", int), ("model", str), ("lr", float)):
-        p.add_argument(f"--{name.replace('_', '-')}", type=typ, help=f"default: {getattr(StudySettings(), name)}")
-    p.add_argument("overrides", nargs="*", help="key=value overrides applied to every GRPO run")
-    from grpokit.demos import forgetting, gradient
-
-    gradient.add_parser(sub)
-    forgetting.add_parser(sub)
-    args = ap.parse_args(list(argv) if argv is not None else None)
-    if args.what == "forgetting":
-        return forgetting.run_from(args)
-    if args.what == "gradient":
-        gs = gradient.settings_from(args, ap.error)
-
-        def gradient_cold_start() -> Path:
-            model_dir, acc = cold_start(StudySettings(task=gs.task, threads=gs.threads), gs.seed,
-                                        Path(args.out) / "cold_start")
-            print(f"cold start: {model_dir} ({100 * acc:.1f}% held-out accuracy)", flush=True)
-            return model_dir
-
-        gradient.run(gs, Path(args.out), cold_start=gradient_cold_start)
-        return 0
-    s = StudySettings.quick() if args.quick else StudySettings()
-    s.task = args.task
-    for name in ("steps", "prompts", "generations", "eval_every", "eval_size", "pass_k", "threads", "model", "lr"):
-        if getattr(args, name) is not None:
-            setattr(s, name, getattr(args, name))
-    s.extra = list(args.overrides)
-    names = [n.strip() for n in args.strategies.split(",") if n.strip()]
-    unknown = [n for n in names if n not in STRATEGIES]
-    if unknown:
-        ap.error(f"unknown strategy {unknown[0]!r}; valid: {', '.join(STRATEGIES)}")
-    if BASELINE not in names:
-        names.insert(0, BASELINE)
-    if len(args.seeds) < 3 and not args.quick:
-        print("note: fewer than 3 seeds; the table will not say much about noise", flush=True)
-    study_grouping(s, args.seeds, names, Path(args.out), report_only=args.report_only)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-
-    sys.exit(main())

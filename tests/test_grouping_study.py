@@ -127,3 +127,33 @@ def test_paired_differences_by_hand():
 
 def test_dynamic_sampling_is_a_study_strategy():
     assert STRATEGIES["dynamic"] == (["algorithm.dynamic_sampling=true"], 1.0)
+
+
+def test_signal_stats_by_hand():
+    from grpokit.demos.study import signal_stats
+
+    rows = [{"trained_rows": 0, "accuracy": 0.0, "completions_total": 16},
+            {"trained_rows": 8, "accuracy": 0.0, "completions_total": 32},  # a batch-level baseline: rows, no answer
+            {"trained_rows": 4, "accuracy": 0.25, "completions_total": 48},
+            {"trained_rows": 16, "accuracy": 0.5, "completions_total": 64}]  # beyond the budget of 48: not counted
+    got = signal_stats(rows, per_step=16, budget=48)
+    assert got == pytest.approx({"steps_with_a_right_answer": 1 / 3, "steps_with_signal": 2 / 3,
+                                 "trained_row_share": 12 / 48})
+    assert signal_stats([], 16, 48) == {}
+
+
+def test_first_significant_gain_by_hand():
+    from grpokit.demos.study_table import first_significant_gain, signal_markdown
+
+    # n = 1000, cold .05: at .07, se = sqrt((.05*.95 + .07*.93) / 1000) = .010583, z = 1.89 (not yet);
+    # at .075, se = .010818, z = 2.31
+    curve = [[100, 0.06], [200, 0.07], [300, 0.075], [400, 0.2]]
+    assert first_significant_gain(curve, 0.05, 1000) == 300
+    assert first_significant_gain(curve, 0.05, 100) == 400  # 100 problems: .075 is noise (z 0.73)
+    assert first_significant_gain([[100, 0.04]], 0.05, 1000) is None
+    results = [{"strategy": "grpo", "seed": 0, "curve": curve,
+                "signal": {"steps_with_a_right_answer": 0.5, "steps_with_signal": 0.75, "trained_row_share": 0.2}},
+               {"strategy": "grpo", "seed": 1, "curve": [[100, 0.05]],
+                "signal": {"steps_with_a_right_answer": 0.3, "steps_with_signal": 0.25, "trained_row_share": 0.1}}]
+    table = "\n".join(signal_markdown(results, {0: 0.05, 1: 0.05}, 1000, 400))
+    assert "| grpo | 40% | 50% | 0.15 | 300 (75% of the budget; 1/2) |" in table

@@ -75,6 +75,7 @@ class StudySettings:
     eval_every: int = 5  # baseline steps between held-out evaluations
     eval_size: int = 200
     pass_k: int = 0  # > 0: the final model also gets k samples per held-out problem at the GRPO temperature (pass@k)
+    cold_stop: float = 0.2  # the cold start stops at the first probe check reaching this (0.05: a sparse-reward start)
     threads: int = 2
     extra: list = field(default_factory=list)  # overrides applied to every GRPO run
     quick_cold_start: bool = False
@@ -93,7 +94,7 @@ class StudySettings:
         # the single-evaluation stop rule (the demo itself now trains on fewer traces, for
         # its control arm; see docs/demo.md).
         base = DemoSettings.quick() if self.quick_cold_start else DemoSettings(
-            sft_traces=20000, sft_probe_size=100, sft_stop_at=0.2, sft_stop_window=1, control=False)
+            sft_traces=20000, sft_probe_size=100, sft_stop_at=self.cold_stop, sft_stop_window=1, control=False)
         return dataclasses.replace(base, model=self.model, max_new_tokens=self.max_new_tokens,
                                    eval_size=self.eval_size, threads=self.threads)
 
@@ -157,11 +158,30 @@ def run_strategy(s: StudySettings, name: str, seed: int, model_dir: Path, out: P
         if samples >= s.budget:
             break
     result = {"strategy": name, "seed": seed, "curve": curve, "seconds": time.perf_counter() - t0,
-              "steps": len(rows)}
+              "steps": len(rows), "signal": signal_stats(rows, per_step, s.budget)}
     if s.pass_k > 0:
         result.update(sampled_eval(s, out / "model", seed))
     done.write_text(json.dumps(result))
     return result
+
+
+def signal_stats(rows: list[dict], per_step: int, budget: int) -> dict:
+    """How much of the run had something to learn from (the sparse-reward question), over
+    the steps within the budget: the share of steps where any completion was right, the
+    share where any row had a nonzero advantage (was trained), and the trained rows as a
+    share of the completions per step."""
+    steps = []
+    for r in rows:
+        steps.append(r)
+        if r.get("completions_total", 0) >= budget:
+            break
+    steps = [r for r in steps if "trained_rows" in r]
+    if not steps:
+        return {}
+    n = len(steps)
+    return {"steps_with_a_right_answer": sum(r.get("accuracy", 0.0) > 0 for r in steps) / n,
+            "steps_with_signal": sum(r["trained_rows"] > 0 for r in steps) / n,
+            "trained_row_share": sum(r["trained_rows"] for r in steps) / (n * per_step)}
 
 
 def sampled_eval(s: StudySettings, model_dir: Path, seed: int) -> dict:
@@ -219,7 +239,7 @@ def study_grouping(s: StudySettings, seeds: Sequence[int], strategies: Sequence[
     rows = summarise(results, cold, s.budget)
     pairs = paired(results, cold, s.budget)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study.md").write_text(markdown(rows, s, cold, list(cold), pairs))
+    (out / "study.md").write_text(markdown(rows, s, cold, list(cold), pairs, results))
     plot(results, out / "study.png", s.budget, cold)
     (out / "study.json").write_text(json.dumps({"settings": s.__dict__, "cold_start": cold, "rows": rows,
                                                 "paired": pairs, "runs": results}, indent=1))

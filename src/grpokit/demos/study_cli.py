@@ -28,7 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: summarise the runs already finished under --out")
     for name, typ in (("steps", int), ("prompts", int), ("generations", int), ("eval_every", int),
-                      ("eval_size", int), ("pass_k", int), ("threads", int), ("model", str), ("lr", float)):
+                      ("eval_size", int), ("pass_k", int), ("cold_stop", float), ("threads", int), ("model", str),
+                      ("lr", float)):
         p.add_argument(f"--{name.replace('_', '-')}", type=typ, help=f"default: {getattr(StudySettings(), name)}")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every GRPO run")
     gradient.add_parser(sub)
@@ -49,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     s = StudySettings.quick() if args.quick else StudySettings()
     s.task = args.task
-    for name in ("steps", "prompts", "generations", "eval_every", "eval_size", "pass_k", "threads", "model", "lr"):
+    for name in ("steps", "prompts", "generations", "eval_every", "eval_size", "pass_k", "cold_stop", "threads",
+                 "model", "lr"):
         if getattr(args, name) is not None:
             setattr(s, name, getattr(args, name))
     s.extra = list(args.overrides)

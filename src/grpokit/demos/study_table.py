@@ -3,6 +3,7 @@ per-seed differences with t intervals, the markdown table and the plot (grpokit.
 runs the study; this module only reads its results)."""
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Sequence
@@ -111,6 +112,40 @@ def paired(results: list[dict], cold: dict[int, float], budget: int) -> list[dic
     return out
 
 
+def first_significant_gain(curve: Sequence[Sequence[float]], cold: float, n: int, z: float = 1.96) -> float | None:
+    """Completions at the first evaluation whose accuracy is above the cold start's by more
+    than z standard errors of the difference of two proportions measured on n problems
+    each (None if none is)."""
+    for samples, acc in curve:
+        se = math.sqrt((cold * (1 - cold) + acc * (1 - acc)) / n)
+        if se > 0 and (acc - cold) / se > z:
+            return float(samples)
+    return None
+
+
+def signal_markdown(results: list[dict], cold: dict[int, float], n: int, budget: int) -> list[str]:
+    """Per strategy, means over seeds: how often a step had a right answer and a trained row,
+    the trained rows' share, and the completions to the first significant gain."""
+    names = [name for name in dict.fromkeys(r["strategy"] for r in results)
+             if any(r.get("signal") for r in results if r["strategy"] == name)]
+    if not names:
+        return []
+    lines = ["", f"Learning signal (steps within the budget, mean over seeds) and the first significant gain: the "
+                 f"first evaluation above the cold start by more than 1.96 standard errors ({n} problems each).", "",
+             "| strategy | steps with a right answer | steps with a trained row | trained rows per completion | "
+             "completions to the first significant gain (seeds reaching it) |", "|---|---|---|---|---|"]
+    for name in names:
+        rs = [r for r in results if r["strategy"] == name and r.get("signal")]
+        sig = {k: statistics.fmean(r["signal"][k] for r in rs) for k in rs[0]["signal"]}
+        first = [first_significant_gain(r["curve"], cold.get(r["seed"], 0.0), n) for r in rs]
+        got = [x for x in first if x is not None]
+        when = (f"{statistics.fmean(got):,.0f} ({100 * statistics.fmean(got) / budget:.0f}% of the budget; "
+                f"{len(got)}/{len(rs)})" if got else f"none (0/{len(rs)})")
+        lines.append(f"| {name} | {100 * sig['steps_with_a_right_answer']:.0f}% | {100 * sig['steps_with_signal']:.0f}% "
+                     f"| {sig['trained_row_share']:.2f} | {when} |")
+    return lines
+
+
 def paired_markdown(rows: list[dict]) -> list[str]:
     keys = [k for k in ("final", "at_share") if any(k in r for r in rows)]
     keys += sorted({k for r in rows for k in r if k.startswith("pass@")}, key=lambda k: int(k[5:]))
@@ -155,7 +190,8 @@ def _mean_curve_reach(curves: list, colds: list[float], targets: list[float]) ->
 
 
 def markdown(rows: list[dict], s, cold: dict[int, float], seeds: Sequence[int],
-             pairs: list[dict] | None = None) -> str:
+             pairs: list[dict] | None = None, results: list[dict] | None = None) -> str:
+    """The study's table; s: its StudySettings."""
     cold_mean = statistics.fmean(cold.values()) if cold else float("nan")
     lines = [
         f"# Grouping strategies on `{s.task}`: held-out accuracy per completion sampled",
@@ -199,6 +235,8 @@ def markdown(rows: list[dict], s, cold: dict[int, float], seeds: Sequence[int],
               f"seeds: {', '.join(mean_winners) if mean_winners else 'none'}."]
     if pairs:
         lines += paired_markdown(pairs)
+    if results:
+        lines += signal_markdown(results, cold, s.eval_size, s.budget)
     return "\n".join(lines) + "\n"
 
 

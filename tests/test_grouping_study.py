@@ -157,3 +157,17 @@ def test_first_significant_gain_by_hand():
                 "signal": {"steps_with_a_right_answer": 0.3, "steps_with_signal": 0.25, "trained_row_share": 0.1}}]
     table = "\n".join(signal_markdown(results, {0: 0.05, 1: 0.05}, 1000, 400))
     assert "| grpo | 40% | 50% | 0.15 | 300 (75% of the budget; 1/2) |" in table
+
+
+def test_stability_by_hand():
+    from grpokit.demos.study_table import collapsed, stability_markdown
+
+    assert collapsed([[1, 0.3], [2, 0.1], [3, 0.15]], 0.2)
+    assert not collapsed([[1, 0.1], [2, 0.1], [3, 0.25]], 0.2)  # recovered at the end
+    assert not collapsed([[1, 0.1]], 0.2)  # one evaluation is not "stayed there"
+    results = [{"strategy": "grpo", "seed": 0, "curve": [[1, 0.3], [2, 0.4]]},
+               {"strategy": "grpo", "seed": 1, "curve": [[1, 0.1], [2, 0.2]]},
+               {"strategy": "grpo", "seed": 2, "curve": [[1, 0.2], [2, 0.3]]}]
+    table = "\n".join(stability_markdown(results, {0: 0.25, 1: 0.25, 2: 0.2}))
+    # finals .4 .2 .3: sd .1; worst change .2 - .25 = -.05; seed 1 collapsed (.1 and .2 below .25)
+    assert "| grpo | 3 | 10.0 (20.0-40.0) | -5.0 | 1/3 (seeds 1) |" in table

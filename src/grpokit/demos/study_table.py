@@ -146,6 +146,34 @@ def signal_markdown(results: list[dict], cold: dict[int, float], n: int, budget:
     return lines
 
 
+def collapsed(curve: Sequence[Sequence[float]], cold: float, last: int = 2) -> bool:
+    """A run that collapsed: its last `last` evaluations are all below its cold start."""
+    tail = [acc for _, acc in curve][-last:]
+    return len(tail) == last and all(acc < cold for acc in tail)
+
+
+def stability_markdown(results: list[dict], cold: dict[int, float]) -> list[str]:
+    """Per strategy over seeds: the spread of final accuracy, the worst seed's gain over its
+    cold start, and the runs that collapsed (ended below the cold start)."""
+    names = list(dict.fromkeys(r["strategy"] for r in results))
+    lines = ["", "Stability over seeds: final greedy accuracy's spread, the worst seed's change from its cold start, "
+                 "and collapses (the last two evaluations below the cold start).", "",
+             "| strategy | seeds | final accuracy: sd (min-max) | worst change from the cold start | collapsed |",
+             "|---|---|---|---|---|"]
+    for name in names:
+        rs = [r for r in results if r["strategy"] == name and r["curve"]]
+        if not rs:
+            continue
+        finals = [r["curve"][-1][1] for r in rs]
+        sd = statistics.stdev(finals) if len(finals) > 1 else 0.0
+        worst = min(r["curve"][-1][1] - cold.get(r["seed"], 0.0) for r in rs)
+        down = [r["seed"] for r in rs if collapsed(r["curve"], cold.get(r["seed"], 0.0))]
+        lines.append(f"| {name} | {len(rs)} | {100 * sd:.1f} ({100 * min(finals):.1f}-{100 * max(finals):.1f}) | "
+                     f"{100 * worst:+.1f} | {len(down)}/{len(rs)}" + (f" (seeds {', '.join(map(str, down))})"
+                                                                       if down else "") + " |")
+    return lines
+
+
 def paired_markdown(rows: list[dict]) -> list[str]:
     keys = [k for k in ("final", "at_share") if any(k in r for r in rows)]
     keys += sorted({k for r in rows for k in r if k.startswith("pass@")}, key=lambda k: int(k[5:]))
@@ -236,6 +264,7 @@ def markdown(rows: list[dict], s, cold: dict[int, float], seeds: Sequence[int],
     if pairs:
         lines += paired_markdown(pairs)
     if results:
+        lines += stability_markdown(results, cold)
         lines += signal_markdown(results, cold, s.eval_size, s.budget)
     return "\n".join(lines) + "\n"
 

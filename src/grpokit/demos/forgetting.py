@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from grpokit.demos.study import BASELINE, StudySettings, run_strategy
-from grpokit.demos.study_table import paired_ci
+from grpokit.demos.study import StudySettings, run_strategy
+from grpokit.demos.study_table import BASELINE, paired_ci
 
 
 @dataclass

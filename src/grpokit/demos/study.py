@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Sequence
 
 from grpokit.demos.demo import DemoSettings
-from grpokit.demos.study_table import BASELINE
 
 # name -> (config overrides, share of GRPO's completions sampled per step)
 STRATEGIES: dict[str, tuple[list[str], float]] = {

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 from grpokit.demos import forgetting, gradient, study
-from grpokit.demos.study import BASELINE, STRATEGIES, StudySettings
+from grpokit.demos.study import STRATEGIES, StudySettings
+from grpokit.demos.study_table import BASELINE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

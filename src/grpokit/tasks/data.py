@@ -19,7 +19,6 @@ message is the assistant's (prompt = the messages before it, completion = its co
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator
 

@@ -104,14 +104,14 @@ def measure(model: str, data: str, *, limit: int, samples: int, temperature: flo
     from grpokit.tasks.formats import resolve_system_prompt
 
     examples = load_prompts(data, split="test", n=limit)
-    repeated = [e for e in examples for _ in range(samples)]  # each copy draws its own sample
     policy = load_policy(ModelConfig(name_or_path=model))
-    result = evaluate_examples(make_sampler(policy.model, policy.tokenizer), policy.tokenizer, repeated,
+    result = evaluate_examples(make_sampler(policy.model, policy.tokenizer), policy.tokenizer, examples,
                                RewardSet([("accuracy", 1.0, {})]), max_new_tokens=max_new_tokens,
                                batch_size=batch_size, temperature=temperature, seed=seed,
-                               system_prompt=resolve_system_prompt(None, data))
-    return prompt_rates([e.id for e in repeated], [e.fields for e in repeated],
-                        [row["reward/accuracy"] for row in result.samples])
+                               system_prompt=resolve_system_prompt(None, data), num_samples=samples)
+    fields = {e.id: e.fields for e in examples}
+    ids = [row["id"] for row in result.samples]
+    return prompt_rates(ids, [fields[i] for i in ids], [row["reward/accuracy"] for row in result.samples])
 
 
 def from_samples(path: str, data: str) -> list[PromptRate]:

@@ -65,3 +65,17 @@ def test_several_samples_give_pass_at_1_and_pass_at_n():
     assert res.pass_at == pytest.approx({1: 1 / 8, 4: 0.5})
     assert [r["sample"] for r in res.samples] == [0, 1, 2, 3] * 2 and [r["id"] for r in res.samples] == [0] * 4 + [1] * 4
     assert "pass@4: 50.0%" in res.format_report()
+
+
+def test_validate_names_num_samples_and_max_completions():
+    from grpokit.config import load_config, validate
+    from grpokit.config.schema import EvalConfig, TrainConfig
+
+    cfg = load_config(EvalConfig, None, ["model.name_or_path=runs/x", "data=task:arithmetic:test", "num_samples=4"])
+    assert any(p.startswith("num_samples = 4: needs temperature > 0") for p in validate(cfg))
+    cfg = load_config(EvalConfig, None, ["model.name_or_path=runs/x", "data=task:arithmetic:test", "num_samples=0",
+                                         "temperature=0.7"])
+    assert any(p.startswith("num_samples") for p in validate(cfg))
+    cfg = load_config(TrainConfig, None, ["model.name_or_path=tiny:xs", "data.train=task:arithmetic",
+                                          "run.max_completions=-1"])
+    assert any(p.startswith("run.max_completions") for p in validate(cfg))

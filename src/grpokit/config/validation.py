@@ -55,6 +55,10 @@ def validate(cfg: Any) -> list[str]:
         _min(p, "max_new_tokens", cfg.max_new_tokens, 1)
         _min(p, "batch_size", cfg.batch_size, 1)
         _min(p, "temperature", cfg.temperature, 0)
+        _min(p, "num_samples", cfg.num_samples, 1)
+        if cfg.num_samples > 1 and cfg.temperature == 0:
+            p.append(f"num_samples = {cfg.num_samples}: needs temperature > 0 (greedy decoding gives the same "
+                     "completion every time)")
         _min(p, "threads", cfg.threads, 0)
         _check_rewards(cfg.rewards, "rewards", p)
     else:
@@ -173,6 +177,7 @@ def _check_train(cfg: TrainConfig, p: list[str]) -> None:
         p.append(f"optim.betas = {show(betas)}: must be two numbers in [0, 1), e.g. [0.9, 0.999]")
 
     _min(p, "run.steps", run.steps, 1)
+    _min(p, "run.max_completions", run.max_completions, 0)
     if not run.out:
         p.append("run.out: empty; give a run directory")
     _min(p, "run.save_every", run.save_every, 0)

@@ -50,6 +50,10 @@ def test_seed_where_grpo_did_not_improve_is_left_out():
                {"strategy": "shrink", "seed": 0, "curve": [[16, 0.1]]}]
     rows = summarise(results, {0: 0.2}, 16)
     assert all(r["compared"] == 0 and r["samples_to_grpo_final"] is None for r in rows)
+    # seed 1 has a cold start but no runs yet: not counted as a seed where GRPO failed
+    table = markdown(rows, StudySettings(steps=1, prompts=4, generations=4), {0: 0.2, 1: 0.2}, [0, 1], [], results)
+    assert "1 of 1 seeds are left out of the comparison: GRPO did not end above" in table
+    assert "1 of 2 seeds have no finished GRPO run yet." in table
 
 
 def test_study_cli_rejects_unknown_strategy(capsys):
@@ -139,6 +143,10 @@ def test_signal_stats_by_hand():
     got = signal_stats(rows, per_step=16, budget=48)
     assert got == pytest.approx({"steps_with_a_right_answer": 1 / 3, "steps_with_signal": 2 / 3,
                                  "trained_row_share": 12 / 48})
+    # dynamic sampling: 20 completions sampled in two steps (some dropped), 12 rows trained
+    dyn = [{"trained_rows": 4, "accuracy": 0.5, "completions_total": 12},
+           {"trained_rows": 8, "accuracy": 0.5, "completions_total": 20}]
+    assert signal_stats(dyn, per_step=8, budget=16)["trained_row_share"] == pytest.approx(12 / 20)
     assert signal_stats([], 16, 48) == {}
 
 

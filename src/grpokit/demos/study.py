@@ -168,7 +168,7 @@ def signal_stats(rows: list[dict], per_step: int, budget: int) -> dict:
     """How much of the run had something to learn from (the sparse-reward question), over
     the steps within the budget: the share of steps where any completion was right, the
     share where any row had a nonzero advantage (was trained), and the trained rows as a
-    share of the completions per step."""
+    share of the completions sampled."""
     steps = []
     for r in rows:
         steps.append(r)
@@ -178,9 +178,11 @@ def signal_stats(rows: list[dict], per_step: int, budget: int) -> dict:
     if not steps:
         return {}
     n = len(steps)
+    # completions sampled in those steps (dynamic sampling's dropped ones too); older logs lack the count
+    sampled = steps[-1].get("completions_total", n * per_step)
     return {"steps_with_a_right_answer": sum(r.get("accuracy", 0.0) > 0 for r in steps) / n,
             "steps_with_signal": sum(r["trained_rows"] > 0 for r in steps) / n,
-            "trained_row_share": sum(r["trained_rows"] for r in steps) / (n * per_step)}
+            "trained_row_share": sum(r["trained_rows"] for r in steps) / sampled}
 
 
 def sampled_eval(s: StudySettings, model_dir: Path, seed: int) -> dict:
@@ -231,6 +233,11 @@ def study_grouping(s: StudySettings, seeds: Sequence[int], strategies: Sequence[
                     print(f"  {name:<22} not run", flush=True)
                     continue
             r = run_strategy(s, name, seed, model_dir, base / name)
+            metrics = base / name / "metrics.jsonl"
+            if metrics.is_file():  # from the run's own log, so a result.json of older code reads the same
+                from grpokit.logging import read_metrics
+
+                r["signal"] = signal_stats(read_metrics(metrics), s.prompts * s.generations, s.budget)
             last = r["curve"][-1] if r["curve"] else (0, float("nan"))
             print(f"  {name:<22} final accuracy {100 * last[1]:5.1f}% after {last[0]:,} completions "
                   f"({r['seconds']:.0f} s)", flush=True)

@@ -249,9 +249,14 @@ def markdown(rows: list[dict], s, cold: dict[int, float], seeds: Sequence[int],
     mean_winners = [r["strategy"] for r in rows if r["strategy"] != BASELINE and r.get("mean_curve_share") is not None
                     and r["mean_curve_share"] <= TARGET_SHARE]
     compared = max((r["compared"] for r in rows), default=0)
-    if compared < len(seeds):
-        lines += ["", f"{len(seeds) - compared} of {len(seeds)} seeds are left out of the comparison: GRPO did not "
+    grpo_seeds = ({r["seed"] for r in results if r["strategy"] == BASELINE and r["curve"]} if results is not None
+                  else set(seeds))
+    no_target = len(grpo_seeds) - compared
+    if no_target > 0:
+        lines += ["", f"{no_target} of {len(grpo_seeds)} seeds are left out of the comparison: GRPO did not "
                       "end above its cold-start accuracy there, so there is no target to reach."]
+    if len(grpo_seeds) < len(seeds):
+        lines += ["", f"{len(seeds) - len(grpo_seeds)} of {len(seeds)} seeds have no finished GRPO run yet."]
     lines += ["", "Completions to reach GRPO's final accuracy are per seed (the same cold start), averaged over "
                   "the seeds that reached it; GRPO's own row shows how early its noisy curve first touches its "
                   "final value. The mean-curve column averages first: the strategy's accuracy curve over its "

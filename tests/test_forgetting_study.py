@@ -24,3 +24,19 @@ def test_missing_stage_one_model_is_named(tmp_path):
     f = ForgettingSettings(study=str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"seed0/grpo/model: no stage-1 model"):
         run_pair(f, "arithmetic", {}, 0, "grpo", tmp_path / "out")
+
+
+def test_report_only_gathers_finished_pairs_without_training(tmp_path):
+    import json
+
+    from grpokit.demos.forgetting import study_forgetting
+
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "study.json").write_text(json.dumps({"settings": {"task": "arithmetic"}}))
+    out = tmp_path / "out"
+    (out / "seed0" / "grpo").mkdir(parents=True)
+    (out / "seed0" / "grpo" / "result.json").write_text(json.dumps(_r("grpo", 0, 0.40, 0.30)))
+    res = study_forgetting(ForgettingSettings(study=str(study)), [0, 1], ["grpo", "shrink"], out, report_only=True)
+    assert [(r["strategy"], r["seed"]) for r in res["results"]] == [("grpo", 0)]  # nothing trained for the rest
+    assert "| grpo | 1 | 20.0 | 40.0 | 30.0 | +10.0 |" in (out / "forgetting.md").read_text()

@@ -121,7 +121,10 @@ def markdown(results: list[dict], f: ForgettingSettings, task_a: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def study_forgetting(f: ForgettingSettings, seeds: Sequence[int], strategies: Sequence[str], out: Path) -> dict:
+def study_forgetting(f: ForgettingSettings, seeds: Sequence[int], strategies: Sequence[str], out: Path, *,
+                     report_only: bool = False) -> dict:
+    """Run the missing pairs (with report_only, only gather the finished ones) and write
+    the table and the JSON."""
     import torch
 
     torch.set_num_threads(f.threads)
@@ -129,6 +132,9 @@ def study_forgetting(f: ForgettingSettings, seeds: Sequence[int], strategies: Se
     results = []
     for seed in seeds:
         for name in strategies:
+            if report_only and not (out / f"seed{seed}" / name / "result.json").is_file():
+                print(f"seed {seed} {name:<20} not run", flush=True)
+                continue
             r = run_pair(f, task_a, settings, seed, name, out / f"seed{seed}" / name)
             print(f"seed {seed} {name:<20} A {100 * r['before_a']:.1f} -> {100 * r['after_a']:.1f}, "
                   f"B {100 * r['before_b']:.1f} -> {100 * r['after_b']:.1f}", flush=True)
@@ -153,6 +159,7 @@ def add_parser(sub) -> None:
                       ("threads", int)):
         p.add_argument(f"--{name.replace('_', '-')}", type=typ, help=f"default: {getattr(d, name)}")
     p.add_argument("--out", default="runs/study-forgetting")
+    p.add_argument("--report-only", action="store_true", help="train nothing: summarise the finished pairs")
 
 
 def run_from(args) -> int:
@@ -163,5 +170,5 @@ def run_from(args) -> int:
     names = [n.strip() for n in args.strategies.split(",") if n.strip()]
     if BASELINE not in names:
         names.insert(0, BASELINE)
-    study_forgetting(f, args.seeds, names, Path(args.out))
+    study_forgetting(f, args.seeds, names, Path(args.out), report_only=args.report_only)
     return 0

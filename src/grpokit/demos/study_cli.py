@@ -18,7 +18,7 @@ from grpokit.demos.study_table import BASELINE
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="grpokit study", description=study.__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="what", required=True)
+    sub = ap.add_subparsers(dest="what", required=True, metavar="{grouping,gradient,forgetting}")
     p = sub.add_parser("grouping", help="every grouping strategy under the same sample budget")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="at least 3 for a real study")
     p.add_argument("--strategies", default=",".join(STRATEGIES),

@@ -45,5 +45,7 @@ def test_validate_names_the_key_and_the_option(tmp_path, monkeypatch):
     cfg = load_config(TrainConfig, None, ["model.name_or_path=tiny:xs", "data.train=task:mixture?max_opz=3"])
     problems = validate(cfg)
     assert any(p.startswith("data.train: task 'task:mixture?max_opz=3': no option 'max_opz'") for p in problems), problems
+    cfg = load_config(TrainConfig, None, ["model.name_or_path=tiny:xs", "data.train=task:mixture?min_ops=5&max_ops=3"])
+    assert any(p.startswith("data.train: mixture task: expected 1 <= min_ops <= max_ops") for p in validate(cfg))
     cfg = load_config(TrainConfig, None, ["model.name_or_path=tiny:xs", "data.train=task:mixture?max_ops=3&gsm8k_share=0"])
     assert not [p for p in validate(cfg) if p.startswith("data.train")]

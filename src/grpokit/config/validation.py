@@ -374,8 +374,9 @@ def _check_data(spec: Optional[str], key: str, p: list[str], required: bool = Fa
             p.append(f"{key} = {spec!r}: unknown task {name!r}; valid: "
                      f"{', '.join('task:' + n for n in reg.names())}" + suggest(name, reg.names()))
         elif query:
-            try:
-                tasks.task_options(reg.get(name), query, spec)
+            try:  # the options, then the task's own checks of them (min_ops <= max_ops, ...)
+                factory = reg.get(name)
+                factory(**tasks.task_options(factory, query, spec))
             except ValueError as e:
                 p.append(f"{key}: {e}")
         return

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from grpokit.demos.study import StudySettings, run_strategy
-from grpokit.demos.study_table import BASELINE, paired_ci
+from grpokit.demos.study import StudySettings, evaluate_saved, run_strategy
+from grpokit.demos.study_table import BASELINE, ci_cell
 
 
 @dataclass
@@ -43,19 +43,7 @@ class ForgettingSettings:
 
 def greedy_accuracy(model_dir: Path, task: str, n: int, max_new_tokens: int) -> float:
     """Greedy accuracy of a saved model on the first n test problems of a task."""
-    from grpokit.build import make_sampler
-    from grpokit.config.schema import ModelConfig
-    from grpokit.evaluate import evaluate_examples
-    from grpokit.model.policy import load_policy
-    from grpokit.rewards import RewardSet
-    from grpokit.tasks import get_task
-
-    t = get_task(task)
-    policy = load_policy(ModelConfig(name_or_path=str(model_dir)))
-    res = evaluate_examples(make_sampler(policy.model, policy.tokenizer), policy.tokenizer, t.prompts("test", n),
-                            RewardSet([(name, w, {}) for name, w in t.default_rewards]),
-                            max_new_tokens=max_new_tokens)
-    return float(res.accuracy)
+    return float(evaluate_saved(model_dir, task, n, max_new_tokens).accuracy)
 
 
 def stage_one(study: Path) -> tuple[str, dict]:
@@ -109,12 +97,8 @@ def markdown(results: list[dict], f: ForgettingSettings, task_a: str) -> str:
         paired = "-"
         if name != BASELINE:
             seeds = [r["seed"] for r in rs if (BASELINE, r["seed"]) in by]
-            diffs = [(by[(name, x)]["before_a"] - by[(name, x)]["after_a"])
-                     - (by[(BASELINE, x)]["before_a"] - by[(BASELINE, x)]["after_a"]) for x in seeds]
-            ci = paired_ci(diffs)
-            per = ", ".join(f"{100 * d:+.1f}" for d in diffs)
-            paired = (f"{100 * ci[0]:+.1f} [{100 * ci[1]:+.1f}, {100 * ci[2]:+.1f}] ({per})" if ci
-                      else f"{per or '-'}")
+            paired = ci_cell([(by[(name, x)]["before_a"] - by[(name, x)]["after_a"])
+                              - (by[(BASELINE, x)]["before_a"] - by[(BASELINE, x)]["after_a"]) for x in seeds])
         lines.append(f"| {name} | {len(rs)} | {pct([r['cold_a'] for r in rs])} | {pct([r['before_a'] for r in rs])} | "
                      f"{pct([r['after_a'] for r in rs])} | {100 * statistics.fmean(drop):+.1f} | "
                      f"{pct([r['before_b'] for r in rs])} | {pct([r['after_b'] for r in rs])} | {paired} |")

@@ -157,7 +157,7 @@ def run_strategy(s: StudySettings, name: str, seed: int, model_dir: Path, out: P
         if samples >= s.budget:
             break
     result = {"strategy": name, "seed": seed, "curve": curve, "seconds": time.perf_counter() - t0,
-              "steps": len(rows), "signal": signal_stats(rows, per_step, s.budget)}
+              "steps": len(rows)}
     if s.pass_k > 0:
         result.update(sampled_eval(s, out / "model", seed))
     done.write_text(json.dumps(result))
@@ -185,10 +185,10 @@ def signal_stats(rows: list[dict], per_step: int, budget: int) -> dict:
             "trained_row_share": sum(r["trained_rows"] for r in steps) / sampled}
 
 
-def sampled_eval(s: StudySettings, model_dir: Path, seed: int) -> dict:
-    """pass@1 and pass@k of the final model: k samples of each held-out problem at the GRPO
-    temperature (greedy accuracy alone hides a policy that got right more often but not
-    on its most likely answer, or the reverse)."""
+def evaluate_saved(model_dir: Path, task: str, n: int, max_new_tokens: int, *, temperature: float = 0.0,
+                   seed: int = 0, num_samples: int = 1):
+    """A saved model on the first n test problems of a task, scored by the task's rewards
+    (greedy by default): grpokit.evaluate's EvalResult."""
     from grpokit.build import make_sampler
     from grpokit.config.schema import ModelConfig
     from grpokit.evaluate import evaluate_examples
@@ -196,13 +196,20 @@ def sampled_eval(s: StudySettings, model_dir: Path, seed: int) -> dict:
     from grpokit.rewards import RewardSet
     from grpokit.tasks import get_task
 
-    task = get_task(s.task)
-    examples = task.prompts("test", s.eval_size)
+    t = get_task(task)
     policy = load_policy(ModelConfig(name_or_path=str(model_dir)))
-    res = evaluate_examples(make_sampler(policy.model, policy.tokenizer), policy.tokenizer, examples,
-                            RewardSet([(n, w, {}) for n, w in task.default_rewards]),
-                            max_new_tokens=s.max_new_tokens, temperature=s.temperature, seed=seed,
-                            num_samples=s.pass_k)
+    return evaluate_examples(make_sampler(policy.model, policy.tokenizer), policy.tokenizer, t.prompts("test", n),
+                             RewardSet([(name, w, {}) for name, w in t.default_rewards]),
+                             max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                             num_samples=num_samples)
+
+
+def sampled_eval(s: StudySettings, model_dir: Path, seed: int) -> dict:
+    """pass@1 and pass@k of the final model: k samples of each held-out problem at the GRPO
+    temperature (greedy accuracy alone hides a policy that got right more often but not
+    on its most likely answer, or the reverse)."""
+    res = evaluate_saved(model_dir, s.task, s.eval_size, s.max_new_tokens, temperature=s.temperature, seed=seed,
+                         num_samples=s.pass_k)
     return {"pass_at": {str(k): v for k, v in res.pass_at.items()}, "pass_k": s.pass_k}
 
 
@@ -234,7 +241,7 @@ def study_grouping(s: StudySettings, seeds: Sequence[int], strategies: Sequence[
                     continue
             r = run_strategy(s, name, seed, model_dir, base / name)
             metrics = base / name / "metrics.jsonl"
-            if metrics.is_file():  # from the run's own log, so a result.json of older code reads the same
+            if metrics.is_file():  # the learning signal, read from the run's own log when the table is made
                 from grpokit.logging import read_metrics
 
                 r["signal"] = signal_stats(read_metrics(metrics), s.prompts * s.generations, s.budget)

@@ -184,18 +184,19 @@ def paired_markdown(rows: list[dict]) -> list[str]:
              "| strategy | " + " | ".join(names.get(k, f"{k} (final model, sampled)") for k in keys) + " |",
              "|---|" + "---|" * len(keys)]
     for r in rows:
-        cells = []
-        for k in keys:
-            d = r.get(k)
-            if not d:
-                cells.append("-")
-                continue
-            ci = paired_ci(d)
-            per = ", ".join(f"{100 * x:+.1f}" for x in d)
-            cells.append((f"{100 * ci[0]:+.1f} [{100 * ci[1]:+.1f}, {100 * ci[2]:+.1f}]" if ci else
-                          f"{100 * d[0]:+.1f}") + f" ({per})")
-        lines.append(f"| {r['strategy']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['strategy']} | " + " | ".join(ci_cell(r.get(k)) for k in keys) + " |")
     return lines
+
+
+def ci_cell(diffs: Sequence[float] | None) -> str:
+    """A table cell for per-seed paired differences, in points: `mean [95% t interval]
+    (each seed's)`; one seed: its value; none: `-`."""
+    if not diffs:
+        return "-"
+    ci = paired_ci(diffs)
+    per = ", ".join(f"{100 * x:+.1f}" for x in diffs)
+    head = f"{100 * ci[0]:+.1f} [{100 * ci[1]:+.1f}, {100 * ci[2]:+.1f}]" if ci else f"{100 * diffs[0]:+.1f}"
+    return f"{head} ({per})"
 
 
 def _mean_accuracy(curve: Sequence[Sequence[float]], cold: float) -> float:

@@ -5,7 +5,7 @@ import pytest
 
 from grpokit.demos.study import STRATEGIES, StudySettings
 from grpokit.demos.study_cli import main
-from grpokit.demos.study_table import markdown, samples_to_reach, summarise
+from grpokit.demos.study_table import above_cold, markdown, samples_to_reach, summarise
 
 
 def test_samples_to_reach():
@@ -54,6 +54,25 @@ def test_seed_where_grpo_did_not_improve_is_left_out():
     table = markdown(rows, StudySettings(steps=1, prompts=4, generations=4), {0: 0.2, 1: 0.2}, [0, 1], [], results)
     assert "1 of 1 seeds are left out of the comparison: GRPO did not end above" in table
     assert "1 of 2 seeds have no finished GRPO run yet." in table
+
+
+def test_seed_where_grpo_gain_is_within_noise_is_left_out():
+    # cold 4.0%, GRPO 5.0% on 1,000 problems: se = sqrt((.04*.96 + .05*.95) / 1000) = .00928,
+    # z = .01 / .00927 = 1.08 < 1.96: no target. At 6.0%: se = .00974, z = 2.05: a target.
+    assert above_cold(0.05, 0.04, 1000) is False
+    assert above_cold(0.06, 0.04, 1000) is True
+    assert above_cold(0.05, 0.04, 0) is True  # no n: simply above
+    results = [{"strategy": "grpo", "seed": 0, "curve": [[16, 0.05]]},
+               {"strategy": "shrink", "seed": 0, "curve": [[8, 0.05], [16, 0.05]]},
+               {"strategy": "grpo", "seed": 1, "curve": [[16, 0.06]]},
+               {"strategy": "shrink", "seed": 1, "curve": [[8, 0.06], [16, 0.06]]}]
+    rows = {r["strategy"]: r for r in summarise(results, {0: 0.04, 1: 0.04}, 16, 1000)}
+    assert rows["shrink"]["compared"] == 1 and rows["shrink"]["samples_to_grpo_final"] == 8
+    table = markdown(list(rows.values()), StudySettings(steps=1, prompts=4, generations=4, eval_size=1000),
+                     {0: 0.04, 1: 0.04}, [0, 1], [], results)
+    assert "1 of 2 seeds are left out of the comparison: GRPO did not end above its cold-start accuracy there " \
+           "by more than 1.96 standard errors (1000 problems each)" in table
+    assert "in every seed with a target (1 of 2). Met by: shrink." in table
 
 
 def test_study_cli_rejects_unknown_strategy(capsys):

@@ -467,8 +467,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("gradient", help="each strategy's policy-gradient estimate against a many-sample reference")
     d = GradientSettings()
     p.add_argument("--model", help="model directory, run directory (final model or latest checkpoint) or tiny:xs; "
-                                   "default: the grouping study's arithmetic cold start, built under OUT/cold_start")
-    p.add_argument("--task", default=d.task)
+                                   "default: the grouping study's cold start on --task, built under OUT/cold_start "
+                                   "(on a task other than arithmetic that can take hours: see docs/grouping.md)")
+    p.add_argument("--task", default=d.task, help="a built-in task (e.g. arithmetic, mixture) (default: %(default)s)")
     for name, typ, what in (("prompts", int, "P, fixed training prompts"),
                             ("reference", int, "K, completions per prompt for the reference (even, >= 4)"),
                             ("pool", int, "M, completions per prompt the resamples draw from"),

@@ -249,7 +249,7 @@ def study_grouping(s: StudySettings, seeds: Sequence[int], strategies: Sequence[
             print(f"  {name:<22} final accuracy {100 * last[1]:5.1f}% after {last[0]:,} completions "
                   f"({r['seconds']:.0f} s)", flush=True)
             results.append(r)
-    rows = summarise(results, cold, s.budget)
+    rows = summarise(results, cold, s.budget, s.eval_size)
     pairs = paired(results, cold, s.budget)
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.md").write_text(markdown(rows, s, cold, list(cold), pairs, results))

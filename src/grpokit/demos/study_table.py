@@ -20,14 +20,17 @@ def samples_to_reach(curve: Sequence[Sequence[float]], target: float) -> float |
     return None
 
 
-def summarise(results: list[dict], cold: dict[int, float], budget: int) -> list[dict]:
-    """One row per strategy: final accuracy and samples to reach GRPO's final accuracy (per seed)."""
+def summarise(results: list[dict], cold: dict[int, float], budget: int, n: int = 0) -> list[dict]:
+    """One row per strategy: final accuracy and samples to reach GRPO's final accuracy (per
+    seed). n: held-out problems per evaluation; given, GRPO's final accuracy must be above
+    its cold start's by more than 1.96 standard errors to count as a target."""
     by = {(r["strategy"], r["seed"]): r for r in results}
     # GRPO's final accuracy per seed is the target; a seed where GRPO did not beat its own
-    # cold start has no meaningful target and is left out of the comparison.
+    # cold start (beyond the evaluation's noise) has no meaningful target: "reaching" a final
+    # accuracy within noise of the start says nothing, and such seeds are left out.
     target = {seed: by[(BASELINE, seed)]["curve"][-1][1] for (name, seed) in by
               if name == BASELINE and by[(BASELINE, seed)]["curve"]
-              and by[(BASELINE, seed)]["curve"][-1][1] > cold.get(seed, 0.0)}
+              and above_cold(by[(BASELINE, seed)]["curve"][-1][1], cold.get(seed, 0.0), n)}
     rows = []
     for name in dict.fromkeys(r["strategy"] for r in results):
         finals, reach = [], []
@@ -112,13 +115,21 @@ def paired(results: list[dict], cold: dict[int, float], budget: int) -> list[dic
     return out
 
 
+def above_cold(acc: float, cold: float, n: int, z: float = 1.96) -> bool:
+    """Is accuracy acc above the cold start's by more than z standard errors of the
+    difference of two proportions measured on n problems each? n = 0: simply above."""
+    if n <= 0:
+        return acc > cold
+    se = math.sqrt((cold * (1 - cold) + acc * (1 - acc)) / n)
+    return se > 0 and (acc - cold) / se > z
+
+
 def first_significant_gain(curve: Sequence[Sequence[float]], cold: float, n: int, z: float = 1.96) -> float | None:
     """Completions at the first evaluation whose accuracy is above the cold start's by more
     than z standard errors of the difference of two proportions measured on n problems
     each (None if none is)."""
     for samples, acc in curve:
-        se = math.sqrt((cold * (1 - cold) + acc * (1 - acc)) / n)
-        if se > 0 and (acc - cold) / se > z:
+        if above_cold(acc, cold, n, z):
             return float(samples)
     return None
 
@@ -255,7 +266,8 @@ def markdown(rows: list[dict], s, cold: dict[int, float], seeds: Sequence[int],
     no_target = len(grpo_seeds) - compared
     if no_target > 0:
         lines += ["", f"{no_target} of {len(grpo_seeds)} seeds are left out of the comparison: GRPO did not "
-                      "end above its cold-start accuracy there, so there is no target to reach."]
+                      f"end above its cold-start accuracy there by more than 1.96 standard errors ({s.eval_size} "
+                      "problems each), so there is no target to reach."]
     if len(grpo_seeds) < len(seeds):
         lines += ["", f"{len(seeds) - len(grpo_seeds)} of {len(seeds)} seeds have no finished GRPO run yet."]
     lines += ["", "Completions to reach GRPO's final accuracy are per seed (the same cold start), averaged over "
@@ -265,7 +277,8 @@ def markdown(rows: list[dict], s, cold: dict[int, float], seeds: Sequence[int],
                   "the accuracy curve (accuracy averaged over every evaluation, cold start included) minus "
                   "GRPO's on the same seed, averaged over seeds, in points.",
               f"Target: reach GRPO's final accuracy with <= {int(TARGET_SHARE * 100)}% of its completions, in "
-              f"every seed. Met by: {', '.join(winners) if winners else 'none'}. On the mean curve over "
+              f"every seed{f' with a target ({compared} of {len(grpo_seeds)})' if no_target > 0 else ''}. "
+              f"Met by: {', '.join(winners) if winners else 'none'}. On the mean curve over "
               f"seeds: {', '.join(mean_winners) if mean_winners else 'none'}."]
     if pairs:
         lines += paired_markdown(pairs)

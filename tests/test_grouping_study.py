@@ -57,7 +57,7 @@ def test_seed_where_grpo_did_not_improve_is_left_out():
 
 
 def test_seed_where_grpo_gain_is_within_noise_is_left_out():
-    # cold 4.0%, GRPO 5.0% on 1,000 problems: se = sqrt((.04*.96 + .05*.95) / 1000) = .00928,
+    # cold 4.0%, GRPO 5.0% on 1,000 problems: se = sqrt((.04*.96 + .05*.95) / 1000) = .00927,
     # z = .01 / .00927 = 1.08 < 1.96: no target. At 6.0%: se = .00974, z = 2.05: a target.
     assert above_cold(0.05, 0.04, 1000) is False
     assert above_cold(0.06, 0.04, 1000) is True

@@ -73,6 +73,25 @@ def test_group_advantages_scale_batch_literal():
     assert a.tolist() == pytest.approx([0.5 / batch_std, -0.5 / batch_std, 0.0, 0.0])
 
 
+@pytest.mark.parametrize("fn", [group_advantages, rloo_advantages])
+@pytest.mark.parametrize("scale", ["group", "none"])
+def test_a_constant_group_gets_exactly_zero(fn, scale):
+    # Eight rewards of 0.1 (float32): sum / 8 rounds to 0.1 - 7.5e-9, which divided by
+    # std + eps once gave each member -7.5e-5, and nonzero rows are trained.
+    r = torch.tensor([0.1] * 8 + [0.1] * 7 + [1.1])  # [16] float32
+    g = torch.tensor([0] * 8 + [1] * 8)
+    a = fn(r, g, scale=scale)
+    assert a[:8].tolist() == [0.0] * 8
+    assert (a[8:] != 0).all()
+    mean, std, _ = group_stats(r, g)
+    assert mean[0].item() == r[0].item() and std[0].item() == 0.0
+
+
+def test_group_stats_mean_of_a_mixed_group_is_unchanged():
+    mean, _, _ = group_stats(torch.tensor([0.1] * 7 + [1.1]), torch.zeros(8, dtype=torch.long))
+    assert mean[0].item() == pytest.approx(0.225, abs=1e-7)
+
+
 def test_singleton_group_gets_zero():
     a = group_advantages(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([9, 4, 4]), scale="group")
     assert a[0].item() == 0.0

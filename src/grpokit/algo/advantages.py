@@ -13,7 +13,7 @@ from torch import Tensor
 
 from grpokit.registry import Registry
 
-__all__ = ["ADVANTAGES", "SCALES", "group_advantages", "group_stats", "rloo_advantages"]
+__all__ = ["ADVANTAGES", "SCALES", "group_advantages", "group_means", "group_stats", "rloo_advantages"]
 
 SCALES: tuple[str, ...] = ("group", "batch", "none")
 
@@ -40,6 +40,16 @@ def _safe_div(num: Tensor, den: Tensor) -> Tensor:
     return num / torch.where(den != 0, den, torch.ones_like(den))
 
 
+def group_means(values: Tensor, inverse: Tensor, count_g: Tensor) -> Tensor:
+    """Mean of each group [G] (inverse: each value's group in [0, G), count_g: sizes),
+    exactly the shared value for a constant group (see `group_stats`)."""
+    zeros = values.new_zeros(count_g.numel())  # [G]
+    mean_g = zeros.index_add(0, inverse, values) / count_g  # [G]
+    lo_g = torch.full_like(zeros, torch.inf).scatter_reduce(0, inverse, values, "amin")  # [G]
+    hi_g = torch.full_like(zeros, -torch.inf).scatter_reduce(0, inverse, values, "amax")  # [G]
+    return torch.where(lo_g == hi_g, lo_g, mean_g)  # [G]
+
+
 def group_stats(values: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Mean, std and size of each element's group, broadcast back to the elements.
 
@@ -48,13 +58,17 @@ def group_stats(values: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tens
              0 when n_g == 1
     Returns (mean [N], std [N], count [N]); count has the values' dtype.
     Ids are arbitrary integers (e.g. [7, 3, 7, 3]); two passes (mean, then squared
-    deviations) keep the variance accurate when rewards are large.
+    deviations) keep the variance accurate when rewards are large. A constant group's
+    mean is its value exactly: summing then dividing rounds (eight rewards of 0.1 in
+    float32 average to 0.1 - 7.5e-9), and that rounding, divided by std + eps, gave
+    every member an advantage of -7.5e-5 instead of 0, so the update trained rows that
+    carry no signal.
     """
     _check(values, group_ids)
     uniq, inverse = torch.unique(group_ids, return_inverse=True)  # [G], [N] long in [0, G)
     zeros = values.new_zeros(uniq.numel())  # [G]
     count_g = zeros.index_add(0, inverse, torch.ones_like(values))  # [G]
-    mean_g = zeros.index_add(0, inverse, values) / count_g  # [G]
+    mean_g = group_means(values, inverse, count_g)  # [G]
     mean = mean_g[inverse]  # [N]
     sq_dev_g = zeros.index_add(0, inverse, (values - mean).pow(2))  # [G]
     dof_g = count_g - 1  # [G]

@@ -21,6 +21,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from grpokit.algo.advantages import group_means
+
 __all__ = [
     "allocate_samples",
     "combine_advantages",
@@ -61,7 +63,7 @@ def _per_group(values: Tensor, ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Ten
     g = int(inverse.max()) + 1 if inverse.numel() else 0
     zeros = values.new_zeros(g)  # [G]
     count = zeros.index_add(0, inverse, torch.ones_like(values))  # [G]
-    mean = zeros.index_add(0, inverse, values) / count  # [G]
+    mean = group_means(values, inverse, count)  # [G]: a constant group's mean is its value exactly
     ss = zeros.index_add(0, inverse, (values - mean[inverse]).pow(2))  # [G]
     return inverse, count, mean, ss
 

@@ -198,3 +198,12 @@ def test_stability_by_hand():
     table = "\n".join(stability_markdown(results, {0: 0.25, 1: 0.25, 2: 0.2}))
     # finals .4 .2 .3: sd .1; worst change .2 - .25 = -.05; seed 1 collapsed (.1 and .2 below .25)
     assert "| grpo | 3 | 10.0 (20.0-40.0) | -5.0 | 1/3 (seeds 1) |" in table
+
+
+def test_the_study_cold_start_keeps_its_own_stop_rule_and_cap():
+    # The study's cold start is the demo's stage 1 with the settings docs/grouping.md measured
+    # (20,000 traces, one probe check of 100 every 50 steps, cap 2,200), not the demo's
+    # current fixed 1,000 steps on 1,000 traces.
+    c = StudySettings(cold_stop=0.05).cold_settings()
+    assert (c.sft_traces, c.sft_max_steps, c.sft_eval_every, c.sft_probe_size) == (20000, 2200, 50, 100)
+    assert (c.sft_stop_at, c.sft_stop_window, c.control) == (0.05, 1, False)

@@ -91,9 +91,11 @@ class StudySettings:
     def cold_settings(self) -> DemoSettings:
         # The cold start docs/grouping.md measured: the demo's stage 1 on 20,000 traces with
         # the single-evaluation stop rule (the demo itself now trains on fewer traces, for
-        # its control arm; see docs/demo.md).
+        # its control arm, for a fixed number of steps; see docs/demo.md): a check every 50
+        # steps, capped at 2,200.
         base = DemoSettings.quick() if self.quick_cold_start else DemoSettings(
-            sft_traces=20000, sft_probe_size=100, sft_stop_at=self.cold_stop, sft_stop_window=1, control=False)
+            sft_traces=20000, sft_max_steps=2200, sft_eval_every=50, sft_probe_size=100, sft_stop_at=self.cold_stop,
+            sft_stop_window=1, control=False)
         return dataclasses.replace(base, model=self.model, max_new_tokens=self.max_new_tokens,
                                    eval_size=self.eval_size, threads=self.threads)
 

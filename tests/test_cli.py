@@ -257,14 +257,21 @@ def test_demo_calls_run_demo(capsys, monkeypatch):
     calls = stub(monkeypatch, "grpokit.demos.demo", "run_demo")
     code, _, err = run(capsys, "demo", "--quick", "--seed", "3", "--out", "runs/d")
     assert code == 0, err
-    assert calls[0][1] == {"seed": 3, "out": "runs/d", "quick": True, "threads": None, "control": None}
+    assert calls[0][1] == {"seed": 3, "out": "runs/d", "quick": True, "threads": None, "control": None,
+                           "control_anneal": None}
+    calls.clear()
+    assert run(capsys, "demo", "--control-schedule", "constant")[0] == 0
+    assert calls[0][1]["control_anneal"] is False
+    assert run(capsys, "demo", "--control-schedule", "cosine")[0] == 0
+    assert calls[1][1]["control_anneal"] is True
 
 
 def test_demo_threads_and_no_control_reach_run_demo(capsys, monkeypatch):
     calls = stub(monkeypatch, "grpokit.demos.search", "run_demo")
     code, _, err = run(capsys, "demo", "search", "--threads", "1", "--no-control")
     assert code == 0, err
-    assert calls[0][1] == {"seed": 0, "out": "runs/demo-search", "quick": False, "threads": 1, "control": False}
+    assert calls[0][1] == {"seed": 0, "out": "runs/demo-search", "quick": False, "threads": 1, "control": False,
+                           "control_anneal": None}
 
 
 def test_demo_search_missing_is_a_clear_error(capsys, monkeypatch):

@@ -3,7 +3,7 @@ cold start's stop rule: literal values on hand-made runs."""
 import pytest
 import torch
 
-from grpokit.demos.control import Budget, grpo_budget, run_control
+from grpokit.demos.control import Budget, anneal_steps, control_lines, grpo_budget, run_control
 from grpokit.demos.demo import DemoSettings, probe_stop
 from grpokit.sft import SFTRun
 from grpokit.types import SFTExample
@@ -48,7 +48,7 @@ def test_control_evaluates_at_each_budget_and_along_the_curve():
     assert res.summary("accuracy") == {
         "accuracy_control_time": 0.11, "accuracy_control_tokens": 0.10, "control_steps_time": 4,
         "control_steps_tokens": 3, "control_train_seconds": res.seconds, "control_tokens": 400,
-        "control_curve": res.curve, "control_capped": False}
+        "control_curve": res.curve, "control_capped": False, "control_annealed": False}
 
 
 def test_control_measures_once_when_both_budgets_end_on_one_step():
@@ -128,3 +128,38 @@ def test_sft_run_until_and_stop_end_it_early():
                 progress=False)
     # evaluations at global steps 4 and 6 (every 2 of the run's own count); stops at the second
     assert [r["step"] for r in h] == [3, 4, 5, 6] and [r.get("accuracy") for r in h] == [None, 0.1, None, 0.6]
+
+
+def test_anneal_decays_the_rate_from_its_peak_to_zero_by_cosine():
+    torch.manual_seed(0)
+    model, tok, traces = _tiny()
+    run = SFTRun(model, tok, traces, total_steps=100, batch_size=4, lr=1e-3, schedule="constant", seed=0)
+    assert [r["lr"] for r in run.run(2, progress=False)] == [1e-3, 1e-3]
+    run.anneal(4)
+    lrs = [r["lr"] for r in run.run(4, progress=False)]
+    # after k of 4 steps: 1e-3 * (1 + cos(pi k / 4)) / 2
+    assert lrs == pytest.approx([8.5355339e-4, 5e-4, 1.4644661e-4, 0.0], abs=1e-10)
+    with pytest.raises(ValueError, match="at least 1"):
+        run.anneal(0)
+
+
+def test_anneal_steps_spend_the_token_budget_at_the_mean_rate_so_far():
+    assert anneal_steps(Budget(seconds=1.0, tokens=1000), tokens=300, steps=3) == 10
+    assert anneal_steps(Budget(seconds=1.0, tokens=1000), tokens=700, steps=3) == 5  # ceil(4.29)
+    with pytest.raises(ValueError, match="trained steps"):
+        anneal_steps(Budget(seconds=1.0, tokens=1000), tokens=0, steps=0)
+
+
+def test_an_annealed_control_lowers_its_rate_every_step():
+    torch.manual_seed(0)
+    model, tok, traces = _tiny()
+    run = SFTRun(model, tok, traces, total_steps=100, batch_size=4, lr=1e-3, schedule="constant", seed=0)
+    run.run(3, progress=False)
+    res = run_control(run, Budget(seconds=0.0, tokens=3 * run.tokens), lambda: 0.5, points=1, anneal=True,
+                      progress=False)
+    lrs = [r["lr"] for r in res.history]
+    assert lrs[0] < 1e-3 and all(b < a for a, b in zip(lrs, lrs[1:]))
+    assert res.annealed and res.summary("accuracy")["control_annealed"] is True
+    lines = control_lines({"accuracy_cold_start": 0.2, "accuracy_grpo": 0.4, **res.summary("accuracy")},
+                          "held-out accuracy", "accuracy")
+    assert lines[0].startswith("control, more SFT, rate decayed to 0, for the same training time: 50.0% (+30.0 points")

@@ -150,7 +150,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         module = _import_optional("grpokit.demos.demo", "the demo")
         out = args.out or "runs/demo"
     result = module.run_demo(seed=args.seed, out=out, quick=args.quick, threads=args.threads,
-                             control=False if args.no_control else None)
+                             control=False if args.no_control else None,
+                             control_anneal=None if args.control_schedule is None else args.control_schedule == "cosine")
     if hasattr(result, "format_report"):
         print(result.format_report())
     return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0

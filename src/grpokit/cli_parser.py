@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "were measured on)")
     p.add_argument("--no-control", action="store_true",
                    help="skip the control arm (more SFT for GRPO's budget): about a third less time")
+    p.add_argument("--control-schedule", choices=("cosine", "constant"),
+                   help="the control's learning rate: `cosine` decays it to 0 over GRPO's token budget, as GRPO's "
+                        "stage does; `constant` goes on at the cold start's rate (default: cosine for the "
+                        "arithmetic demo, constant for search)")
     p.set_defaults(func=cmd_demo)
 
     # sft

@@ -140,6 +140,14 @@ class SFTRun:
         return {"step": self.step_count, "loss": loss.detach().item(), "lr": self.sched.get_last_lr()[0],
                 "time": time.time(), "tokens": self.tokens, "train_seconds": self.train_seconds}
 
+    def anneal(self, steps: int) -> None:
+        """From the next step on, decay the learning rate from its peak to 0 over `steps`
+        steps (cosine), as GRPO's stage does: a control arm that ends annealed rather than
+        at a constant rate, whose readings swing between nearby steps."""
+        if steps < 1:
+            raise ValueError(f"SFTRun.anneal: steps must be at least 1, got {steps}")
+        self.sched = make_scheduler(self.opt, warmup=0, total=steps, schedule="cosine")
+
     def run(self, steps: int, *, eval_fn: Callable[[], float] | None = None, eval_every: int = 0,
             stop: Callable[[list[dict]], bool] | None = None, until: Callable[[dict], bool] | None = None,
             progress: bool = True, desc: str = "SFT") -> list[dict]:

@@ -8,9 +8,14 @@ Two budgets are matched, because either alone can be argued with:
 
 - time: seconds in optimizer steps, evaluations excluded on both sides;
 - tokens: completion tokens the SFT trained on, against completion tokens GRPO sampled.
+
+Its learning rate either goes on at the cold start's, or (anneal) decays to 0 over the token
+budget as GRPO's does: a constant-rate control is read wherever its step-to-step swing happens
+to be, and ends below what the same steps reach annealed (docs/demo.md, section 4).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -43,6 +48,7 @@ class ControlResult:
     curve: list[dict] = field(default_factory=list)  # {"seconds", "tokens", "step", "accuracy"} per evaluation
     history: list[dict] = field(default_factory=list)  # one row per SFT step (loss, lr, tokens, train_seconds)
     capped: bool = False  # max_steps ended it before both budgets were spent
+    annealed: bool = False  # its rate decayed to 0 over the token budget (run_control's anneal)
 
     def summary(self, metric: str) -> dict:
         """The fields a demo's summary.json carries, `metric` naming the score
@@ -50,17 +56,22 @@ class ControlResult:
         return {f"{metric}_control_time": self.accuracy_time, f"{metric}_control_tokens": self.accuracy_tokens,
                 "control_steps_time": self.steps_time, "control_steps_tokens": self.steps_tokens,
                 "control_train_seconds": self.seconds, "control_tokens": self.tokens,
-                "control_curve": self.curve, "control_capped": self.capped}
+                "control_curve": self.curve, "control_capped": self.capped, "control_annealed": self.annealed}
 
 
 def run_control(sft: SFTRun, budget: Budget, evaluate: Callable[[], float], *, points: int = 4,
-                max_steps: int = 100_000, progress: bool = True, desc: str = "control (more SFT)") -> ControlResult:
+                max_steps: int = 100_000, anneal: bool = False, progress: bool = True,
+                desc: str = "control (more SFT)") -> ControlResult:
     """Continue `sft` until both budgets are spent, evaluating at each budget's step and at
-    `points` evenly spaced moments of the time budget (the curve on the plot)."""
+    `points` evenly spaced moments of the time budget (the curve on the plot). anneal: decay
+    the rate to 0 (cosine) over the token budget's steps, estimated from the run's tokens per
+    step so far (tokens do not depend on the machine's load; seconds do)."""
     from grpokit.logging import progress as progress_bar
 
     if max_steps < 1:
         raise ValueError(f"run_control: max_steps must be at least 1, got {max_steps}")
+    if anneal:
+        sft.anneal(anneal_steps(budget, sft.tokens, sft.step_count))
     t0, k0, s0 = sft.train_seconds, sft.tokens, sft.step_count
     marks = [budget.seconds * (i + 1) / (points + 1) for i in range(points)]  # the curve's interior points
     curve: list[dict] = []
@@ -99,18 +110,25 @@ def run_control(sft: SFTRun, budget: Budget, evaluate: Callable[[], float], *, p
     return ControlResult(accuracy_time=got["time"][0], accuracy_tokens=got["tokens"][0],
                          steps_time=got["time"][1], steps_tokens=got["tokens"][1],
                          seconds=sft.train_seconds - t0, tokens=sft.tokens - k0, curve=curve, history=history,
-                         capped=capped)
+                         capped=capped, annealed=anneal)
+
+
+def anneal_steps(budget: Budget, tokens: int, steps: int) -> int:
+    """SFT steps that spend the token budget at the run's mean tokens per step so far."""
+    if steps < 1 or tokens < 1:
+        raise ValueError(f"anneal_steps: the run needs trained steps to estimate from, got {steps} steps, {tokens} tokens")
+    return max(1, math.ceil(budget.tokens * steps / tokens))
 
 
 def control_arm(sft: SFTRun, budget: Budget, evaluate: Callable[[], float], *, points: int,
-                log_dir: Path) -> ControlResult:
+                log_dir: Path, anneal: bool = False) -> ControlResult:
     """A demo's control stage: says what it is about to spend, runs `run_control`, and
     writes its SFT rows to log_dir/metrics.jsonl."""
     from grpokit.logging import RunLogger
 
     print(f"control: more SFT from the cold start for GRPO's budget ({budget.seconds:.0f} s of training, "
-          f"{budget.tokens} completion tokens)", flush=True)
-    control = run_control(sft, budget, evaluate, points=points)
+          f"{budget.tokens} completion tokens{'; rate decayed to 0 over the tokens' if anneal else ''})", flush=True)
+    control = run_control(sft, budget, evaluate, points=points, anneal=anneal)
     with RunLogger(log_dir, console=False) as lg:
         for row in control.history:
             lg.log_step(row["step"], row)
@@ -157,10 +175,11 @@ def control_lines(s: dict, metric: str, key: str) -> list[str]:
     cold = s[f"{key}_cold_start"]
     pct = lambda v: f"{100 * v:.1f}% ({100 * (v - cold):+.1f} points"  # noqa: E731
     grpo = s[f"{key}_grpo"]
+    sft = "more SFT, rate decayed to 0," if s.get("control_annealed") else "more SFT"
     return [
-        f"control, more SFT for the same training time: {pct(s[f'{key}_control_time'])}; "
+        f"control, {sft} for the same training time: {pct(s[f'{key}_control_time'])}; "
         f"{s['control_steps_time']} steps)",
-        f"control, more SFT on as many tokens: {pct(s[f'{key}_control_tokens'])}; {s['control_steps_tokens']} steps)",
+        f"control, {sft} on as many tokens: {pct(s[f'{key}_control_tokens'])}; {s['control_steps_tokens']} steps)",
         f"GRPO minus control: {100 * (grpo - s[f'{key}_control_time']):+.1f} points (same time), "
         f"{100 * (grpo - s[f'{key}_control_tokens']):+.1f} (same tokens); {metric}",
     ]

@@ -58,6 +58,9 @@ class DemoSettings:
     max_turns: int = 3
     eval_size: int = EVAL_SIZE
     control: bool = True  # also train the cold start on with SFT for GRPO's budget (demos/control.py)
+    # True: the control decays its rate to 0 over GRPO's token budget (as `grpokit demo`'s does);
+    # here it goes on at the cold start's rate, and still wins by far (docs/tool_use.md)
+    control_anneal: bool = False
     control_points: int = 2  # evaluations along the control's curve, besides its two budget points
     threads: int = 2
 
@@ -102,9 +105,9 @@ def evaluate_search(tokenizer, sampler, examples, rewards, *, max_new_tokens: in
 
 
 def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, settings: DemoSettings | None = None,
-             *, threads: int | None = None, control: bool | None = None) -> dict:
-    """Both stages (and the control arm unless `control` is False); threads and control,
-    when given, override the settings."""
+             *, threads: int | None = None, control: bool | None = None, control_anneal: bool | None = None) -> dict:
+    """Both stages (and the control arm unless `control` is False); threads, control and
+    control_anneal, when given, override the settings."""
     from grpokit.checkpoint import save_model
     from grpokit.logging import RunLogger, read_metrics
     from grpokit.model.policy import create_tiny, load_policy
@@ -120,7 +123,8 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     from grpokit.train import train
 
     s = settings or (DemoSettings.quick() if quick else DemoSettings())
-    s = dataclasses.replace(s, **{k: v for k, v in (("threads", threads), ("control", control)) if v is not None})
+    s = dataclasses.replace(s, **{k: v for k, v in (("threads", threads), ("control", control),
+                                                    ("control_anneal", control_anneal)) if v is not None})
     t_start = time.perf_counter()
     torch.set_num_threads(s.threads)
     run_dir = Path(out or f"runs/demo-search-seed{seed}")
@@ -190,7 +194,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     control = None
     if s.control:
         control = control_arm(sft, budget, lambda: measure()["exact_match"], points=s.control_points,
-                              log_dir=run_dir / "control")
+                              log_dir=run_dir / "control", anneal=s.control_anneal)
     wall = time.perf_counter() - t_start
 
     plot = plot_demo(run_dir / "demo.png", history, grpo_rows, cold["exact_match"], control, metric="held-out exact match",

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from grpokit.registry import Registry
 
-__all__ = ["ADVANTAGES", "SCALES", "group_advantages", "group_means", "group_stats", "rloo_advantages"]
+__all__ = ["ADVANTAGES", "SCALES", "group_advantages", "group_moments", "group_stats", "rloo_advantages"]
 
 SCALES: tuple[str, ...] = ("group", "batch", "none")
 
@@ -40,14 +40,19 @@ def _safe_div(num: Tensor, den: Tensor) -> Tensor:
     return num / torch.where(den != 0, den, torch.ones_like(den))
 
 
-def group_means(values: Tensor, inverse: Tensor, count_g: Tensor) -> Tensor:
-    """Mean of each group [G] (inverse: each value's group in [0, G), count_g: sizes),
-    exactly the shared value for a constant group (see `group_stats`)."""
-    zeros = values.new_zeros(count_g.numel())  # [G]
+def group_moments(values: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per group: (inverse [N] in [0, G), count_g [G], mean_g [G], sum of squared
+    deviations SS_g [G]); a constant group's mean is exactly its value (see `group_stats`)."""
+    _, inverse = torch.unique(group_ids, return_inverse=True)  # [N] long in [0, G)
+    g = int(inverse.max()) + 1 if inverse.numel() else 0
+    zeros = values.new_zeros(g)  # [G]
+    count_g = zeros.index_add(0, inverse, torch.ones_like(values))  # [G]
     mean_g = zeros.index_add(0, inverse, values) / count_g  # [G]
     lo_g = torch.full_like(zeros, torch.inf).scatter_reduce(0, inverse, values, "amin")  # [G]
     hi_g = torch.full_like(zeros, -torch.inf).scatter_reduce(0, inverse, values, "amax")  # [G]
-    return torch.where(lo_g == hi_g, lo_g, mean_g)  # [G]
+    mean_g = torch.where(lo_g == hi_g, lo_g, mean_g)  # [G]
+    ss_g = zeros.index_add(0, inverse, (values - mean_g[inverse]).pow(2))  # [G]
+    return inverse, count_g, mean_g, ss_g
 
 
 def group_stats(values: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -65,16 +70,11 @@ def group_stats(values: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Tens
     carry no signal.
     """
     _check(values, group_ids)
-    uniq, inverse = torch.unique(group_ids, return_inverse=True)  # [G], [N] long in [0, G)
-    zeros = values.new_zeros(uniq.numel())  # [G]
-    count_g = zeros.index_add(0, inverse, torch.ones_like(values))  # [G]
-    mean_g = group_means(values, inverse, count_g)  # [G]
-    mean = mean_g[inverse]  # [N]
-    sq_dev_g = zeros.index_add(0, inverse, (values - mean).pow(2))  # [G]
+    inverse, count_g, mean_g, sq_dev_g = group_moments(values, group_ids)  # [N], [G], [G], [G]
     dof_g = count_g - 1  # [G]
     var_g = torch.where(dof_g > 0, sq_dev_g / dof_g.clamp_min(1), torch.zeros_like(sq_dev_g))  # [G]
     std = _safe_sqrt(var_g)[inverse]  # [N]
-    return mean, std, count_g[inverse]
+    return mean_g[inverse], std, count_g[inverse]
 
 
 def _batch_std(values: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from grpokit.algo.advantages import group_means
+from grpokit.algo.advantages import group_moments
 
 __all__ = [
     "allocate_samples",
@@ -57,17 +57,6 @@ def nest_ids(child: Tensor, parent: Tensor) -> Tensor:
     return inverse
 
 
-def _per_group(values: Tensor, ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(inverse [N], count_g [G], mean_g [G], sum of squared deviations SS_g [G])."""
-    _, inverse = torch.unique(ids, return_inverse=True)  # [N]
-    g = int(inverse.max()) + 1 if inverse.numel() else 0
-    zeros = values.new_zeros(g)  # [G]
-    count = zeros.index_add(0, inverse, torch.ones_like(values))  # [G]
-    mean = group_means(values, inverse, count)  # [G]: a constant group's mean is its value exactly
-    ss = zeros.index_add(0, inverse, (values - mean[inverse]).pow(2))  # [G]
-    return inverse, count, mean, ss
-
-
 def shrunk_group_stats(rewards: Tensor, group_ids: Tensor, parent_ids: Tensor, *,
                        prior_dof: float = 2.0) -> tuple[Tensor, Tensor, Tensor]:
     """Empirical-Bayes (James-Stein style) baseline and spread for each element's group.
@@ -100,7 +89,7 @@ def shrunk_group_stats(rewards: Tensor, group_ids: Tensor, parent_ids: Tensor, *
     if prior_dof < 0:
         raise ValueError(f"prior_dof must be >= 0, got {prior_dof}")
     child = nest_ids(group_ids, parent_ids)  # [N]
-    inv, n_g, ybar, ss = _per_group(rewards, child)  # [N], [G], [G], [G]
+    inv, n_g, ybar, ss = group_moments(rewards, child)  # [N], [G], [G], [G]
     # parent of each child group (every member shares it after nesting)
     _, parent_index = torch.unique(parent_ids, return_inverse=True)  # [N] in [0, P)
     par_of_g = torch.zeros_like(n_g, dtype=torch.long).scatter_(0, inv, parent_index)  # [G]
@@ -176,7 +165,7 @@ def loo_means(values: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor]:
     Returns (loo [N], defined [N] bool); a singleton has no other member: loo 0, defined False.
     """
     _check_ids(values, group_ids)
-    inv, n_g, mean_g, _ = _per_group(values, group_ids)  # [N], [G], [G], [G]
+    inv, n_g, mean_g, _ = group_moments(values, group_ids)  # [N], [G], [G], [G]
     n = n_g[inv]  # [N]
     total = (mean_g * n_g)[inv]  # [N]
     defined = n > 1  # [N]

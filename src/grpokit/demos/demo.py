@@ -165,8 +165,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     from grpokit.train import train
 
     s = settings or (DemoSettings.quick() if quick else DemoSettings())
-    s = dataclasses.replace(s, **{k: v for k, v in (("threads", threads), ("control", control),
-                                                    ("control_anneal", control_anneal)) if v is not None})
+    s = overridden(s, threads=threads, control=control, control_anneal=control_anneal)
     t_start = time.perf_counter()
     torch.set_num_threads(s.threads)
     run_dir = Path(out or f"runs/demo-seed{seed}")
@@ -212,6 +211,12 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     _print_table(summary)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def overridden(settings, **given):
+    """`settings` (a demo's settings dataclass) with the fields given a value other than
+    None replaced: the command line's overrides, None meaning "the demo's own"."""
+    return dataclasses.replace(settings, **{k: v for k, v in given.items() if v is not None})
 
 
 def cpu_model() -> str:

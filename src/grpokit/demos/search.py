@@ -17,7 +17,6 @@ questions, greedily, with the same tool.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -115,7 +114,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     from grpokit.build import make_sampler
     from grpokit.rollout.multiturn import MultiTurnSampler
     from grpokit.sft import SFTRun
-    from grpokit.demos.demo import cpu_model, probe_stop
+    from grpokit.demos.demo import cpu_model, overridden, probe_stop
     from grpokit.demos.control import control_arm, grpo_budget, plot_demo
     from grpokit.tasks import get_task
     from grpokit.tasks import with_task_corpora
@@ -123,8 +122,7 @@ def run_demo(seed: int = 0, out: str | None = None, quick: bool = False, setting
     from grpokit.train import train
 
     s = settings or (DemoSettings.quick() if quick else DemoSettings())
-    s = dataclasses.replace(s, **{k: v for k, v in (("threads", threads), ("control", control),
-                                                    ("control_anneal", control_anneal)) if v is not None})
+    s = overridden(s, threads=threads, control=control, control_anneal=control_anneal)
     t_start = time.perf_counter()
     torch.set_num_threads(s.threads)
     run_dir = Path(out or f"runs/demo-search-seed{seed}")

@@ -30,3 +30,16 @@ def test_full_demo_beats_cold_start_by_ten_points_and_control_by_five(tmp_path):
     assert s["accuracy_grpo"] - s["accuracy_cold_start"] >= 0.10, s
     assert s["accuracy_grpo"] - max(s["accuracy_control_time"], s["accuracy_control_tokens"]) >= 0.05, s
     assert s["seconds_total"] < 15 * 60, s
+
+
+def test_cpu_record_names_the_kernels_torch_uses():
+    from grpokit.demos.demo import cpu_model, with_capability
+
+    assert with_capability("AMD EPYC", "AVX512") == "AMD EPYC (AVX-512)"
+    assert with_capability("AMD EPYC", "AVX2") == "AMD EPYC (AVX2)"
+    assert with_capability("Apple M2", None) == "Apple M2"
+    # the live record ends with what torch reports for this machine
+    import torch
+
+    cap = torch.backends.cpu.get_cpu_capability()
+    assert cpu_model().endswith(f"({ {'AVX512': 'AVX-512'}.get(cap, cap) })")

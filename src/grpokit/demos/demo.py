@@ -220,17 +220,36 @@ def overridden(settings, **given):
 
 
 def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), recorded with every demo result: rounding,
-    and so the exact numbers, differ between CPUs."""
+    """The CPU's model name (/proc/cpuinfo) and the vector instructions torch's kernels use
+    on it, recorded with every demo result: rounding, and so the exact numbers, differ
+    between CPUs, and two machines sold under one name ("AMD EPYC") can differ in the
+    kernels torch picks (AVX2 or AVX-512)."""
     import platform
 
+    name = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return with_capability(name or platform.processor() or platform.machine(), _kernel_capability())
+
+
+def with_capability(name: str, capability: str | None) -> str:
+    """`name (capability)`, the capability as torch reports it ("AVX512" -> "AVX-512")."""
+    if not capability:
+        return name
+    shown = {"AVX512": "AVX-512"}.get(capability, capability)
+    return f"{name} ({shown})"
+
+
+def _kernel_capability() -> str | None:
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):  # older torch, or a build without the query
+        return None
 
 
 def _print_table(s: dict) -> None:

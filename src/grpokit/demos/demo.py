@@ -220,21 +220,15 @@ def overridden(settings, **given):
 
 
 def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo) and the vector instructions torch's kernels use
-    on it, recorded with every demo result: rounding, and so the exact numbers, differ
-    between CPUs, and two machines sold under one name ("AMD EPYC") can differ in the
-    kernels torch picks (AVX2 or AVX-512)."""
+    """The CPU's model name and the vector instructions torch's kernels use on it,
+    recorded with every demo result: rounding, and so the exact numbers, differ between
+    CPUs, and two machines sold under one name ("AMD EPYC") can differ in the kernels
+    torch picks (AVX2 or AVX-512)."""
     import platform
 
-    name = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return with_capability(name or platform.processor() or platform.machine(), _kernel_capability())
+    from grpokit.bench.machine import cpu_name
+
+    return with_capability(cpu_name() or platform.machine(), _kernel_capability())
 
 
 def with_capability(name: str, capability: str | None) -> str:

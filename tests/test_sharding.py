@@ -136,7 +136,11 @@ def test_fsdp_ranks_with_unequal_micro_batches_match_ddp(tmp_path):
     one, so rank 1 pads with a zero-loss pass (in the update and in the reference pass);
     rows that share a prompt and rows that do not meet in one micro-batch.
     Both layouts train the same row blocks per rank, so FSDP's reduce-scatter sums the
-    same partial gradients DDP's all-reduce does."""
+    same partial gradients DDP's all-reduce does. They are compared within 1e-5 relative,
+    not bit for bit: FSDP takes the gradient norm from per-shard sums of squares, DDP from
+    whole tensors, so the clipping factor differs in its last bits; on AVX-512 kernels
+    that is 4e-7 relative in step 1's KL (mu=2: its second pass follows a clipped update)
+    and 1.2e-6 in step 2's loss."""
     args = _setup(tmp_path) + ["--steps", "3", "rollout.num_generations=3", "optim.micro_batch_size=7"]
     ddp = _run(args + ["--out", str(tmp_path / "ddp"), "run.parallel=ddp", "optim.share_prompt=false"], 2,
                GRPOKIT_NATIVE="0")
@@ -148,7 +152,7 @@ def test_fsdp_ranks_with_unequal_micro_batches_match_ddp(tmp_path):
     for a, b in zip(_jsonl(tmp_path / "ddp" / "metrics.jsonl"), _jsonl(tmp_path / "fsdp" / "metrics.jsonl")):
         assert a["trained_rows"] == b["trained_rows"] == 15
         for k in ("loss", "kl", "grad_norm", "entropy"):
-            assert b[k] == pytest.approx(a[k], rel=1e-6, abs=1e-8), k
+            assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-8), k
 
 
 @pytest.mark.slow

@@ -320,6 +320,7 @@ def run(s: GradientSettings, out: Path, *, cold_start=None, log=print) -> dict:
     from grpokit.config import load_config
     from grpokit.config.schema import TrainConfig
     from grpokit.demos.demo import DemoSettings
+    from grpokit.demos.study import StudySettings
     from grpokit.grouping import make_grouper
     from grpokit.optim import set_threads
 
@@ -332,8 +333,8 @@ def run(s: GradientSettings, out: Path, *, cold_start=None, log=print) -> dict:
     if s.model is None and cold_start is None:
         raise ValueError("no model: give --model DIR (or a cold_start function)")
     model = resolve_model(s.model) if s.model else str(cold_start())
-    # the GRPO sampling of the grouping study (and of `grpokit demo`)
-    temperature = s.temperature if s.temperature is not None else DemoSettings.grpo_temperature
+    # the GRPO sampling of the grouping study, at whose checkpoints the estimator is measured
+    temperature = s.temperature if s.temperature is not None else StudySettings.temperature
     max_new = s.max_new_tokens if s.max_new_tokens is not None else DemoSettings.max_new_tokens
     cfg = load_config(TrainConfig, None, [
         f"model.name_or_path={model}", f"data.train=task:{s.task}", f"rollout.num_generations={s.generations}",

@@ -10,7 +10,8 @@ def test_quick_demo_runs_both_stages_and_writes_its_outputs(tmp_path, capsys):
     assert cli.main(["demo", "--quick", "--out", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out
     assert "accuracy after cold start:" in out and "accuracy after GRPO:" in out
-    assert "control, more SFT, rate decayed to 0, for the same training time:" in out and "GRPO minus control:" in out
+    assert "control, more SFT, rate decayed to 0, for the same training time:" in out
+    assert "GRPO minus control (held-out accuracy):" in out and "verdict (same tokens): " in out
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert summary["grpo_steps"] == 3 and summary["control_annealed"] is True
     # the control continued the cold start's run until both GRPO budgets were spent

@@ -180,6 +180,27 @@ def control_lines(s: dict, metric: str, key: str) -> list[str]:
         f"control, {sft} for the same training time: {pct(s[f'{key}_control_time'])}; "
         f"{s['control_steps_time']} steps)",
         f"control, {sft} on as many tokens: {pct(s[f'{key}_control_tokens'])}; {s['control_steps_tokens']} steps)",
-        f"GRPO minus control: {100 * (grpo - s[f'{key}_control_time']):+.1f} points (same time), "
-        f"{100 * (grpo - s[f'{key}_control_tokens']):+.1f} (same tokens); {metric}",
-    ]
+        f"GRPO minus control ({metric}): {100 * (grpo - s[f'{key}_control_time']):+.1f} points (same time), "
+        f"{100 * (grpo - s[f'{key}_control_tokens']):+.1f} (same tokens)",
+    ] + ([verdict(grpo, s[f"{key}_control_tokens"], s["eval_size"])] if "eval_size" in s else [])
+
+
+def noise_margin(a: float, b: float, n: int) -> float:
+    """Two standard errors of the difference between two accuracies a and b, each measured
+    on n problems: 2 sqrt((a(1-a) + b(1-b)) / n). At 33% on 1,000 problems that is 4.2
+    points, about the run-to-run spread of one control reading (docs/demo.md, section 4c)."""
+    return 2.0 * math.sqrt((a * (1.0 - a) + b * (1.0 - b)) / n)
+
+
+def verdict(grpo: float, control: float, n: int) -> str:
+    """What one run shows, in one line: GRPO against the control on as many tokens (the
+    budget that does not depend on the machine's load), with the noise margin. A demo's
+    margin inside the noise says that RL did as well as more SFT, not better."""
+    diff, margin = grpo - control, noise_margin(grpo, control, n)
+    noise = f"{100 * diff:+.1f} points against a noise of +-{100 * margin:.1f} ({n} problems, two standard errors)"
+    if diff > margin:
+        return f"verdict (same tokens): GRPO beats more SFT, {noise}"
+    if diff < -margin:
+        return f"verdict (same tokens): more SFT beats GRPO, {noise}"
+    return (f"verdict (same tokens): GRPO and more SFT are level, {noise}; this run does not show "
+            "that RL adds what more SFT on the traces would not")

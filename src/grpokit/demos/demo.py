@@ -265,7 +265,6 @@ def _print_table(s: dict) -> None:
     ]
     lines += control_lines(s, "held-out accuracy", "accuracy")
     lines += [
-        f"change: {gain('accuracy_grpo')} points",
         f"reward (mean of first/last 10% of GRPO steps): {s['reward_first']:.3f} -> {s['reward_last']:.3f}",
         f"wall time: {s['seconds_total'] / 60:.1f} min (cold start {s['seconds_cold_start'] / 60:.1f} min); "
         f"CPU: {s['cpu']}, {s['threads']} thread{'s' if s['threads'] != 1 else ''}",

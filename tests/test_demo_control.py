@@ -180,8 +180,8 @@ def test_the_verdict_reads_the_same_token_margin_against_the_noise():
     assert verdict(0.45, 0.30, 1000) == ("verdict (same tokens): GRPO beats more SFT, +15.0 points against a "
                                          "noise of +-4.3 (1000 problems, two standard errors)")
     # the search demo's seed 0 on the AVX2 machine: 37.1% against 67.5% on 456 questions
-    assert verdict(0.371, 0.675, 456).startswith("verdict (same tokens): more SFT beats GRPO, -30.4 points "
-                                                 "against a noise of +-6.3")
+    assert verdict(0.371, 0.675, 456, "questions") == ("verdict (same tokens): more SFT beats GRPO, -30.4 points "
+                                                       "against a noise of +-6.3 (456 questions, two standard errors)")
 
 
 def test_control_lines_end_with_the_verdict_when_the_evaluation_size_is_known():

@@ -168,6 +168,7 @@ def test_demo_search_quick_runs_end_to_end(tmp_path, capsys):
     summary = run_demo(seed=0, out=str(tmp_path / "demo"), quick=True)
     printed = capsys.readouterr().out
     assert "\nexact match after cold start: " in printed and "\nexact match after GRPO: " in printed
+    assert "\nverdict (same tokens): " in printed and " questions, two standard errors)" in printed
     assert 0.0 <= summary["exact_match_grpo"] <= 1.0 and (tmp_path / "demo" / "summary.json").is_file()
 
 

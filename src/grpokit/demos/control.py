@@ -167,7 +167,7 @@ def plot_demo(out: Path, sft_history: list[dict], grpo_rows: list[dict], start: 
                                 first_color=1)  # GRPO keeps its stage's colour
 
 
-def control_lines(s: dict, metric: str, key: str) -> list[str]:
+def control_lines(s: dict, metric: str, key: str, unit: str = "problems") -> list[str]:
     """The summary lines comparing GRPO with its control; s has `{key}_cold_start`,
     `{key}_grpo`, `{key}_control_time`, `{key}_control_tokens` and the control's steps."""
     if f"{key}_control_time" not in s:
@@ -182,7 +182,7 @@ def control_lines(s: dict, metric: str, key: str) -> list[str]:
         f"control, {sft} on as many tokens: {pct(s[f'{key}_control_tokens'])}; {s['control_steps_tokens']} steps)",
         f"GRPO minus control ({metric}): {100 * (grpo - s[f'{key}_control_time']):+.1f} points (same time), "
         f"{100 * (grpo - s[f'{key}_control_tokens']):+.1f} (same tokens)",
-    ] + ([verdict(grpo, s[f"{key}_control_tokens"], s["eval_size"])] if "eval_size" in s else [])
+    ] + ([verdict(grpo, s[f"{key}_control_tokens"], s["eval_size"], unit)] if "eval_size" in s else [])
 
 
 def noise_margin(a: float, b: float, n: int) -> float:
@@ -192,12 +192,12 @@ def noise_margin(a: float, b: float, n: int) -> float:
     return 2.0 * math.sqrt((a * (1.0 - a) + b * (1.0 - b)) / n)
 
 
-def verdict(grpo: float, control: float, n: int) -> str:
+def verdict(grpo: float, control: float, n: int, unit: str = "problems") -> str:
     """What one run shows, in one line: GRPO against the control on as many tokens (the
     budget that does not depend on the machine's load), with the noise margin. A demo's
     margin inside the noise says that RL did as well as more SFT, not better."""
     diff, margin = grpo - control, noise_margin(grpo, control, n)
-    noise = f"{100 * diff:+.1f} points against a noise of +-{100 * margin:.1f} ({n} problems, two standard errors)"
+    noise = f"{100 * diff:+.1f} points against a noise of +-{100 * margin:.1f} ({n} {unit}, two standard errors)"
     if diff > margin:
         return f"verdict (same tokens): GRPO beats more SFT, {noise}"
     if diff < -margin:

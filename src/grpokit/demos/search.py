@@ -235,7 +235,7 @@ def _print_table(s: dict) -> None:
         f"exact match after cold start: {100 * s['exact_match_cold_start']:.1f}%",
         f"exact match after GRPO: {100 * s['exact_match_grpo']:.1f}%",
         f"change: {100 * (s['exact_match_grpo'] - s['exact_match_cold_start']):+.1f} points",
-        *control_lines(s, "exact match", "exact_match"),
+        *control_lines(s, "exact match", "exact_match", "questions"),
         f"share of questions searched: {_pct(c['searched'])} -> {_pct(g['searched'])}",
         f"exact match, single-hop: {_pct(c.get('exact_match_1hop'))} -> {_pct(g.get('exact_match_1hop'))}; "
         f"two-hop: {_pct(c.get('exact_match_2hop'))} -> {_pct(g.get('exact_match_2hop'))}",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from grpokit.demos.study_table import difference_se
 from grpokit.sft import SFTRun
 
 
@@ -189,7 +190,7 @@ def noise_margin(a: float, b: float, n: int) -> float:
     """Two standard errors of the difference between two accuracies a and b, each measured
     on n problems: 2 sqrt((a(1-a) + b(1-b)) / n). At 33% on 1,000 problems that is 4.2
     points, about the run-to-run spread of one control reading (docs/demo.md, section 4c)."""
-    return 2.0 * math.sqrt((a * (1.0 - a) + b * (1.0 - b)) / n)
+    return 2.0 * difference_se(a, b, n)
 
 
 def verdict(grpo: float, control: float, n: int, unit: str = "problems") -> str:

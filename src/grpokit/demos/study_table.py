@@ -115,12 +115,18 @@ def paired(results: list[dict], cold: dict[int, float], budget: int) -> list[dic
     return out
 
 
+def difference_se(a: float, b: float, n: int) -> float:
+    """The standard error of the difference of two proportions a and b, each measured on
+    n problems: sqrt((a(1-a) + b(1-b)) / n)."""
+    return math.sqrt((a * (1 - a) + b * (1 - b)) / n)
+
+
 def above_cold(acc: float, cold: float, n: int, z: float = 1.96) -> bool:
     """Is accuracy acc above the cold start's by more than z standard errors of the
     difference of two proportions measured on n problems each? n = 0: simply above."""
     if n <= 0:
         return acc > cold
-    se = math.sqrt((cold * (1 - cold) + acc * (1 - acc)) / n)
+    se = difference_se(cold, acc, n)
     return se > 0 and (acc - cold) / se > z
 
 
